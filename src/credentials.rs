@@ -1,0 +1,113 @@
+//! Resolve S3 credentials for the three access modes (keys, workload identity, assumed role) into AWS SDK clients.
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+
+/// How the writer authenticates to the customer's bucket.
+#[derive(Clone)]
+pub enum Access {
+    /// Keys handed over by the customer (from a Kubernetes Secret or the environment).
+    Keys {
+        access_key_id: String,
+        secret_access_key: String,
+        session_token: Option<String>,
+    },
+    /// Our own workload identity through the AWS default chain (IRSA, Pod Identity, instance
+    /// profile, environment); the customer allowlists it in the bucket policy.
+    WorkloadIdentity,
+    /// A role in the customer's account assumed on top of our workload identity.
+    AssumeRole {
+        role_arn: String,
+        external_id: Option<String>,
+        session_name: String,
+    },
+}
+
+// Hand-written so that a stray `{:?}` can never print a secret.
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Access::Keys { access_key_id, .. } => f
+                .debug_struct("Keys")
+                .field("access_key_id", access_key_id)
+                .finish_non_exhaustive(),
+            Access::WorkloadIdentity => f.write_str("WorkloadIdentity"),
+            Access::AssumeRole {
+                role_arn,
+                session_name,
+                ..
+            } => f
+                .debug_struct("AssumeRole")
+                .field("role_arn", role_arn)
+                .field("session_name", session_name)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// Where the bucket lives.
+#[derive(Clone, Debug, Default)]
+pub struct Target {
+    pub region: String,
+    /// An S3-compatible endpoint (also used for STS when set); `None` means AWS itself.
+    pub endpoint: Option<String>,
+    pub force_path_style: bool,
+}
+
+/// Builds the SDK configuration for an access mode. Assumed-role credentials are cached and
+/// refreshed by the SDK before they expire, so long uploads survive one-hour sessions.
+pub async fn sdk_config(access: &Access, target: &Target) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(target.region.clone()));
+    if let Some(endpoint) = &target.endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    match access {
+        Access::Keys {
+            access_key_id,
+            secret_access_key,
+            session_token,
+        } => {
+            loader = loader.credentials_provider(Credentials::new(
+                access_key_id,
+                secret_access_key,
+                session_token.clone(),
+                None,
+                "outbound-keys",
+            ));
+            loader.load().await
+        }
+        Access::WorkloadIdentity => loader.load().await,
+        Access::AssumeRole {
+            role_arn,
+            external_id,
+            session_name,
+        } => {
+            let base = loader.load().await;
+            let mut builder =
+                aws_config::sts::AssumeRoleProvider::builder(role_arn).session_name(session_name);
+            if let Some(external_id) = external_id {
+                builder = builder.external_id(external_id);
+            }
+            let provider = builder.configure(&base).build().await;
+            base.into_builder()
+                .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
+                    provider,
+                ))
+                .build()
+        }
+    }
+}
+
+/// An S3 client for the target (path-style addressing for S3-compatible servers when asked).
+pub fn s3_client(config: &SdkConfig, target: &Target) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::config::Builder::from(config)
+        .force_path_style(target.force_path_style)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// An STS client on the same configuration (identity checks).
+pub fn sts_client(config: &SdkConfig) -> aws_sdk_sts::Client {
+    aws_sdk_sts::Client::new(config)
+}

@@ -1,0 +1,65 @@
+//! The command line: run | upload | crd | plan; nothing else.
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "outbound", version, about = "Delivers data files into S3 buckets from Kubernetes")]
+struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, env = "OUTBOUND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controllers (the operator).
+    Run(outbound::controller::RunArgs),
+    /// Upload a source folder to a destination (the data plane; what each upload Job runs).
+    Upload(Box<outbound::upload::UploadArgs>),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crd,
+    /// Print which objects, keys, sizes and part sizes a source would become, without uploading.
+    Plan(outbound::upload::PlanArgs),
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTBOUND_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Run(args) => outbound::controller::run(args).await,
+        Command::Upload(args) => outbound::upload::run_upload(*args).await,
+        Command::Crd => {
+            print!("{}", outbound::api::crds_yaml());
+            Ok(())
+        }
+        Command::Plan(args) => outbound::upload::run_plan(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
