@@ -14,17 +14,20 @@ MOTO_VERSION=5.2.5
 
 AWSCLI_VERSION=1.46.3
 
-# go_tool NAME MODULE_PACKAGE VERSION: `go install` into a per-version folder, then link the name.
+# go_tool NAME MODULE VERSION [PACKAGE_DIR]: build a module's command at an exact version into a
+# per-version folder, then link the name. Building inside the downloaded module (instead of
+# `go install m@v`) honours the module's own go.mod and replace directives, and never asks the
+# proxy for version lists, which it refuses for some modules.
 go_tool() {
-  local name=$1 pkg=$2 version=$3
+  local name=$1 module=$2 version=$3 pkg=${4:-.}
   local dir="$BIN/$name-$version"
   if [ ! -x "$dir/$name" ]; then
     echo "tools: building $name $version (first time on this machine)" >&2
-    mkdir -p "$dir.tmp"
-    GOBIN="$dir.tmp" GOFLAGS=-buildvcs=false CGO_ENABLED=0 go install -trimpath -ldflags="-s -w" "$pkg@$version"
-    local built
-    built=$(ls "$dir.tmp" | head -n1)
-    mv "$dir.tmp/$built" "$dir.tmp/$name"
+    local src
+    src=$(GOFLAGS=-mod=mod go mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    [ -d "$src" ] || { echo "tools: could not download $module@$version" >&2; exit 1; }
+    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+    (cd "$src" && GOFLAGS="-buildvcs=false -mod=mod" CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$dir.tmp/$name" "$pkg")
     rm -rf "$dir" && mv "$dir.tmp" "$dir"
   fi
   ln -sfn "$dir/$name" "$BIN/$name"
@@ -46,12 +49,12 @@ python_venv() {
 want="${1:-all}"
 case "$want" in
   all|s3)
-    go_tool versitygw github.com/versity/versitygw/cmd/versitygw "$VERSITYGW_VERSION"
+    go_tool versitygw github.com/versity/versitygw "$VERSITYGW_VERSION" ./cmd/versitygw
     python_venv
     ;;&
   all|peers)
     go_tool s5cmd github.com/peak/s5cmd/v2 "$S5CMD_VERSION"
     go_tool rclone github.com/rclone/rclone "$RCLONE_VERSION"
-    go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
+    go_tool helm helm.sh/helm/v3 "$HELM_VERSION" ./cmd/helm
     ;;
 esac

@@ -1,0 +1,45 @@
+# Outbound's developer entry points. `make test` is what CI runs; `make demo` shows a delivery.
+SHELL := /bin/bash
+GROUND := tests/ground
+ENV := $(GROUND)/.state/env
+
+.PHONY: build test unit-test ground-up ground-down ground-test lint fmt crds demo bench clean-cache
+
+build:
+	cargo build --bins
+
+ground-up: build
+	$(GROUND)/scripts/up.sh
+
+ground-down:
+	$(GROUND)/scripts/down.sh
+
+# Every test: unit tests, the ground's own tests, then the Rust end-to-end tests on the ground.
+# The ground is started (or reused) first and stopped at the end unless KEEP_GROUND=1.
+test:
+	scripts/test.sh
+
+unit-test:
+	cargo test --lib --bins
+
+ground-test: ground-up
+	source $(ENV) && cd $(GROUND) && go test -count=1 -v ./e2e/...
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	scripts/check-crds.sh
+	cd $(GROUND) && gofmt -l . | (! grep .) && go vet ./...
+
+fmt:
+	cargo fmt --all
+	cd $(GROUND) && gofmt -w .
+
+crds: build
+	scripts/gen-crds.sh
+
+demo:
+	scripts/demo.sh
+
+bench:
+	scripts/bench.sh
