@@ -1,6 +1,13 @@
 //! Outbound: a Kubernetes operator that delivers data files into customers' S3 buckets.
 
 pub mod api;
+pub mod checksum;
 pub mod controller;
 pub mod credentials;
+pub mod job;
+pub mod metrics;
+pub mod plan;
+pub mod probe;
+pub mod status;
+pub mod units;
 pub mod upload;

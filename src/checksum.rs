@@ -1,0 +1,180 @@
+//! Checksums S3 verifies: per-part digests and the object's checksum (full-object CRC or composite SHA-256).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use sha2::Digest as _;
+
+/// The checksum algorithm sent with every part and object.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[clap(rename_all = "UPPER")]
+pub enum ChecksumAlgorithm {
+    /// CRC-64/NVME: fast, and S3 stores it as a full-object checksum for multipart uploads.
+    #[default]
+    #[serde(rename = "CRC64NVME")]
+    #[value(name = "CRC64NVME")]
+    Crc64Nvme,
+    /// CRC-32C, also a full-object checksum for multipart uploads.
+    #[serde(rename = "CRC32C")]
+    #[value(name = "CRC32C")]
+    Crc32C,
+    /// SHA-256: S3 only keeps a composite (checksum of the part checksums) for multipart uploads.
+    #[serde(rename = "SHA256")]
+    #[value(name = "SHA256")]
+    Sha256,
+}
+
+/// How S3 derives a multipart object's checksum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ChecksumKind {
+    /// The checksum of the whole object's bytes, as if it had been sent in one piece.
+    FullObject,
+    /// The checksum of the concatenated part checksums, suffixed with `-<parts>`.
+    Composite,
+}
+
+impl ChecksumAlgorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChecksumAlgorithm::Crc64Nvme => "CRC64NVME",
+            ChecksumAlgorithm::Crc32C => "CRC32C",
+            ChecksumAlgorithm::Sha256 => "SHA256",
+        }
+    }
+
+    pub fn sdk(self) -> aws_sdk_s3::types::ChecksumAlgorithm {
+        match self {
+            ChecksumAlgorithm::Crc64Nvme => aws_sdk_s3::types::ChecksumAlgorithm::Crc64Nvme,
+            ChecksumAlgorithm::Crc32C => aws_sdk_s3::types::ChecksumAlgorithm::Crc32C,
+            ChecksumAlgorithm::Sha256 => aws_sdk_s3::types::ChecksumAlgorithm::Sha256,
+        }
+    }
+
+    /// The checksum type a multipart upload asks for: full-object where S3 supports it (the CRCs),
+    /// composite for SHA-256 (S3 cannot combine SHA-256 digests).
+    pub fn multipart_kind(self) -> ChecksumKind {
+        match self {
+            ChecksumAlgorithm::Crc64Nvme | ChecksumAlgorithm::Crc32C => ChecksumKind::FullObject,
+            ChecksumAlgorithm::Sha256 => ChecksumKind::Composite,
+        }
+    }
+
+    pub fn sdk_kind(kind: ChecksumKind) -> aws_sdk_s3::types::ChecksumType {
+        match kind {
+            ChecksumKind::FullObject => aws_sdk_s3::types::ChecksumType::FullObject,
+            ChecksumKind::Composite => aws_sdk_s3::types::ChecksumType::Composite,
+        }
+    }
+}
+
+/// A streaming digest of one algorithm.
+pub enum Hasher {
+    Crc(crc_fast::Digest, usize),
+    Sha256(Box<sha2::Sha256>),
+}
+
+impl Hasher {
+    pub fn new(algorithm: ChecksumAlgorithm) -> Self {
+        match algorithm {
+            ChecksumAlgorithm::Crc64Nvme => {
+                Hasher::Crc(crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme), 8)
+            }
+            ChecksumAlgorithm::Crc32C => {
+                Hasher::Crc(crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi), 4)
+            }
+            ChecksumAlgorithm::Sha256 => Hasher::Sha256(Box::default()),
+        }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Crc(digest, _) => digest.update(data),
+            Hasher::Sha256(digest) => digest.update(data),
+        }
+    }
+
+    /// The digest in S3's byte order (big-endian for CRCs), ready for base64.
+    pub fn finish(self) -> Vec<u8> {
+        match self {
+            Hasher::Crc(digest, width) => digest.finalize().to_be_bytes()[8 - width..].to_vec(),
+            Hasher::Sha256(digest) => digest.finalize().to_vec(),
+        }
+    }
+}
+
+/// The digest of one buffer in S3's byte order.
+pub fn digest(algorithm: ChecksumAlgorithm, data: &[u8]) -> Vec<u8> {
+    let mut hasher = Hasher::new(algorithm);
+    hasher.update(data);
+    hasher.finish()
+}
+
+pub fn to_base64(digest: &[u8]) -> String {
+    B64.encode(digest)
+}
+
+/// The composite checksum S3 reports for a multipart object: the digest of the concatenated part
+/// digests, base64, then `-<number of parts>`.
+pub fn composite(algorithm: ChecksumAlgorithm, part_digests: &[Vec<u8>]) -> String {
+    let mut hasher = Hasher::new(algorithm);
+    for part in part_digests {
+        hasher.update(part);
+    }
+    format!("{}-{}", to_base64(&hasher.finish()), part_digests.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Values S3-compatible servers returned for the same bytes (checked against versitygw).
+    #[test]
+    fn crc_digests_match_known_values() {
+        // CRC-64/NVME and CRC-32C check values of "123456789".
+        assert_eq!(
+            digest(ChecksumAlgorithm::Crc64Nvme, b"123456789"),
+            0xae8b_1486_0a79_9888u64.to_be_bytes().to_vec()
+        );
+        assert_eq!(
+            digest(ChecksumAlgorithm::Crc32C, b"123456789"),
+            0xe306_9283u32.to_be_bytes().to_vec()
+        );
+        assert_eq!(digest(ChecksumAlgorithm::Sha256, b"").len(), 32);
+    }
+
+    #[test]
+    fn streaming_equals_one_shot() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for algorithm in [
+            ChecksumAlgorithm::Crc64Nvme,
+            ChecksumAlgorithm::Crc32C,
+            ChecksumAlgorithm::Sha256,
+        ] {
+            let mut hasher = Hasher::new(algorithm);
+            for chunk in data.chunks(777) {
+                hasher.update(chunk);
+            }
+            assert_eq!(hasher.finish(), digest(algorithm, &data));
+        }
+    }
+
+    #[test]
+    fn composite_has_part_count_suffix() {
+        let parts = vec![
+            digest(ChecksumAlgorithm::Sha256, b"a"),
+            digest(ChecksumAlgorithm::Sha256, b"b"),
+        ];
+        let value = composite(ChecksumAlgorithm::Sha256, &parts);
+        assert!(value.ends_with("-2"), "{value}");
+    }
+}

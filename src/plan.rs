@@ -1,0 +1,680 @@
+//! Pure planning: source files and sizes -> objects (keys, byte ranges), part sizes, shards.
+//!
+//! The only IO is reading small windows just before each cut in lines mode, through [`ReadAt`],
+//! so the planner never reads a file end to end and tests can feed it synthetic files.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::units::{MAX_SPLIT_SIZE, format_size};
+
+/// S3's smallest part (except the last one).
+pub const MIN_PART_SIZE: u64 = 5 << 20;
+/// S3's largest part.
+pub const MAX_PART_SIZE: u64 = 5 << 30;
+/// S3's largest number of parts in one multipart upload.
+pub const MAX_PARTS: u64 = 10_000;
+/// S3's largest single PUT.
+pub const MAX_SINGLE_PUT: u64 = 5 << 30;
+/// Default naming of the pieces of a split file.
+pub const DEFAULT_NAME_TEMPLATE: &str = "{stem}-{n}{ext}";
+
+/// How far back a cut search reads at a time in lines mode.
+const CUT_WINDOW: usize = 64 << 10;
+
+/// Where a file may be cut.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitOn {
+    /// Only just after a newline: every piece is a readable file of whole lines.
+    #[default]
+    Lines,
+    /// Exactly at the split size: for opaque files.
+    Bytes,
+}
+
+/// Everything that decides a plan.
+#[derive(Clone, Debug)]
+pub struct PlanSettings {
+    /// Largest object, at most [`MAX_SPLIT_SIZE`].
+    pub split_size: u64,
+    pub split_on: SplitOn,
+    /// Preferred part size; raised when an object would otherwise need more than 10,000 parts.
+    pub part_size: u64,
+    /// Objects up to this size go up in one PUT.
+    pub multipart_threshold: u64,
+    /// Prepended to every key as is.
+    pub prefix: String,
+    /// Name of a split file's pieces: `{stem}` (name up to its first dot), `{n}` (piece number,
+    /// zero-padded to at least three digits), `{ext}` (the rest of the name, from the first dot).
+    pub name_template: String,
+}
+
+impl Default for PlanSettings {
+    fn default() -> Self {
+        PlanSettings {
+            split_size: MAX_SPLIT_SIZE,
+            split_on: SplitOn::Lines,
+            part_size: 16 << 20,
+            multipart_threshold: 16 << 20,
+            prefix: String::new(),
+            name_template: DEFAULT_NAME_TEMPLATE.to_string(),
+        }
+    }
+}
+
+/// Why a source cannot be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("split size {} is invalid: it must be between 1 byte and 1Ti", .0)]
+    SplitSize(u64),
+    #[error("part size {} is invalid: S3 parts are 5Mi to 5Gi", .0)]
+    PartSize(u64),
+    #[error("multipart threshold {} is invalid: a single PUT is at most 5Gi", .0)]
+    Threshold(u64),
+    #[error("name template {0:?} must contain {{n}}")]
+    Template(String),
+    #[error(
+        "{file}: the line starting at byte {offset} is longer than the split size ({split}); \
+         lines mode never cuts inside a line (use --split-on bytes for files without lines)"
+    )]
+    LineTooLong {
+        file: String,
+        offset: u64,
+        split: u64,
+    },
+    #[error(
+        "{file} is gzip-compressed and larger than the split size: lines mode cannot cut a \
+         compressed stream into readable pieces yet (use --split-on bytes, or a split size above {size} bytes)"
+    )]
+    Gzip { file: String, size: u64 },
+    #[error("failed to read {file} at byte {offset}: {source}")]
+    Read {
+        file: String,
+        offset: u64,
+        source: io::Error,
+    },
+}
+
+impl PlanSettings {
+    pub fn validate(&self) -> Result<(), PlanError> {
+        if self.split_size == 0 || self.split_size > MAX_SPLIT_SIZE {
+            return Err(PlanError::SplitSize(self.split_size));
+        }
+        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&self.part_size) {
+            return Err(PlanError::PartSize(self.part_size));
+        }
+        if self.multipart_threshold > MAX_SINGLE_PUT {
+            return Err(PlanError::Threshold(self.multipart_threshold));
+        }
+        if !self.name_template.contains("{n}") {
+            return Err(PlanError::Template(self.name_template.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// Positioned reads (pread): many readers may share one file without a cursor.
+pub trait ReadAt {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+
+    /// Fills `buf` unless the source ends first; returns how much was read.
+    fn read_full_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+}
+
+impl ReadAt for std::fs::File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(self, buf, offset)
+    }
+}
+
+impl ReadAt for [u8] {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let start = (offset as usize).min(self.len());
+        let n = buf.len().min(self.len() - start);
+        buf[..n].copy_from_slice(&self[start..start + n]);
+        Ok(n)
+    }
+}
+
+impl ReadAt for Vec<u8> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.as_slice().read_at(buf, offset)
+    }
+}
+
+/// A file found in the source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceFile {
+    /// Path relative to the source folder, `/`-separated: the key below the prefix.
+    pub relative: String,
+    pub path: PathBuf,
+    pub size: u64,
+}
+
+/// One object to write.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedObject {
+    /// Position in the plan from 0; object `n` belongs to shard `n % shard_count`.
+    pub index: usize,
+    pub key: String,
+    /// Source file, relative to the source folder.
+    pub source: String,
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// Piece number within its source file, from 1 (1 for an unsplit file).
+    pub sequence: u32,
+    /// Byte range of the source file.
+    pub offset: u64,
+    pub size: u64,
+    pub multipart: bool,
+    pub part_size: u64,
+    pub parts: u64,
+}
+
+impl PlannedObject {
+    /// The byte range of part `number` (from 1) within the source file.
+    pub fn part_range(&self, number: u64) -> (u64, u64) {
+        let start = (number - 1) * self.part_size;
+        let len = self.part_size.min(self.size - start);
+        (self.offset + start, len)
+    }
+}
+
+/// The whole plan, deterministic for a given source and settings.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub objects: Vec<PlannedObject>,
+    pub total_bytes: u64,
+}
+
+impl Plan {
+    /// The objects of one shard.
+    pub fn shard(&self, index: usize, count: usize) -> impl Iterator<Item = &PlannedObject> {
+        self.objects
+            .iter()
+            .filter(move |o| o.index % count.max(1) == index)
+    }
+}
+
+/// Pieces of a file cut at exactly `split` bytes: (offset, length).
+pub fn cuts_bytes(size: u64, split: u64) -> Vec<(u64, u64)> {
+    if size <= split {
+        return vec![(0, size)];
+    }
+    let mut cuts = Vec::with_capacity(size.div_ceil(split) as usize);
+    let mut start = 0;
+    while start < size {
+        let len = split.min(size - start);
+        cuts.push((start, len));
+        start += len;
+    }
+    cuts
+}
+
+/// Pieces of a file cut just after the last newline before each split boundary: (offset, length).
+/// Reads only windows before each boundary, never the whole file.
+pub fn cuts_lines<R: ReadAt + ?Sized>(
+    source: &R,
+    file: &str,
+    size: u64,
+    split: u64,
+) -> Result<Vec<(u64, u64)>, PlanError> {
+    let mut cuts = Vec::new();
+    let mut start = 0;
+    let mut window = vec![0u8; CUT_WINDOW.min(split as usize)];
+    while size - start > split {
+        let limit = start + split;
+        let mut end = limit;
+        let cut = loop {
+            if end <= start {
+                return Err(PlanError::LineTooLong {
+                    file: file.to_string(),
+                    offset: start,
+                    split,
+                });
+            }
+            let from = end.saturating_sub(window.len() as u64).max(start);
+            let buf = &mut window[..(end - from) as usize];
+            let n = source
+                .read_full_at(buf, from)
+                .map_err(|source| PlanError::Read {
+                    file: file.to_string(),
+                    offset: from,
+                    source,
+                })?;
+            if n < buf.len() {
+                return Err(PlanError::Read {
+                    file: file.to_string(),
+                    offset: from + n as u64,
+                    source: io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file shrank while planning",
+                    ),
+                });
+            }
+            if let Some(i) = memchr::memrchr(b'\n', buf) {
+                break from + i as u64 + 1;
+            }
+            end = from;
+        };
+        cuts.push((start, cut - start));
+        start = cut;
+    }
+    cuts.push((start, size - start));
+    Ok(cuts)
+}
+
+/// Part size for an object: the preferred size, raised (to whole MiB) so that the object needs at
+/// most 10,000 parts, within S3's 5 MiB..5 GiB.
+pub fn part_size_for(object_size: u64, preferred: u64) -> u64 {
+    let needed = object_size.div_ceil(MAX_PARTS).div_ceil(1 << 20) << 20;
+    preferred.max(needed).clamp(MIN_PART_SIZE, MAX_PART_SIZE)
+}
+
+/// The key of piece `n` (from 1) of `count` of a split file, per the naming template.
+pub fn piece_name(relative: &str, n: usize, count: usize, template: &str) -> String {
+    let (dir, name) = match relative.rfind('/') {
+        Some(i) => relative.split_at(i + 1),
+        None => ("", relative),
+    };
+    // The first dot after the first character: a dotfile's leading dot is part of its stem.
+    let dot = name
+        .char_indices()
+        .skip(1)
+        .find(|&(_, c)| c == '.')
+        .map(|(i, _)| i)
+        .unwrap_or(name.len());
+    let (stem, ext) = name.split_at(dot);
+    let width = count.to_string().len().max(3);
+    let number = format!("{n:0width$}");
+    let piece = template
+        .replace("{stem}", stem)
+        .replace("{ext}", ext)
+        .replace("{n}", &number);
+    format!("{dir}{piece}")
+}
+
+/// Plans every file; `open` gives a reader for a file (only used in lines mode for files larger
+/// than the split size).
+pub fn plan<R, F>(files: &[SourceFile], settings: &PlanSettings, open: F) -> Result<Plan, PlanError>
+where
+    R: ReadAt,
+    F: Fn(&SourceFile) -> io::Result<R>,
+{
+    settings.validate()?;
+    let mut files: Vec<&SourceFile> = files.iter().collect();
+    files.sort_by(|a, b| a.relative.cmp(&b.relative));
+    let mut objects = Vec::new();
+    let mut total_bytes = 0;
+    for file in files {
+        let cuts = if file.size <= settings.split_size {
+            vec![(0, file.size)]
+        } else {
+            match settings.split_on {
+                SplitOn::Bytes => cuts_bytes(file.size, settings.split_size),
+                SplitOn::Lines => {
+                    let reader = open(file).map_err(|source| PlanError::Read {
+                        file: file.relative.clone(),
+                        offset: 0,
+                        source,
+                    })?;
+                    let mut magic = [0u8; 2];
+                    let n =
+                        reader
+                            .read_full_at(&mut magic, 0)
+                            .map_err(|source| PlanError::Read {
+                                file: file.relative.clone(),
+                                offset: 0,
+                                source,
+                            })?;
+                    if n == 2 && magic == [0x1f, 0x8b] {
+                        return Err(PlanError::Gzip {
+                            file: file.relative.clone(),
+                            size: file.size,
+                        });
+                    }
+                    cuts_lines(&reader, &file.relative, file.size, settings.split_size)?
+                }
+            }
+        };
+        let count = cuts.len();
+        for (i, (offset, size)) in cuts.into_iter().enumerate() {
+            let name = if count == 1 {
+                file.relative.clone()
+            } else {
+                piece_name(&file.relative, i + 1, count, &settings.name_template)
+            };
+            let multipart = size > settings.multipart_threshold;
+            let (part_size, parts) = if multipart {
+                let part_size = part_size_for(size, settings.part_size);
+                (part_size, size.div_ceil(part_size))
+            } else {
+                (size, 1)
+            };
+            objects.push(PlannedObject {
+                index: objects.len(),
+                key: format!("{}{}", settings.prefix, name),
+                source: file.relative.clone(),
+                path: file.path.clone(),
+                sequence: (i + 1) as u32,
+                offset,
+                size,
+                multipart,
+                part_size,
+                parts,
+            });
+            total_bytes += size;
+        }
+    }
+    Ok(Plan {
+        objects,
+        total_bytes,
+    })
+}
+
+/// The plan as a table for people.
+pub fn render_table(plan: &Plan) -> String {
+    let mut rows = vec![[
+        "KEY".to_string(),
+        "SOURCE".to_string(),
+        "OFFSET".to_string(),
+        "SIZE".to_string(),
+        "UPLOAD".to_string(),
+    ]];
+    for o in &plan.objects {
+        let upload = if o.multipart {
+            format!("{} parts of {}", o.parts, format_size(o.part_size))
+        } else {
+            "single PUT".to_string()
+        };
+        rows.push([
+            o.key.clone(),
+            o.source.clone(),
+            o.offset.to_string(),
+            format!("{} ({})", o.size, format_size(o.size)),
+            upload,
+        ]);
+    }
+    let mut widths = [0usize; 5];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "{} objects, {} ({} bytes)\n",
+        plan.objects.len(),
+        format_size(plan.total_bytes),
+        plan.total_bytes
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIB: u64 = 1 << 40;
+    const MIB: u64 = 1 << 20;
+
+    /// A synthetic file of any size: lines of `line` bytes (the last one a newline).
+    struct Lines {
+        size: u64,
+        line: u64,
+    }
+
+    impl ReadAt for Lines {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+            let n = buf.len().min(self.size.saturating_sub(offset) as usize);
+            for (i, b) in buf[..n].iter_mut().enumerate() {
+                *b = if (offset + i as u64) % self.line == self.line - 1 {
+                    b'\n'
+                } else {
+                    b'x'
+                };
+            }
+            Ok(n)
+        }
+    }
+
+    fn file(relative: &str, size: u64) -> SourceFile {
+        SourceFile {
+            relative: relative.into(),
+            path: PathBuf::from(relative),
+            size,
+        }
+    }
+
+    fn settings(split: u64, split_on: SplitOn) -> PlanSettings {
+        PlanSettings {
+            split_size: split,
+            split_on,
+            ..PlanSettings::default()
+        }
+    }
+
+    fn plan_lines(files: &[SourceFile], s: &PlanSettings, line: u64) -> Result<Plan, PlanError> {
+        plan(files, s, |f| Ok(Lines { size: f.size, line }))
+    }
+
+    #[test]
+    fn one_tib_object_fits_in_ten_thousand_parts() {
+        let p = plan_lines(&[file("big.sync", TIB)], &PlanSettings::default(), 1000).unwrap();
+        assert_eq!(p.objects.len(), 1);
+        let o = &p.objects[0];
+        assert!(o.multipart);
+        assert!(o.part_size >= TIB / MAX_PARTS, "part size {}", o.part_size);
+        assert!(o.parts <= MAX_PARTS);
+        assert_eq!(o.parts, TIB.div_ceil(o.part_size));
+        assert_eq!(o.part_size % MIB, 0);
+    }
+
+    #[test]
+    fn tiny_object_is_one_part() {
+        let p = plan_lines(&[file("a.sync", 10)], &PlanSettings::default(), 5).unwrap();
+        assert_eq!(p.objects[0].parts, 1);
+        assert!(!p.objects[0].multipart);
+        let s = PlanSettings {
+            multipart_threshold: 0,
+            ..PlanSettings::default()
+        };
+        let p = plan_lines(&[file("a.sync", 10)], &s, 5).unwrap();
+        assert!(p.objects[0].multipart);
+        assert_eq!(p.objects[0].parts, 1);
+    }
+
+    #[test]
+    fn part_sizes_stay_within_s3_limits() {
+        for size in [0, 1, 5 * MIB, 100 * MIB, 50 << 30, TIB] {
+            let part = part_size_for(size, MIN_PART_SIZE);
+            assert!((MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part));
+            assert!(size.div_ceil(part) <= MAX_PARTS, "{size}");
+        }
+        assert_eq!(part_size_for(100 * MIB, 16 * MIB), 16 * MIB);
+    }
+
+    #[test]
+    fn one_byte_over_a_tib_splits() {
+        for split_on in [SplitOn::Bytes, SplitOn::Lines] {
+            let p = plan_lines(
+                &[file("big.sync", TIB + 1)],
+                &settings(TIB, split_on),
+                1 << 20,
+            )
+            .unwrap();
+            assert_eq!(p.objects.len(), 2, "{split_on:?}");
+            assert!(p.objects.iter().all(|o| o.size <= TIB));
+            assert_eq!(p.objects.iter().map(|o| o.size).sum::<u64>(), TIB + 1);
+            assert_eq!(p.objects[0].key, "big-001.sync");
+            assert_eq!(p.objects[1].key, "big-002.sync");
+        }
+        let p = plan_lines(&[file("big.sync", TIB)], &settings(TIB, SplitOn::Bytes), 10).unwrap();
+        assert_eq!(p.objects.len(), 1);
+    }
+
+    #[test]
+    fn split_size_above_one_tib_is_refused() {
+        let err = plan_lines(&[file("a", 1)], &settings(TIB + 1, SplitOn::Bytes), 1).unwrap_err();
+        assert!(matches!(err, PlanError::SplitSize(_)));
+        assert!(plan_lines(&[file("a", 1)], &settings(0, SplitOn::Bytes), 1).is_err());
+    }
+
+    #[test]
+    fn lines_cut_after_newlines_and_never_above_split() {
+        let data: Vec<u8> = b"aaa\nbb\ncccc\nd\neeeee\n".to_vec();
+        for split in 6..=data.len() as u64 + 1 {
+            let cuts = cuts_lines(data.as_slice(), "f", data.len() as u64, split).unwrap();
+            let mut next = 0;
+            for (i, &(off, len)) in cuts.iter().enumerate() {
+                assert_eq!(off, next);
+                assert!(len <= split && len > 0);
+                if i + 1 < cuts.len() {
+                    assert_eq!(data[(off + len - 1) as usize], b'\n');
+                }
+                next = off + len;
+            }
+            assert_eq!(next, data.len() as u64);
+        }
+    }
+
+    #[test]
+    fn long_line_is_an_error_naming_file_and_offset() {
+        let data = b"ab\ncdefghij\nk\n";
+        let err = cuts_lines(&data[..], "dir/f.sync", data.len() as u64, 4).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, PlanError::LineTooLong { offset: 3, .. }),
+            "{text}"
+        );
+        assert!(
+            text.contains("dir/f.sync") && text.contains("byte 3"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn empty_and_exact_files_are_not_split() {
+        let p = plan_lines(
+            &[file("empty.sync", 0), file("exact.sync", 8 * MIB)],
+            &settings(8 * MIB, SplitOn::Lines),
+            100,
+        )
+        .unwrap();
+        assert_eq!(p.objects.len(), 2);
+        assert_eq!(p.objects[0].key, "empty.sync");
+        assert_eq!(p.objects[0].size, 0);
+        assert_eq!(p.objects[1].key, "exact.sync");
+        assert_eq!(p.objects[1].size, 8 * MIB);
+    }
+
+    #[test]
+    fn gzip_in_lines_mode_is_refused_with_advice() {
+        let mut data = vec![0x1f, 0x8b, 8, 0];
+        data.extend(std::iter::repeat_n(b'\n', 100));
+        let files = [file("a.sync.gz", data.len() as u64)];
+        let err = plan(&files, &settings(10, SplitOn::Lines), |_| Ok(data.clone())).unwrap_err();
+        assert!(err.to_string().contains("--split-on bytes"), "{err}");
+        assert!(plan(&files, &settings(10, SplitOn::Bytes), |_| Ok(data.clone())).is_ok());
+        // Small enough to go whole: nothing to cut, nothing refused.
+        assert!(
+            plan(
+                &files,
+                &settings(1000, SplitOn::Lines),
+                |_| Ok(data.clone())
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn naming_follows_audience_manager() {
+        assert_eq!(
+            piece_name("segments.sync.gz", 1, 2, DEFAULT_NAME_TEMPLATE),
+            "segments-001.sync.gz"
+        );
+        assert_eq!(
+            piece_name("d/x/seg", 12, 1500, DEFAULT_NAME_TEMPLATE),
+            "d/x/seg-0012"
+        );
+        assert_eq!(
+            piece_name(".hidden.txt", 2, 2, DEFAULT_NAME_TEMPLATE),
+            ".hidden-002.txt"
+        );
+        assert_eq!(
+            piece_name("a.b.c", 3, 3, "{stem}{ext}.part{n}"),
+            "a.b.c.part003"
+        );
+        let s = PlanSettings {
+            name_template: "{stem}".into(),
+            ..PlanSettings::default()
+        };
+        assert!(matches!(s.validate(), Err(PlanError::Template(_))));
+    }
+
+    #[test]
+    fn plan_is_sorted_prefixed_and_sharded() {
+        let s = PlanSettings {
+            prefix: "2026/".into(),
+            ..settings(10, SplitOn::Bytes)
+        };
+        let p = plan_lines(&[file("b", 25), file("a", 5)], &s, 5).unwrap();
+        let keys: Vec<_> = p.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["2026/a", "2026/b-001", "2026/b-002", "2026/b-003"]);
+        assert_eq!(p.total_bytes, 30);
+        let shard1: Vec<_> = p.shard(1, 2).map(|o| o.index).collect();
+        assert_eq!(shard1, [1, 3]);
+        assert_eq!(p.objects[3].sequence, 3);
+    }
+
+    #[test]
+    fn part_ranges_cover_the_object() {
+        let o = PlannedObject {
+            index: 0,
+            key: "k".into(),
+            source: "s".into(),
+            path: PathBuf::new(),
+            sequence: 1,
+            offset: 100,
+            size: 12 * MIB + 3,
+            multipart: true,
+            part_size: 5 * MIB,
+            parts: 3,
+        };
+        assert_eq!(o.part_range(1), (100, 5 * MIB));
+        assert_eq!(o.part_range(3), (100 + 10 * MIB, 2 * MIB + 3));
+    }
+}
