@@ -1,6 +1,107 @@
 //! The CRD types (OutboundDestination, OutboundDelivery), conditions and constants.
 
+mod delivery;
+mod destination;
+mod quantity;
+
+pub use delivery::*;
+pub use destination::*;
+pub use quantity::{MAX_SPLIT_BYTES, SplitSize};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+/// The API group of both resources.
+pub const GROUP: &str = "outbound.dev";
+/// The field manager of every write the controller makes (server-side apply).
+pub const CONTROLLER_MANAGER: &str = "outbound-controller";
+/// The finalizer that aborts a deleted delivery's open multipart uploads.
+pub const DELIVERY_FINALIZER: &str = "outbound.dev/abort-uploads";
+/// Label set on every object the controller creates for a delivery.
+pub const DELIVERY_LABEL: &str = "outbound.dev/delivery";
+/// The default secret key holding the access key id.
+pub const DEFAULT_ACCESS_KEY_ID_KEY: &str = "AWS_ACCESS_KEY_ID";
+/// The default secret key holding the secret access key.
+pub const DEFAULT_SECRET_ACCESS_KEY_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+
+/// Condition types.
+pub mod condition {
+    pub const READY: &str = "Ready";
+    pub const COMPLETE: &str = "Complete";
+    pub const FAILED: &str = "Failed";
+    pub const PROGRESSING: &str = "Progressing";
+}
+
+/// The CustomResourceDefinitions, destination first.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![OutboundDestination::crd(), OutboundDelivery::crd()]
+}
+
 /// All CustomResourceDefinitions as one multi-document YAML stream.
 pub fn crds_yaml() -> String {
-    String::new()
+    crds()
+        .iter()
+        .map(crd_yaml)
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// One CustomResourceDefinition as YAML (what `crds/<plural>.yaml` holds).
+pub fn crd_yaml(crd: &CustomResourceDefinition) -> String {
+    serde_yaml::to_string(crd).expect("a CRD always serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `crds/` must hold exactly what `outbound crd` prints; regenerate with `make crds`.
+    #[test]
+    fn checked_in_crds_are_up_to_date() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+        for crd in crds() {
+            let file = dir.join(format!("{}.yaml", crd.metadata.name.as_deref().unwrap()));
+            let checked_in = std::fs::read_to_string(&file).unwrap_or_default();
+            assert!(
+                checked_in == crd_yaml(&crd),
+                "{} is stale: run `make crds` (cargo run -- crd) and commit it",
+                file.display()
+            );
+        }
+    }
+
+    #[test]
+    fn every_schema_property_is_documented() {
+        fn walk(path: &str, schema: &serde_json::Value, missing: &mut Vec<String>) {
+            if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+                for (name, sub) in props {
+                    let here = format!("{path}.{name}");
+                    if sub.get("description").is_none()
+                        && !["metadata", "apiVersion", "kind"].contains(&name.as_str())
+                    {
+                        missing.push(here.clone());
+                    }
+                    walk(&here, sub, missing);
+                }
+            }
+            if let Some(items) = schema.get("items") {
+                walk(&format!("{path}[]"), items, missing);
+            }
+            if let Some(add) = schema.get("additionalProperties") {
+                walk(&format!("{path}{{}}"), add, missing);
+            }
+        }
+        for crd in crds() {
+            let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+            let mut missing = Vec::new();
+            walk("", &schema["openAPIV3Schema"], &mut missing);
+            // Conditions come from Kubernetes' own documented type.
+            missing.retain(|p| !p.contains(".conditions[]"));
+            assert!(
+                missing.is_empty(),
+                "{}: undocumented fields {missing:?}",
+                crd.spec.names.kind
+            );
+        }
+    }
 }

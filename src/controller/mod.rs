@@ -1,10 +1,254 @@
-//! Wiring of the controllers (`outbound run`).
+//! Wiring of the controllers (`outbound run`): leader election, the destination and delivery
+//! reconcilers, metrics and health. Needs a client.
+
+mod delivery;
+mod destination;
+pub mod leader;
+pub mod validate;
+
+use crate::api::{CONTROLLER_MANAGER, OutboundDelivery, OutboundDestination};
+use crate::metrics::Metrics;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Options of `outbound run`.
-#[derive(clap::Args, Debug)]
-pub struct RunArgs {}
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Image of the upload Jobs (runs `outbound upload`).
+    #[arg(long, env = "OUTBOUND_UPLOADER_IMAGE", default_value_t = crate::job::default_image())]
+    pub uploader_image: String,
+    /// Address of the metrics and health endpoints.
+    #[arg(long, env = "OUTBOUND_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: std::net::SocketAddr,
+    /// How often a destination is probed again when nothing changed.
+    #[arg(long, env = "OUTBOUND_REVALIDATE_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub revalidate_interval: Duration,
+    /// Namespace of the leader Lease (default: the pod's namespace, else `default`).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "OUTBOUND_LEASE_NAME",
+        default_value = "outbound-controller"
+    )]
+    pub lease_name: String,
+    /// How long a Lease holds without renewal.
+    #[arg(long, env = "OUTBOUND_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    /// This replica's identity in the Lease (default: the pod name or host name plus a random suffix).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (num, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s or 5m"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("{text:?} is not a duration like 30s or 5m")),
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub args: RunArgs,
+    /// Consecutive failures per object, for the backoff of transient errors.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// Backoff for an object's transient failure: 2s, 4s, ... capped at 5 minutes.
+    fn backoff(&self, key: String) -> Duration {
+        let mut failures = self.failures.lock().expect("failures lock");
+        let n = failures.entry(key).or_insert(0);
+        *n = (*n + 1).min(8);
+        Duration::from_secs((1u64 << *n).min(300))
+    }
+
+    fn succeeded(&self, key: &str) {
+        self.failures.lock().expect("failures lock").remove(key);
+    }
+}
 
 /// Runs the controllers until stopped.
-pub async fn run(_args: RunArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the controller is not built yet")
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let server = tokio::spawn(crate::metrics::serve(args.metrics_addr, metrics.clone()));
+    let client = Client::try_default()
+        .await
+        .map_err(|e| anyhow::anyhow!("failed to create the Kubernetes client: {e}"))?;
+    metrics.set_ready(true);
+
+    let identity = match &args.identity {
+        Some(id) => id.clone(),
+        None => format!(
+            "{}-{:08x}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "outbound".into()),
+            rand::random::<u32>()
+        ),
+    };
+    let lease = leader::LeaderLease::new(
+        Api::namespaced(client.clone(), &args.lease_namespace),
+        &args.lease_name,
+        &identity,
+        args.lease_duration,
+    );
+    lease.acquire().await;
+    metrics.set_leader(true);
+
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: CONTROLLER_MANAGER.into(),
+                instance: Some(identity.clone()),
+            },
+        ),
+        client: client.clone(),
+        metrics: metrics.clone(),
+        args: args.clone(),
+        failures: Mutex::default(),
+    });
+
+    let destinations = destination_controller(ctx.clone());
+    let deliveries = delivery_controller(ctx.clone());
+    tokio::select! {
+        _ = destinations => anyhow::bail!("the destination controller stopped"),
+        _ = deliveries => anyhow::bail!("the delivery controller stopped"),
+        _ = lease.hold() => {
+            metrics.set_leader(false);
+            anyhow::bail!("lost leadership; exiting so that a restart waits for the lease again")
+        }
+        res = server => anyhow::bail!("the metrics server stopped: {res:?}"),
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("interrupted; stopping");
+            Ok(())
+        }
+    }
+}
+
+async fn destination_controller(ctx: Arc<Context>) {
+    use futures::StreamExt;
+    let client = ctx.client.clone();
+    let controller = Controller::new(
+        Api::<OutboundDestination>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let store = controller.store();
+    // Secret metadata only: the controller never caches secret values; a changed
+    // resourceVersion (key rotation) is enough to probe again.
+    let secrets = Api::<PartialObjectMeta<Secret>>::all(client.clone());
+    controller
+        .watches(secrets, watcher::Config::default(), move |secret| {
+            let ns = secret.namespace();
+            let name = secret.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|d| {
+                    d.namespace() == ns
+                        && d.spec
+                            .credentials
+                            .secret
+                            .as_ref()
+                            .is_some_and(|s| s.name == name)
+                })
+                .map(|d| ObjectRef::from_obj(&*d))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(destination::reconcile, destination::error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+async fn delivery_controller(ctx: Arc<Context>) {
+    use futures::StreamExt;
+    let client = ctx.client.clone();
+    let controller = Controller::new(
+        Api::<OutboundDelivery>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let by_destination = controller.store();
+    let by_claim = controller.store();
+    let by_secret = controller.store();
+    let claims = Api::<PartialObjectMeta<PersistentVolumeClaim>>::all(client.clone());
+    let secrets = Api::<PartialObjectMeta<Secret>>::all(client.clone());
+    let dest_api: Api<OutboundDestination> = Api::all(client.clone());
+    controller
+        .owns(
+            Api::<Job>::all(client.clone()),
+            watcher::Config::default().labels(crate::api::DELIVERY_LABEL),
+        )
+        .watches(dest_api, watcher::Config::default(), move |dest| {
+            let ns = dest.namespace();
+            let name = dest.name_any();
+            by_destination
+                .state()
+                .into_iter()
+                .filter(|d| d.namespace() == ns && d.spec.destination_ref.name == name)
+                .map(|d| ObjectRef::from_obj(&*d))
+                .collect::<Vec<_>>()
+        })
+        .watches(claims, watcher::Config::default(), move |claim| {
+            let ns = claim.namespace();
+            let name = claim.name_any();
+            by_claim
+                .state()
+                .into_iter()
+                .filter(|d| d.namespace() == ns && d.spec.source.volume.claim_name == name)
+                .map(|d| ObjectRef::from_obj(&*d))
+                .collect::<Vec<_>>()
+        })
+        // A Secret created or fixed: deliveries of that namespace that wait on one look again.
+        .watches(secrets, watcher::Config::default(), move |secret| {
+            let ns = secret.namespace();
+            by_secret
+                .state()
+                .into_iter()
+                .filter(|d| {
+                    d.namespace() == ns
+                        && d.status
+                            .as_ref()
+                            .and_then(|s| s.start_time.as_ref())
+                            .is_none()
+                })
+                .map(|d| ObjectRef::from_obj(&*d))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(delivery::reconcile, delivery::error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+/// Requeue after an error: the error decides.
+fn requeue_for(ctx: &Context, key: String, transient: bool) -> Action {
+    if transient {
+        Action::requeue(ctx.backoff(key))
+    } else {
+        Action::await_change()
+    }
 }

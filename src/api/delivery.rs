@@ -1,0 +1,238 @@
+//! `OutboundDelivery`: one delivery of files from a volume to a destination, run as a Job.
+
+// kube's printcolumn(...) repeats `type_ = ...` inside one attribute, which clippy misreads.
+#![allow(clippy::duplicated_attributes)]
+
+use super::{SplitOn, SplitSize};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+// Once the controller has started the delivery (status.startTime is set) the spec may only change
+// `suspend`: the Job, its keys and the manifest were decided from it.
+const IMMUTABLE_ONCE_STARTED: &str = "!has(oldSelf.status) || !has(oldSelf.status.startTime) || (\
+self.spec.destinationRef == oldSelf.spec.destinationRef && self.spec.source == oldSelf.spec.source \
+&& self.spec.?keyPrefix == oldSelf.spec.?keyPrefix && self.spec.?splitSize == oldSelf.spec.?splitSize \
+&& self.spec.?splitOn == oldSelf.spec.?splitOn && self.spec.?parallelism == oldSelf.spec.?parallelism \
+&& self.spec.?manifest == oldSelf.spec.?manifest && self.spec.?backoffLimit == oldSelf.spec.?backoffLimit \
+&& self.spec.?activeDeadlineSeconds == oldSelf.spec.?activeDeadlineSeconds)";
+
+/// Files on a PersistentVolumeClaim delivered to an OutboundDestination by an upload Job.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "outbound.dev",
+    version = "v1alpha1",
+    kind = "OutboundDelivery",
+    namespaced,
+    status = "OutboundDeliveryStatus",
+    shortname = "odel",
+    category = "outbound",
+    doc = "A delivery of files from a volume to an OutboundDestination.",
+    validation = Rule::new(IMMUTABLE_ONCE_STARTED).message("the spec of a started delivery is immutable except suspend"),
+    printcolumn(name = "Destination", type_ = "string", json_path = ".spec.destinationRef.name"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Progress", type_ = "string", json_path = ".status.progress.summary"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboundDeliverySpec {
+    /// The OutboundDestination (same namespace) to deliver to.
+    pub destination_ref: LocalRef,
+    /// What to deliver.
+    pub source: DeliverySource,
+    /// Key prefix of this delivery, under the destination's prefix (e.g. `2026-11-27/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_prefix: Option<String>,
+    /// Largest object written; never above the destination's split size (nor 1Ti).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_size: Option<SplitSize>,
+    /// Where a split falls (`lines` or `bytes`); default the destination's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_on: Option<SplitOn>,
+    /// Pods of the upload Job, each taking its share of the objects (Indexed Job when above 1).
+    #[serde(default = "default_parallelism")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub parallelism: i32,
+    /// Write the manifest object (`manifest.json` under the prefix) last, after every object.
+    #[serde(default = "default_true")]
+    pub manifest: bool,
+    /// Failed pods tolerated before the delivery fails.
+    #[serde(default = "default_backoff_limit")]
+    #[schemars(range(min = 0, max = 100))]
+    pub backoff_limit: i32,
+    /// Seconds the upload may run, all attempts together, before the delivery fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub active_deadline_seconds: Option<i64>,
+    /// Pause the delivery (the Job's pods are stopped) until set back to false.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn default_parallelism() -> i32 {
+    1
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_backoff_limit() -> i32 {
+    3
+}
+
+/// A reference to an object in the same namespace.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct LocalRef {
+    /// Name of the object.
+    pub name: String,
+}
+
+/// The source of a delivery.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct DeliverySource {
+    /// Files on a PersistentVolumeClaim, mounted read-only into the upload pods.
+    pub volume: VolumeSource,
+}
+
+/// Files on a PersistentVolumeClaim.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSource {
+    /// Name of the PersistentVolumeClaim (same namespace).
+    pub claim_name: String,
+    /// Folder inside the volume to deliver, relative to its root (default: the whole volume).
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("!self.startsWith('/') && !self.contains('..')").message("path must be relative and stay inside the volume"))]
+    pub path: String,
+    /// Globs of files to deliver, relative to `path` (default: every file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub include: Vec<String>,
+    /// Globs of files to leave out, relative to `path`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub exclude: Vec<String>,
+}
+
+/// The phase of a delivery.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Phase {
+    /// Waiting: references not ready, the Job not started, or suspended.
+    #[default]
+    Pending,
+    /// The upload Job runs.
+    Uploading,
+    /// Every object (and the manifest) is delivered.
+    Succeeded,
+    /// The delivery failed; see the `Failed` condition.
+    Failed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Uploading => "Uploading",
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+        }
+    }
+}
+
+/// What the controller and the upload pods report about a delivery.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboundDeliveryStatus {
+    /// Pending, Uploading, Succeeded or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// `Ready` (True once delivered), `Complete`, `Failed` and `Progressing`, each with the
+    /// generation it describes (kstatus, Argo CD and `kubectl wait --for=condition=Complete`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The generation the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Bytes and objects delivered so far, of the total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    /// Name of the upload Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// Key of the manifest object, when one is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_key: Option<String>,
+    /// When the upload Job was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the delivery succeeded or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Upload pods started so far (retries included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<i32>,
+    /// Per Job index, what its upload pod reports (written by the pods, field manager
+    /// `outbound-uploader-<index>`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shards: BTreeMap<String, ShardStatus>,
+}
+
+/// Progress totals folded from every shard.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    /// Bytes delivered.
+    pub bytes_done: u64,
+    /// Bytes to deliver (known once every shard has planned).
+    pub bytes_total: u64,
+    /// Objects delivered.
+    pub objects_done: u64,
+    /// Objects to deliver.
+    pub objects_total: u64,
+    /// Human-readable summary (printer column), e.g. `3/10 objects, 45%`.
+    pub summary: String,
+}
+
+/// What one upload pod (one Job index) reports.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardStatus {
+    /// Bytes of this shard delivered.
+    #[serde(default)]
+    pub bytes_done: u64,
+    /// Bytes of this shard.
+    #[serde(default)]
+    pub bytes_total: u64,
+    /// Objects of this shard delivered.
+    #[serde(default)]
+    pub objects_done: u64,
+    /// Objects of this shard.
+    #[serde(default)]
+    pub objects_total: u64,
+    /// Open multipart uploads (aborted if the delivery is deleted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uploads: Vec<OpenUpload>,
+    /// Every object of this shard is complete.
+    #[serde(default)]
+    pub finished: bool,
+    /// The last error, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the pod last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
+/// An open multipart upload.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenUpload {
+    /// Object key.
+    pub key: String,
+    /// Multipart upload id.
+    pub upload_id: String,
+}

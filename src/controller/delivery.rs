@@ -1,0 +1,476 @@
+//! The delivery reconciler, a short driver: dereference (destination, Secret, PVC, Job) ->
+//! validate (pure) -> build (pure) -> create once -> fold status (pure) -> apply status.
+//! The finalizer deletes the Job, waits for its pods and aborts the open multipart uploads.
+
+use super::destination::{probe_target, resolve_access};
+use super::validate::{ValidatedDelivery, validate};
+use super::{Context, requeue_for};
+use crate::api::{
+    CONTROLLER_MANAGER, DELIVERY_FINALIZER, OutboundDelivery, OutboundDestination, Phase,
+};
+use crate::credentials::{s3_client, sdk_config};
+use crate::job;
+use crate::status::{DeliveryObservation, delivery_patch, delivery_status};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Api, Resource, ResourceExt};
+use std::sync::Arc;
+use std::time::Duration;
+
+const CONTROLLER: &str = "delivery";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to fetch {0}: {1}")]
+    Fetch(String, #[source] kube::Error),
+    #[error("failed to apply {0}: {1}")]
+    ApplyRbac(String, #[source] kube::Error),
+    #[error("failed to create Job {0}: {1}")]
+    CreateJob(String, #[source] kube::Error),
+    #[error("failed to patch Job {0}: {1}")]
+    PatchJob(String, #[source] kube::Error),
+    #[error("failed to patch the status of OutboundDelivery {0}: {1}")]
+    PatchStatus(String, #[source] kube::Error),
+    #[error("failed to delete Job {0}: {1}")]
+    DeleteJob(String, #[source] kube::Error),
+    #[error("waiting before removing the finalizer: {0}")]
+    CleanupPending(String),
+    #[error("failed to run the finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    fn kind(&self) -> &'static str {
+        match self {
+            Error::Fetch(..) => "Fetch",
+            Error::ApplyRbac(..) => "ApplyRbac",
+            Error::CreateJob(..) => "CreateJob",
+            Error::PatchJob(..) => "PatchJob",
+            Error::PatchStatus(..) => "PatchStatus",
+            Error::DeleteJob(..) => "DeleteJob",
+            Error::CleanupPending(..) => "CleanupPending",
+            Error::Finalizer(..) => "Finalizer",
+        }
+    }
+}
+
+pub async fn reconcile(
+    delivery: Arc<OutboundDelivery>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    ctx.metrics.reconcile(CONTROLLER);
+    let ns = delivery.namespace().unwrap_or_default();
+    let api: Api<OutboundDelivery> = Api::namespaced(ctx.client.clone(), &ns);
+    let key = format!("{CONTROLLER}/{ns}/{}", delivery.name_any());
+    let result = finalizer(&api, DELIVERY_FINALIZER, delivery, |event| async {
+        match event {
+            Finalizer::Apply(d) => apply(d, ctx.clone()).await,
+            Finalizer::Cleanup(d) => cleanup(d, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(Box::new(other)),
+    });
+    if result.is_ok() {
+        ctx.succeeded(&key);
+    }
+    result
+}
+
+pub fn error_policy(delivery: Arc<OutboundDelivery>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!(
+        "{CONTROLLER}/{}/{}",
+        delivery.namespace().unwrap_or_default(),
+        delivery.name_any()
+    );
+    if let Error::CleanupPending(why) = err {
+        tracing::debug!(key, why, "cleanup in progress");
+        return Action::requeue(Duration::from_secs(2));
+    }
+    tracing::warn!(key, error = %err, "delivery reconcile failed");
+    ctx.metrics.error(CONTROLLER, err.kind());
+    requeue_for(&ctx, key, true)
+}
+
+async fn get_opt<K>(api: &Api<K>, what: &str, name: &str) -> Result<Option<K>, Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name)
+        .await
+        .map_err(|e| Error::Fetch(format!("{what} {name}"), e))
+}
+
+async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let client = &ctx.client;
+    let ns = delivery.namespace().unwrap_or_default();
+    let name = delivery.name_any();
+    let uid = delivery.uid().unwrap_or_default();
+
+    // Dereference.
+    let job_name = delivery
+        .status
+        .as_ref()
+        .and_then(|s| s.job_name.clone())
+        .unwrap_or_else(|| super::validate::child_name(&name, &uid));
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let mut job = get_opt(&jobs, "Job", &job_name).await?;
+    let destination = get_opt(
+        &Api::<OutboundDestination>::namespaced(client.clone(), &ns),
+        "OutboundDestination",
+        &delivery.spec.destination_ref.name,
+    )
+    .await?;
+    let secret = match destination
+        .as_ref()
+        .and_then(|d| d.spec.credentials.secret.as_ref())
+    {
+        Some(keys) => {
+            get_opt(
+                &Api::<Secret>::namespaced(client.clone(), &ns),
+                "Secret",
+                &keys.name,
+            )
+            .await?
+        }
+        None => None,
+    };
+    let pvc = get_opt(
+        &Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns),
+        "PersistentVolumeClaim",
+        &delivery.spec.source.volume.claim_name,
+    )
+    .await?;
+
+    // Validate (pure). A Job that exists already was decided earlier: it is observed, not rebuilt.
+    let validated = validate(
+        &delivery,
+        destination.as_ref(),
+        secret.as_ref(),
+        pvc.as_ref(),
+    );
+    let mut blocked = None;
+    let mut manifest_key = None;
+    match (&job, validated) {
+        (Some(_), Ok(v)) => manifest_key = v.manifest_key,
+        (Some(_), Err(_)) => {}
+        (None, Err(b)) => blocked = Some(b),
+        (None, Ok(v)) => {
+            manifest_key = v.manifest_key.clone();
+            job = Some(create_children(&ctx, &v).await?);
+        }
+    }
+
+    // Suspend is the one spec change a started delivery takes.
+    if let Some(j) = &job {
+        let job_suspended = j.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false);
+        let terminal = delivery
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(|p| matches!(p, Phase::Succeeded | Phase::Failed));
+        if job_suspended != delivery.spec.suspend && !terminal {
+            let patch = serde_json::json!({"spec": {"suspend": delivery.spec.suspend}});
+            let patched = jobs
+                .patch(&job_name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| Error::PatchJob(format!("{ns}/{job_name}"), e))?;
+            job = Some(patched);
+        }
+    }
+
+    // Fold status (pure) and write it only when something but time changed.
+    let observation = match (&blocked, &job) {
+        (Some(b), _) => DeliveryObservation::Blocked {
+            reason: b.reason,
+            message: &b.message,
+        },
+        (None, Some(j)) => DeliveryObservation::Job { job: j },
+        (None, None) => unreachable!("either blocked or a Job exists"),
+    };
+    let now = Time(jiff::Timestamp::now());
+    let current = delivery.status.as_ref();
+    let desired = delivery_status(
+        current,
+        delivery.meta().generation,
+        &observation,
+        manifest_key.as_deref(),
+        &now,
+    );
+    let previous_phase = current.and_then(|s| s.phase);
+    let phase = desired.phase;
+    ctx.metrics.delivery_phase(&uid, phase);
+    if let Some(status) = delivery_patch(current, desired.clone()) {
+        let patch = serde_json::json!({
+            "apiVersion": "outbound.dev/v1alpha1",
+            "kind": "OutboundDelivery",
+            "status": status,
+        });
+        Api::<OutboundDelivery>::namespaced(client.clone(), &ns)
+            .patch_status(
+                &name,
+                &PatchParams::apply(CONTROLLER_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(|e| Error::PatchStatus(format!("{ns}/{name}"), e))?;
+        if previous_phase != phase {
+            let ready = desired.conditions.first();
+            tracing::info!(namespace = %ns, name = %name, phase = ?phase, reason = ?ready.map(|c| &c.reason), "delivery phase");
+            if phase == Some(Phase::Succeeded) {
+                ctx.metrics
+                    .delivered(desired.progress.as_ref().map(|p| p.bytes_done).unwrap_or(0));
+            }
+            if let Some(c) = ready {
+                let event = Event {
+                    type_: if matches!(phase, Some(Phase::Failed)) || blocked.is_some() {
+                        EventType::Warning
+                    } else {
+                        EventType::Normal
+                    },
+                    reason: c.reason.clone(),
+                    note: Some(c.message.chars().take(1000).collect()),
+                    action: phase.map(|p| p.as_str()).unwrap_or("Reconcile").into(),
+                    secondary: None,
+                };
+                if let Err(e) = ctx
+                    .recorder
+                    .publish(&event, &delivery.object_ref(&()))
+                    .await
+                {
+                    tracing::warn!(error = %e, "failed to publish an event");
+                }
+            }
+        }
+    }
+
+    // Blocked: wait for a change of the delivery or of what it references (watched). Running:
+    // the Job and the pods' reports trigger us; a slow resync guards against lost events.
+    Ok(match (&blocked, phase) {
+        (Some(_), _) => Action::await_change(),
+        (None, Some(Phase::Succeeded | Phase::Failed)) => Action::await_change(),
+        _ => Action::requeue(Duration::from_secs(300)),
+    })
+}
+
+/// Creates the pods' ServiceAccount, Role and RoleBinding (server-side apply) and then the Job,
+/// once: an existing Job is returned as it is, never updated.
+async fn create_children(ctx: &Context, v: &ValidatedDelivery) -> Result<Job, Error> {
+    let client = &ctx.client;
+    let ns = &v.namespace;
+    let pp = PatchParams::apply(CONTROLLER_MANAGER).force();
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    if v.create_service_account {
+        sas.patch(
+            &v.service_account,
+            &pp,
+            &Patch::Apply(job::build_service_account(v)),
+        )
+        .await
+        .map_err(|e| Error::ApplyRbac(format!("ServiceAccount {ns}/{}", v.service_account), e))?;
+    } else if get_opt(&sas, "ServiceAccount", &v.service_account)
+        .await?
+        .is_none()
+    {
+        // A named workload-identity account that does not exist yet: create it, unowned, so that
+        // it outlives this delivery (its IRSA annotation is the platform team's business).
+        let sa = ServiceAccount {
+            metadata: kube::api::ObjectMeta {
+                name: Some(v.service_account.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        sas.create(&PostParams::default(), &sa)
+            .await
+            .or_else(|e| match e {
+                kube::Error::Api(ref a) if a.code == 409 => Ok(sa.clone()),
+                e => Err(e),
+            })
+            .map_err(|e| {
+                Error::ApplyRbac(format!("ServiceAccount {ns}/{}", v.service_account), e)
+            })?;
+    }
+    Api::<Role>::namespaced(client.clone(), ns)
+        .patch(&v.job_name, &pp, &Patch::Apply(job::build_role(v)))
+        .await
+        .map_err(|e| Error::ApplyRbac(format!("Role {ns}/{}", v.job_name), e))?;
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .patch(&v.job_name, &pp, &Patch::Apply(job::build_role_binding(v)))
+        .await
+        .map_err(|e| Error::ApplyRbac(format!("RoleBinding {ns}/{}", v.job_name), e))?;
+
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let desired = job::build_job(v, &ctx.args.uploader_image);
+    match jobs
+        .create(
+            &PostParams {
+                field_manager: Some(CONTROLLER_MANAGER.into()),
+                ..Default::default()
+            },
+            &desired,
+        )
+        .await
+    {
+        Ok(created) => {
+            tracing::info!(namespace = %ns, delivery = %v.name, job = %v.job_name, "created upload job");
+            Ok(created)
+        }
+        Err(kube::Error::Api(a)) if a.code == 409 => jobs
+            .get(&v.job_name)
+            .await
+            .map_err(|e| Error::Fetch(format!("Job {ns}/{}", v.job_name), e)),
+        Err(e) => Err(Error::CreateJob(format!("{ns}/{}", v.job_name), e)),
+    }
+}
+
+/// On delete: stop the Job (foreground), wait until its pods are gone (no pod may create a new
+/// multipart upload behind our back), then abort every upload id the pods recorded.
+async fn cleanup(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let client = &ctx.client;
+    let ns = delivery.namespace().unwrap_or_default();
+    let name = delivery.name_any();
+    let job_name = delivery
+        .status
+        .as_ref()
+        .and_then(|s| s.job_name.clone())
+        .unwrap_or_else(|| super::validate::child_name(&name, &delivery.uid().unwrap_or_default()));
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    if let Some(job) = get_opt(&jobs, "Job", &job_name).await? {
+        if job.metadata.deletion_timestamp.is_none() {
+            jobs.delete(&job_name, &DeleteParams::foreground())
+                .await
+                .map_err(|e| Error::DeleteJob(format!("{ns}/{job_name}"), e))?;
+        }
+        return Err(Error::CleanupPending(format!(
+            "Job {ns}/{job_name} is being deleted"
+        )));
+    }
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job_name}")))
+        .await
+        .map_err(|e| Error::Fetch(format!("pods of Job {ns}/{job_name}"), e))?;
+    if !pods.items.is_empty() {
+        return Err(Error::CleanupPending(format!(
+            "{} pods of Job {ns}/{job_name} remain",
+            pods.items.len()
+        )));
+    }
+
+    // The freshest status: the pods may have recorded uploads after this event was queued.
+    let fresh = get_opt(
+        &Api::<OutboundDelivery>::namespaced(client.clone(), &ns),
+        "OutboundDelivery",
+        &name,
+    )
+    .await?;
+    let uploads: Vec<_> = fresh
+        .as_ref()
+        .and_then(|d| d.status.as_ref())
+        .map(|s| {
+            s.shards
+                .values()
+                .flat_map(|sh| sh.uploads.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    if uploads.is_empty() {
+        return Ok(Action::await_change());
+    }
+    let warn = |message: String| {
+        let ctx = ctx.clone();
+        let reference = delivery.object_ref(&());
+        async move {
+            tracing::warn!(reference = ?reference.name, "{message}");
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "AbortFailed".into(),
+                note: Some(message.chars().take(1000).collect()),
+                action: "AbortUploads".into(),
+                secondary: None,
+            };
+            let _ = ctx.recorder.publish(&event, &reference).await;
+        }
+    };
+    let Some(dest) = get_opt(
+        &Api::<OutboundDestination>::namespaced(
+            client.clone(),
+            &delivery.namespace().unwrap_or_default(),
+        ),
+        "OutboundDestination",
+        &delivery.spec.destination_ref.name,
+    )
+    .await?
+    else {
+        warn(format!(
+            "failed to abort {} multipart uploads: the destination no longer exists",
+            uploads.len()
+        ))
+        .await;
+        return Ok(Action::await_change());
+    };
+    let access = match resolve_access(client, &dest).await {
+        Ok(Ok(access)) => access,
+        Ok(Err(report)) => {
+            let why = report
+                .failure
+                .map(|(r, m)| format!("{r}: {m}"))
+                .unwrap_or_default();
+            warn(format!(
+                "failed to abort {} multipart uploads: {why}",
+                uploads.len()
+            ))
+            .await;
+            return Ok(Action::await_change());
+        }
+        Err(e) => {
+            return Err(Error::Fetch(
+                "destination credentials".into(),
+                match e {
+                    super::destination::Error::FetchSecret(_, e)
+                    | super::destination::Error::PatchStatus(_, e) => e,
+                },
+            ));
+        }
+    };
+    let target = probe_target(&dest);
+    let config = sdk_config(&access, &target.target).await;
+    let s3 = s3_client(&config, &target.target);
+    let mut failed = 0;
+    for upload in &uploads {
+        let result = s3
+            .abort_multipart_upload()
+            .bucket(&target.bucket)
+            .key(&upload.key)
+            .upload_id(&upload.upload_id)
+            .send()
+            .await;
+        match result {
+            Ok(_) => tracing::info!(key = %upload.key, "aborted multipart upload"),
+            Err(e) => {
+                use aws_sdk_s3::error::ProvideErrorMetadata;
+                // Already completed or aborted: nothing left to bill.
+                if e.code() == Some("NoSuchUpload") {
+                    continue;
+                }
+                failed += 1;
+                tracing::warn!(key = %upload.key, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "failed to abort multipart upload");
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(Error::CleanupPending(format!(
+            "{failed} multipart uploads could not be aborted yet"
+        )));
+    }
+    Ok(Action::await_change())
+}

@@ -1,0 +1,282 @@
+//! The destination reconciler: resolve credentials, probe the bucket, write `Ready`, identity
+//! and bucket-policy statement. Needs a client (Secret, status) and the network (S3/STS).
+
+use super::{Context, requeue_for};
+use crate::api::{CONTROLLER_MANAGER, OutboundDestination, SecretKeys};
+use crate::credentials::{Access, Target};
+use crate::probe::{self, ProbeTarget, reason};
+use crate::status::{ProbeReport, destination_patch, destination_status};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use std::sync::Arc;
+use std::time::Duration;
+
+const CONTROLLER: &str = "destination";
+
+/// Errors of the destination reconciler (all about talking to the API server: probe failures
+/// are not errors, they are reported in status).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to fetch Secret {0}: {1}")]
+    FetchSecret(String, #[source] kube::Error),
+    #[error("failed to patch the status of OutboundDestination {0}: {1}")]
+    PatchStatus(String, #[source] kube::Error),
+}
+
+impl Error {
+    fn kind(&self) -> &'static str {
+        match self {
+            Error::FetchSecret(..) => "FetchSecret",
+            Error::PatchStatus(..) => "PatchStatus",
+        }
+    }
+}
+
+/// Secret keys into an access, or the report saying what is wrong. Values never leave here
+/// except into the SDK's credentials.
+fn keys_from_secret(
+    secret: Option<&Secret>,
+    keys: &SecretKeys,
+    ns: &str,
+) -> Result<Access, Box<ProbeReport>> {
+    let blocked = |reason: &str, message: String| {
+        Box::new(ProbeReport {
+            failure: Some((reason.into(), message)),
+            identity: None,
+            bucket_policy_statement: None,
+        })
+    };
+    let Some(secret) = secret else {
+        return Err(blocked(
+            reason::SECRET_NOT_FOUND,
+            format!(
+                "Secret {ns}/{} does not exist: create it with keys {} and {}",
+                keys.name, keys.access_key_id_key, keys.secret_access_key_key
+            ),
+        ));
+    };
+    let get = |key: &str| -> Option<String> {
+        if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
+            return String::from_utf8(v.0.clone()).ok();
+        }
+        secret
+            .string_data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .cloned()
+    };
+    let mut missing = Vec::new();
+    let access_key_id = get(&keys.access_key_id_key).filter(|v| !v.is_empty());
+    let secret_access_key = get(&keys.secret_access_key_key).filter(|v| !v.is_empty());
+    if access_key_id.is_none() {
+        missing.push(keys.access_key_id_key.as_str());
+    }
+    if secret_access_key.is_none() {
+        missing.push(keys.secret_access_key_key.as_str());
+    }
+    let session_token = match &keys.session_token_key {
+        Some(k) => {
+            let v = get(k);
+            if v.is_none() {
+                missing.push(k.as_str());
+            }
+            v
+        }
+        None => None,
+    };
+    match (access_key_id, secret_access_key) {
+        (Some(access_key_id), Some(secret_access_key)) if missing.is_empty() => Ok(Access::Keys {
+            access_key_id,
+            secret_access_key,
+            session_token,
+        }),
+        _ => Err(blocked(
+            reason::SECRET_KEY_MISSING,
+            format!(
+                "Secret {ns}/{} has no (or an empty) key {}: add it or set the key name in spec.credentials.secret",
+                keys.name,
+                missing.join(", ")
+            ),
+        )),
+    }
+}
+
+/// Resolves the access of a destination (reading its Secret when it uses keys).
+pub async fn resolve_access(
+    client: &kube::Client,
+    dest: &OutboundDestination,
+) -> Result<Result<Access, Box<ProbeReport>>, Error> {
+    let ns = dest.namespace().unwrap_or_default();
+    let creds = &dest.spec.credentials;
+    if let Some(keys) = &creds.secret {
+        let secret = Api::<Secret>::namespaced(client.clone(), &ns)
+            .get_opt(&keys.name)
+            .await
+            .map_err(|e| Error::FetchSecret(format!("{ns}/{}", keys.name), e))?;
+        return Ok(keys_from_secret(secret.as_ref(), keys, &ns));
+    }
+    let cross = creds.cross_account.clone().unwrap_or_default();
+    Ok(Ok(match cross.role_arn {
+        Some(role_arn) => Access::AssumeRole {
+            role_arn,
+            external_id: cross.external_id,
+            session_name: "outbound".into(),
+        },
+        None => Access::WorkloadIdentity,
+    }))
+}
+
+/// Where a destination's bucket is, for the probe and the uploads' abort.
+pub fn probe_target(dest: &OutboundDestination) -> ProbeTarget {
+    let s3 = &dest.spec.s3;
+    let upload = dest.spec.upload.clone().unwrap_or_default();
+    ProbeTarget {
+        bucket: s3.bucket.clone(),
+        prefix: s3.prefix.clone().unwrap_or_default(),
+        target: Target {
+            region: s3.region.clone(),
+            endpoint: s3.endpoint.clone(),
+            force_path_style: s3.force_path_style.unwrap_or(false),
+        },
+        sts_endpoint: s3.sts_endpoint.clone(),
+        sse: upload
+            .server_side_encryption
+            .as_ref()
+            .map(|s| s.algorithm.as_str().to_string()),
+        sse_kms_key_id: upload.server_side_encryption.and_then(|s| s.kms_key_id),
+        allowlist: dest
+            .spec
+            .credentials
+            .cross_account
+            .as_ref()
+            .is_some_and(|c| c.role_arn.is_none()),
+    }
+}
+
+pub async fn reconcile(dest: Arc<OutboundDestination>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconcile(CONTROLLER);
+    let ns = dest.namespace().unwrap_or_default();
+    let name = dest.name_any();
+    let report = match resolve_access(&ctx.client, &dest).await? {
+        Ok(access) => probe::probe(&probe_target(&dest), &access).await,
+        Err(report) => *report,
+    };
+    let reason = report
+        .failure
+        .as_ref()
+        .map(|(r, _)| r.as_str())
+        .unwrap_or("Validated");
+    ctx.metrics.probe(reason);
+    let now = Time(jiff::Timestamp::now());
+    let current = dest.status.as_ref();
+    let desired = destination_status(current, dest.meta().generation, &report, &now);
+    let was_ready = current
+        .and_then(|s| s.conditions.first())
+        .map(|c| (c.status.clone(), c.reason.clone()));
+    let refresh = ctx.args.revalidate_interval;
+    if let Some(status) = destination_patch(current, desired.clone(), refresh) {
+        let patch = serde_json::json!({
+            "apiVersion": "outbound.dev/v1alpha1",
+            "kind": "OutboundDestination",
+            "status": status,
+        });
+        Api::<OutboundDestination>::namespaced(ctx.client.clone(), &ns)
+            .patch_status(
+                &name,
+                &PatchParams::apply(CONTROLLER_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(|e| Error::PatchStatus(format!("{ns}/{name}"), e))?;
+        let ready = &desired.conditions[0];
+        if was_ready != Some((ready.status.clone(), ready.reason.clone())) {
+            tracing::info!(namespace = %ns, name = %name, ready = %ready.status, reason = %ready.reason, "destination probed");
+            let event = Event {
+                type_: if ready.status == "True" {
+                    EventType::Normal
+                } else {
+                    EventType::Warning
+                },
+                reason: ready.reason.clone(),
+                note: Some(ready.message.chars().take(1000).collect()),
+                action: "Probe".into(),
+                secondary: None,
+            };
+            if let Err(e) = ctx.recorder.publish(&event, &dest.object_ref(&())).await {
+                tracing::warn!(error = %e, "failed to publish an event");
+            }
+        }
+    }
+    ctx.succeeded(&format!("{CONTROLLER}/{ns}/{name}"));
+    // A failure the network may fix is tried again soon; the rest waits for a change (spec,
+    // Secret) or for the periodic revalidation (the customer may fix the bucket side).
+    let transient = matches!(reason, reason::UNREACHABLE | reason::PROBE_FAILED);
+    Ok(Action::requeue(if transient {
+        Duration::from_secs(30).min(refresh)
+    } else {
+        refresh
+    }))
+}
+
+pub fn error_policy(dest: Arc<OutboundDestination>, err: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(namespace = ?dest.namespace(), name = %dest.name_any(), error = %err, "destination reconcile failed");
+    ctx.metrics.error(CONTROLLER, err.kind());
+    let key = format!(
+        "{CONTROLLER}/{}/{}",
+        dest.namespace().unwrap_or_default(),
+        dest.name_any()
+    );
+    requeue_for(&ctx, key, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use std::collections::BTreeMap;
+
+    fn keys() -> SecretKeys {
+        SecretKeys {
+            name: "acme".into(),
+            access_key_id_key: "id".into(),
+            secret_access_key_key: "key".into(),
+            session_token_key: None,
+        }
+    }
+
+    #[test]
+    fn secret_problems_have_their_own_reasons() {
+        let err = keys_from_secret(None, &keys(), "ns").unwrap_err();
+        assert_eq!(err.failure.unwrap().0, reason::SECRET_NOT_FOUND);
+        let secret = Secret {
+            data: Some(BTreeMap::from([(
+                "id".to_string(),
+                ByteString(b"AKIA".to_vec()),
+            )])),
+            ..Secret::default()
+        };
+        let (r, msg) = keys_from_secret(Some(&secret), &keys(), "ns")
+            .unwrap_err()
+            .failure
+            .unwrap();
+        assert_eq!(r, reason::SECRET_KEY_MISSING);
+        assert!(msg.contains("key") && !msg.contains("AKIA"), "{msg}");
+        let full = Secret {
+            data: Some(BTreeMap::from([
+                ("id".to_string(), ByteString(b"AKIA".to_vec())),
+                ("key".to_string(), ByteString(b"s3cr3t".to_vec())),
+            ])),
+            ..Secret::default()
+        };
+        match keys_from_secret(Some(&full), &keys(), "ns").unwrap() {
+            Access::Keys {
+                secret_access_key, ..
+            } => assert_eq!(secret_access_key, "s3cr3t"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

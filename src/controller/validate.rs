@@ -1,0 +1,299 @@
+//! Pure: a delivery and what it points at (destination, Secret, PVC) -> one `ValidatedDelivery`,
+//! or the reason it cannot start yet. No client here.
+
+use crate::api::{
+    ChecksumAlgorithm, DELIVERY_LABEL, MAX_SPLIT_BYTES, OutboundDelivery, OutboundDestination,
+    SplitOn, condition,
+};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use kube::ResourceExt;
+
+/// Everything the builders need, defaults applied and invariants checked, decided once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidatedDelivery {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// Name of the Job, and of the per-delivery ServiceAccount, Role and RoleBinding.
+    pub job_name: String,
+    /// The service account the upload pods run as.
+    pub service_account: String,
+    /// Whether the operator creates `service_account` (false when the destination names one).
+    pub create_service_account: bool,
+    pub bucket: String,
+    pub region: String,
+    pub endpoint: Option<String>,
+    pub force_path_style: bool,
+    /// Destination prefix + delivery keyPrefix.
+    pub prefix: String,
+    pub claim_name: String,
+    pub source_path: String,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub split_size: u64,
+    pub split_on: SplitOn,
+    pub storage_class: Option<String>,
+    pub sse: Option<String>,
+    pub sse_kms_key_id: Option<String>,
+    pub checksum_algorithm: ChecksumAlgorithm,
+    pub acl: Option<String>,
+    pub manifest: bool,
+    pub manifest_key: Option<String>,
+    pub parallelism: i32,
+    pub backoff_limit: i32,
+    pub active_deadline_seconds: Option<i64>,
+    pub suspend: bool,
+    pub credentials: JobCredentials,
+}
+
+/// How the upload pods authenticate; never a secret value, only references.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobCredentials {
+    Keys {
+        secret_name: String,
+        access_key_id_key: String,
+        secret_access_key_key: String,
+        session_token_key: Option<String>,
+    },
+    Workload,
+    AssumeRole {
+        role_arn: String,
+        external_id: String,
+    },
+}
+
+/// Why a delivery cannot start; reported as `Ready=False` with this reason until something changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocked {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Blocked {
+    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Blocked {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// The name of everything the controller creates for a delivery: deterministic (a restart finds
+/// the same Job), unique per incarnation (uid), and a valid 63-character label value.
+pub fn child_name(delivery_name: &str, uid: &str) -> String {
+    // FNV-1a: stable across Rust versions, unlike DefaultHasher.
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for byte in uid.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x100000001b3);
+    }
+    let stem: String = delivery_name
+        .chars()
+        .map(|c| if c == '.' { '-' } else { c })
+        .take(49)
+        .collect();
+    format!("odel-{}-{:08x}", stem.trim_end_matches('-'), hash as u32)
+}
+
+fn join_prefix(destination: Option<&str>, delivery: Option<&str>) -> String {
+    let mut prefix = destination.unwrap_or_default().to_string();
+    if let Some(key_prefix) = delivery.filter(|p| !p.is_empty()) {
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        prefix.push_str(key_prefix.trim_start_matches('/'));
+    }
+    prefix
+}
+
+/// Validates a delivery against what it references. `destination`, `secret` and `pvc` are
+/// `None` when they do not exist.
+pub fn validate(
+    delivery: &OutboundDelivery,
+    destination: Option<&OutboundDestination>,
+    secret: Option<&Secret>,
+    pvc: Option<&PersistentVolumeClaim>,
+) -> Result<ValidatedDelivery, Blocked> {
+    let namespace = delivery.namespace().unwrap_or_default();
+    let spec = &delivery.spec;
+    let dest_name = &spec.destination_ref.name;
+    let Some(destination) = destination else {
+        return Err(Blocked::new(
+            "DestinationNotFound",
+            format!(
+                "OutboundDestination {namespace}/{dest_name} does not exist: create it or fix spec.destinationRef.name"
+            ),
+        ));
+    };
+    let dest_ready = destination
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::READY));
+    match dest_ready {
+        Some(c) if c.status == "True" => {}
+        Some(c) => {
+            return Err(Blocked::new(
+                "DestinationNotReady",
+                format!(
+                    "OutboundDestination {dest_name} is not ready ({}): {}",
+                    c.reason, c.message
+                ),
+            ));
+        }
+        None => {
+            return Err(Blocked::new(
+                "DestinationNotReady",
+                format!("OutboundDestination {dest_name} has not been validated yet"),
+            ));
+        }
+    }
+    let dspec = &destination.spec;
+    let upload = dspec.upload.clone().unwrap_or_default();
+
+    let dest_split = match &upload.split_size {
+        Some(size) => size
+            .bytes()
+            .map_err(|e| Blocked::new("InvalidSplitSize", format!("destination splitSize: {e}")))?,
+        None => MAX_SPLIT_BYTES,
+    };
+    let split_size = match &spec.split_size {
+        Some(size) => {
+            let bytes = size
+                .bytes()
+                .map_err(|e| Blocked::new("InvalidSplitSize", format!("spec.splitSize: {e}")))?;
+            if bytes > dest_split {
+                return Err(Blocked::new(
+                    "SplitSizeAboveDestination",
+                    format!(
+                        "spec.splitSize {size} ({bytes} bytes) is above the destination's split size ({dest_split} bytes): lower it"
+                    ),
+                ));
+            }
+            bytes
+        }
+        None => dest_split,
+    };
+    if split_size == 0 || split_size > MAX_SPLIT_BYTES {
+        return Err(Blocked::new(
+            "InvalidSplitSize",
+            format!("split size {split_size} must be between 1 byte and 1Ti"),
+        ));
+    }
+
+    let job_name = child_name(&delivery.name_any(), &delivery.uid().unwrap_or_default());
+    let cross = dspec.credentials.cross_account.as_ref();
+    let credentials = match (&dspec.credentials.secret, cross) {
+        (Some(keys), None) => {
+            let Some(secret) = secret else {
+                return Err(Blocked::new(
+                    "SecretNotFound",
+                    format!(
+                        "Secret {namespace}/{} named by OutboundDestination {dest_name} does not exist",
+                        keys.name
+                    ),
+                ));
+            };
+            let has = |key: &str| {
+                secret.data.as_ref().is_some_and(|d| d.contains_key(key))
+                    || secret
+                        .string_data
+                        .as_ref()
+                        .is_some_and(|d| d.contains_key(key))
+            };
+            let mut wanted = vec![
+                keys.access_key_id_key.as_str(),
+                keys.secret_access_key_key.as_str(),
+            ];
+            wanted.extend(keys.session_token_key.as_deref());
+            let missing: Vec<&str> = wanted.into_iter().filter(|k| !has(k)).collect();
+            if !missing.is_empty() {
+                return Err(Blocked::new(
+                    "SecretKeyMissing",
+                    format!(
+                        "Secret {namespace}/{} has no key {}",
+                        keys.name,
+                        missing.join(", ")
+                    ),
+                ));
+            }
+            JobCredentials::Keys {
+                secret_name: keys.name.clone(),
+                access_key_id_key: keys.access_key_id_key.clone(),
+                secret_access_key_key: keys.secret_access_key_key.clone(),
+                session_token_key: keys.session_token_key.clone(),
+            }
+        }
+        (None, Some(cross)) => match (&cross.role_arn, &cross.external_id) {
+            (Some(role_arn), Some(external_id)) => JobCredentials::AssumeRole {
+                role_arn: role_arn.clone(),
+                external_id: external_id.clone(),
+            },
+            _ => JobCredentials::Workload,
+        },
+        _ => {
+            return Err(Blocked::new(
+                "InvalidCredentials",
+                "the destination must set exactly one of credentials.secret or credentials.crossAccount",
+            ));
+        }
+    };
+
+    let claim_name = &spec.source.volume.claim_name;
+    if pvc.is_none() {
+        return Err(Blocked::new(
+            "PersistentVolumeClaimNotFound",
+            format!(
+                "PersistentVolumeClaim {namespace}/{claim_name} does not exist: create it or fix spec.source.volume.claimName"
+            ),
+        ));
+    }
+
+    let (service_account, create_service_account) =
+        match cross.and_then(|c| c.service_account_name.clone()) {
+            Some(sa) => (sa, false),
+            None => (job_name.clone(), true),
+        };
+    let acl = upload
+        .acl
+        .clone()
+        .or_else(|| cross.map(|_| "bucket-owner-full-control".to_string()));
+    let prefix = join_prefix(dspec.s3.prefix.as_deref(), spec.key_prefix.as_deref());
+    let _ = DELIVERY_LABEL;
+    Ok(ValidatedDelivery {
+        namespace,
+        name: delivery.name_any(),
+        uid: delivery.uid().unwrap_or_default(),
+        job_name,
+        service_account,
+        create_service_account,
+        bucket: dspec.s3.bucket.clone(),
+        region: dspec.s3.region.clone(),
+        endpoint: dspec.s3.endpoint.clone(),
+        force_path_style: dspec.s3.force_path_style.unwrap_or(false),
+        manifest_key: spec.manifest.then(|| format!("{prefix}manifest.json")),
+        prefix,
+        claim_name: claim_name.clone(),
+        source_path: spec.source.volume.path.trim_matches('/').to_string(),
+        include: spec.source.volume.include.clone(),
+        exclude: spec.source.volume.exclude.clone(),
+        split_size,
+        split_on: spec.split_on.or(upload.split_on).unwrap_or_default(),
+        storage_class: upload.storage_class.clone(),
+        sse: upload
+            .server_side_encryption
+            .as_ref()
+            .map(|s| s.algorithm.as_str().to_string()),
+        sse_kms_key_id: upload
+            .server_side_encryption
+            .as_ref()
+            .and_then(|s| s.kms_key_id.clone()),
+        checksum_algorithm: upload.checksum_algorithm.unwrap_or_default(),
+        acl,
+        manifest: spec.manifest,
+        parallelism: spec.parallelism.max(1),
+        backoff_limit: spec.backoff_limit.max(0),
+        active_deadline_seconds: spec.active_deadline_seconds,
+        suspend: spec.suspend,
+        credentials,
+    })
+}

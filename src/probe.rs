@@ -1,0 +1,546 @@
+//! Destination validation against S3: resolve the writing identity (STS), HeadBucket, write a
+//! probe object with If-None-Match and delete it; every failure mapped to a specific reason
+//! with a message the customer can act on. Needs network (S3/STS), no Kubernetes client.
+
+use crate::api::Identity;
+use crate::credentials::{Access, Target, s3_client, sdk_config};
+use crate::status::ProbeReport;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_smithy_types::error::metadata::ErrorMetadata;
+
+/// Why a destination is not ready (the `Ready=False` reasons).
+pub mod reason {
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    pub const SECRET_KEY_MISSING: &str = "SecretKeyMissing";
+    pub const INVALID_ACCESS_KEY_ID: &str = "InvalidAccessKeyId";
+    pub const SIGNATURE_DOES_NOT_MATCH: &str = "SignatureDoesNotMatch";
+    pub const EXPIRED_TOKEN: &str = "ExpiredToken";
+    pub const ACCESS_DENIED: &str = "AccessDenied";
+    pub const ASSUME_ROLE_DENIED: &str = "AssumeRoleDenied";
+    pub const NO_SUCH_BUCKET: &str = "NoSuchBucket";
+    pub const WRONG_REGION: &str = "WrongRegion";
+    pub const KMS_ACCESS_DENIED: &str = "KmsAccessDenied";
+    pub const UNREACHABLE: &str = "Unreachable";
+    pub const CREDENTIALS_UNAVAILABLE: &str = "CredentialsUnavailable";
+    pub const PROBE_FAILED: &str = "ProbeFailed";
+}
+
+/// What the probe needs to know about a destination.
+#[derive(Clone, Debug)]
+pub struct ProbeTarget {
+    pub bucket: String,
+    pub prefix: String,
+    pub target: Target,
+    /// STS endpoint override; `None` means AWS STS or, with a custom endpoint, that endpoint.
+    pub sts_endpoint: Option<String>,
+    pub sse: Option<String>,
+    pub sse_kms_key_id: Option<String>,
+    /// The allowlist mode: our own identity, named in the customer's bucket policy.
+    pub allowlist: bool,
+}
+
+/// The probe step that failed (shapes the message).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    AssumeRole,
+    Identity,
+    HeadBucket,
+    PutObject,
+    DeleteObject,
+}
+
+impl Step {
+    fn action(self) -> &'static str {
+        match self {
+            Step::AssumeRole => "sts:AssumeRole",
+            Step::Identity => "sts:GetCallerIdentity",
+            Step::HeadBucket => "HeadBucket (s3:ListBucket)",
+            Step::PutObject => "PutObject (s3:PutObject)",
+            Step::DeleteObject => "DeleteObject (s3:DeleteObject)",
+        }
+    }
+}
+
+/// What an SDK error says, reduced to what the mapping needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ErrorFacts {
+    pub code: Option<String>,
+    pub message: Option<String>,
+    pub http_status: Option<u16>,
+    /// `x-amz-bucket-region` of the response, when S3 tells where the bucket lives.
+    pub bucket_region: Option<String>,
+    /// The request never got an answer (DNS, connection, TLS, timeout).
+    pub unreachable: bool,
+    /// No credentials could be loaded (workload identity missing).
+    pub no_credentials: bool,
+    /// The whole error chain, for the message.
+    pub text: String,
+}
+
+impl ErrorFacts {
+    pub fn from_sdk<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let text = DisplayErrorContext(err).to_string();
+        let meta: Option<&ErrorMetadata> = match err {
+            SdkError::ServiceError(e) => Some(e.err().meta()),
+            _ => None,
+        };
+        let raw = err.raw_response();
+        let no_credentials = matches!(err, SdkError::DispatchFailure(_))
+            && text.to_ascii_lowercase().contains("credential");
+        ErrorFacts {
+            code: meta.and_then(|m| m.code()).map(str::to_string),
+            message: meta.and_then(|m| m.message()).map(str::to_string),
+            http_status: raw.map(|r| r.status().as_u16()),
+            bucket_region: raw
+                .and_then(|r| r.headers().get("x-amz-bucket-region"))
+                .map(str::to_string),
+            unreachable: !no_credentials
+                && matches!(
+                    err,
+                    SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)
+                ),
+            no_credentials,
+            text,
+        }
+    }
+}
+
+/// Maps a failed step to a `Ready=False` reason and an actionable message. Pure.
+pub fn classify(
+    step: Step,
+    facts: &ErrorFacts,
+    bucket: &str,
+    region: &str,
+    kms: bool,
+) -> (String, String) {
+    let detail = facts.message.clone().unwrap_or_else(|| facts.text.clone());
+    let action = step.action();
+    let r = |reason: &str, msg: String| (reason.to_string(), msg);
+    if facts.no_credentials {
+        return r(
+            reason::CREDENTIALS_UNAVAILABLE,
+            format!(
+                "no AWS credentials for {action}: give the upload pods a workload identity (IRSA, Pod Identity, instance profile): {detail}"
+            ),
+        );
+    }
+    if facts.unreachable {
+        return r(
+            reason::UNREACHABLE,
+            format!(
+                "failed to reach the endpoint for {action}: check the endpoint, region and network: {detail}"
+            ),
+        );
+    }
+    let code = facts.code.as_deref().unwrap_or("");
+    let lower_detail = detail.to_ascii_lowercase();
+    match code {
+        "InvalidAccessKeyId" | "InvalidClientTokenId" => r(
+            reason::INVALID_ACCESS_KEY_ID,
+            format!(
+                "{action}: the access key id is unknown to the server: check the access key id in the Secret"
+            ),
+        ),
+        "SignatureDoesNotMatch" => r(
+            reason::SIGNATURE_DOES_NOT_MATCH,
+            format!(
+                "{action}: the signature does not match: the secret access key in the Secret is wrong for this access key id"
+            ),
+        ),
+        "ExpiredToken" | "TokenRefreshRequired" => r(
+            reason::EXPIRED_TOKEN,
+            format!("{action}: the session token has expired: rotate the keys in the Secret"),
+        ),
+        "NoSuchBucket" => r(
+            reason::NO_SUCH_BUCKET,
+            format!("bucket {bucket} does not exist: check spec.s3.bucket"),
+        ),
+        "PermanentRedirect"
+        | "AuthorizationHeaderMalformed"
+        | "IllegalLocationConstraintException" => r(
+            reason::WRONG_REGION,
+            match &facts.bucket_region {
+                Some(actual) => format!(
+                    "bucket {bucket} is in region {actual}, not {region}: set spec.s3.region to {actual}"
+                ),
+                None => format!(
+                    "bucket {bucket} is not in region {region}: fix spec.s3.region ({detail})"
+                ),
+            },
+        ),
+        c if c.starts_with("KMS.") || (kms && lower_detail.contains("kms")) => r(
+            reason::KMS_ACCESS_DENIED,
+            format!(
+                "{action} with SSE-KMS was denied: grant kms:GenerateDataKey and kms:Decrypt on the key to the writing identity: {detail}"
+            ),
+        ),
+        "AccessDenied" | "AllAccessDisabled" | "Forbidden" if step == Step::AssumeRole => r(
+            reason::ASSUME_ROLE_DENIED,
+            format!(
+                "assuming the role was denied: the role's trust policy must allow our identity with the configured sts:ExternalId: {detail}"
+            ),
+        ),
+        "AccessDenied" | "AllAccessDisabled" | "Forbidden" => r(
+            reason::ACCESS_DENIED,
+            format!(
+                "{action} on bucket {bucket} was denied: grant it to the writing identity: {detail}"
+            ),
+        ),
+        _ => match facts.http_status {
+            Some(404) => r(
+                reason::NO_SUCH_BUCKET,
+                format!("bucket {bucket} does not exist: check spec.s3.bucket"),
+            ),
+            Some(301) => r(
+                reason::WRONG_REGION,
+                match &facts.bucket_region {
+                    Some(actual) => format!(
+                        "bucket {bucket} is in region {actual}, not {region}: set spec.s3.region to {actual}"
+                    ),
+                    None => {
+                        format!("bucket {bucket} is not in region {region}: fix spec.s3.region")
+                    }
+                },
+            ),
+            Some(403) => r(
+                reason::ACCESS_DENIED,
+                format!(
+                    "{action} on bucket {bucket} was denied (403): check the keys and the permissions of the writing identity"
+                ),
+            ),
+            _ => r(reason::PROBE_FAILED, format!("{action} failed: {detail}")),
+        },
+    }
+}
+
+/// The bucket-policy statements that let `principal_arn` deliver under `prefix` (allowlist mode).
+pub fn bucket_policy_statement(principal_arn: &str, bucket: &str, prefix: &str) -> String {
+    let principal = role_arn_of(principal_arn);
+    let statement = serde_json::json!([
+        {
+            "Sid": "OutboundDeliverObjects",
+            "Effect": "Allow",
+            "Principal": {"AWS": principal},
+            "Action": ["s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+            "Resource": format!("arn:aws:s3:::{bucket}/{prefix}*"),
+        },
+        {
+            "Sid": "OutboundListBucket",
+            "Effect": "Allow",
+            "Principal": {"AWS": principal},
+            "Action": ["s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:GetBucketLocation"],
+            "Resource": format!("arn:aws:s3:::{bucket}"),
+        }
+    ]);
+    serde_json::to_string_pretty(&statement).expect("json serializes")
+}
+
+/// An assumed-role session ARN names its role: bucket policies must name the role, not the session.
+pub fn role_arn_of(arn: &str) -> String {
+    // arn:aws:sts::123456789012:assumed-role/Role/session -> arn:aws:iam::123456789012:role/Role
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    if parts.len() == 6
+        && parts[2] == "sts"
+        && let Some(rest) = parts[5].strip_prefix("assumed-role/")
+    {
+        let role = rest.split('/').next().unwrap_or(rest);
+        return format!("{}:{}:iam::{}:role/{role}", parts[0], parts[1], parts[4]);
+    }
+    arn.to_string()
+}
+
+/// Probes a destination. Never returns an error: every failure is a report with a reason.
+pub async fn probe(target: &ProbeTarget, access: &Access) -> ProbeReport {
+    let kms = target.sse.as_deref() == Some("aws:kms");
+    let fail = |step: Step,
+                facts: &ErrorFacts,
+                identity: Option<Identity>,
+                policy: Option<String>| ProbeReport {
+        failure: Some(classify(
+            step,
+            facts,
+            &target.bucket,
+            &target.target.region,
+            kms,
+        )),
+        identity,
+        bucket_policy_statement: policy,
+    };
+    let sts_endpoint = target
+        .sts_endpoint
+        .clone()
+        .or(target.target.endpoint.clone());
+    // With a custom endpoint and no explicit stsEndpoint, STS is only a guess: many S3-compatible
+    // servers (versitygw) have none, so a failing identity call does not fail the probe there.
+    let sts_optional = target.target.endpoint.is_some() && target.sts_endpoint.is_none();
+
+    let base_access = match access {
+        Access::AssumeRole { .. } => Access::WorkloadIdentity,
+        other => other.clone(),
+    };
+    let base = sdk_config(&base_access, &target.target).await;
+    let sts_for = |config: &aws_config::SdkConfig| {
+        let mut b = aws_sdk_sts::config::Builder::from(config);
+        if let Some(endpoint) = &sts_endpoint {
+            b = b.endpoint_url(endpoint);
+        }
+        aws_sdk_sts::Client::from_conf(b.build())
+    };
+
+    // AssumeRole explicitly, so that a trust-policy or ExternalId refusal gets its own reason.
+    let (config, access_key_id) = match access {
+        Access::AssumeRole {
+            role_arn,
+            external_id,
+            session_name,
+        } => {
+            let mut req = sts_for(&base)
+                .assume_role()
+                .role_arn(role_arn)
+                .role_session_name(session_name);
+            if let Some(external_id) = external_id {
+                req = req.external_id(external_id);
+            }
+            match req.send().await {
+                Ok(out) => {
+                    let Some(c) = out.credentials else {
+                        let facts = ErrorFacts {
+                            text: "no credentials in the AssumeRole answer".into(),
+                            ..Default::default()
+                        };
+                        return fail(Step::AssumeRole, &facts, None, None);
+                    };
+                    let keys = Access::Keys {
+                        access_key_id: c.access_key_id,
+                        secret_access_key: c.secret_access_key,
+                        session_token: Some(c.session_token),
+                    };
+                    (sdk_config(&keys, &target.target).await, None)
+                }
+                Err(e) => return fail(Step::AssumeRole, &ErrorFacts::from_sdk(&e), None, None),
+            }
+        }
+        Access::Keys { access_key_id, .. } => (base, Some(access_key_id.clone())),
+        Access::WorkloadIdentity => (base, None),
+    };
+
+    let identity = match sts_for(&config).get_caller_identity().send().await {
+        Ok(out) => Identity {
+            account: out.account,
+            arn: out.arn,
+            access_key_id: access_key_id.clone(),
+            source: "STS".into(),
+        },
+        Err(e) if sts_optional => {
+            tracing::debug!(error = %DisplayErrorContext(&e), "no STS at the endpoint; identity unverified");
+            Identity {
+                account: None,
+                arn: None,
+                access_key_id: access_key_id.clone(),
+                source: "Unverified".into(),
+            }
+        }
+        Err(e) => return fail(Step::Identity, &ErrorFacts::from_sdk(&e), None, None),
+    };
+    let policy = match (&identity.arn, target.allowlist) {
+        (Some(arn), true) => Some(bucket_policy_statement(arn, &target.bucket, &target.prefix)),
+        _ => None,
+    };
+
+    let s3 = s3_client(&config, &target.target);
+    // HEAD answers carry no error code: a 403 here is only understood after PutObject.
+    let head_denied = match s3.head_bucket().bucket(&target.bucket).send().await {
+        Ok(_) => None,
+        Err(e) => {
+            let facts = ErrorFacts::from_sdk(&e);
+            if facts.http_status == Some(403) {
+                Some(facts)
+            } else {
+                return fail(Step::HeadBucket, &facts, Some(identity), policy);
+            }
+        }
+    };
+
+    let key = format!(
+        "{}.outbound-probe-{:016x}",
+        target.prefix,
+        rand::random::<u64>()
+    );
+    let mut put = s3
+        .put_object()
+        .bucket(&target.bucket)
+        .key(&key)
+        .if_none_match("*")
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(
+            b"outbound probe\n",
+        ));
+    if let Some(sse) = &target.sse {
+        put = put.server_side_encryption(sse.as_str().into());
+    }
+    if let Some(kms_key) = &target.sse_kms_key_id {
+        put = put.ssekms_key_id(kms_key);
+    }
+    if let Err(e) = put.send().await {
+        let facts = ErrorFacts::from_sdk(&e);
+        // Someone else's object at our random key: the write permission is proven all the same.
+        if facts.code.as_deref() != Some("PreconditionFailed") {
+            return fail(Step::PutObject, &facts, Some(identity), policy);
+        }
+    }
+    if let Err(e) = s3
+        .delete_object()
+        .bucket(&target.bucket)
+        .key(&key)
+        .send()
+        .await
+    {
+        let facts = ErrorFacts::from_sdk(&e);
+        let mut report = fail(Step::DeleteObject, &facts, Some(identity), policy);
+        if let Some((_, message)) = &mut report.failure {
+            message.push_str(&format!(" (probe object {key} was left in the bucket)"));
+        }
+        return report;
+    }
+    if let Some(facts) = head_denied {
+        return fail(Step::HeadBucket, &facts, Some(identity), policy);
+    }
+    ProbeReport {
+        failure: None,
+        identity: Some(identity),
+        bucket_policy_statement: policy,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(code: &str, status: u16) -> ErrorFacts {
+        ErrorFacts {
+            code: (!code.is_empty()).then(|| code.to_string()),
+            http_status: Some(status),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn maps_error_codes_to_reasons() {
+        let cases = [
+            (
+                Step::PutObject,
+                facts("InvalidAccessKeyId", 403),
+                reason::INVALID_ACCESS_KEY_ID,
+            ),
+            (
+                Step::Identity,
+                facts("InvalidClientTokenId", 403),
+                reason::INVALID_ACCESS_KEY_ID,
+            ),
+            (
+                Step::PutObject,
+                facts("SignatureDoesNotMatch", 403),
+                reason::SIGNATURE_DOES_NOT_MATCH,
+            ),
+            (
+                Step::PutObject,
+                facts("AccessDenied", 403),
+                reason::ACCESS_DENIED,
+            ),
+            (
+                Step::AssumeRole,
+                facts("AccessDenied", 403),
+                reason::ASSUME_ROLE_DENIED,
+            ),
+            (
+                Step::PutObject,
+                facts("NoSuchBucket", 404),
+                reason::NO_SUCH_BUCKET,
+            ),
+            (Step::HeadBucket, facts("", 404), reason::NO_SUCH_BUCKET),
+            (Step::HeadBucket, facts("", 301), reason::WRONG_REGION),
+            (
+                Step::PutObject,
+                facts("PermanentRedirect", 301),
+                reason::WRONG_REGION,
+            ),
+            (
+                Step::PutObject,
+                facts("KMS.DisabledException", 400),
+                reason::KMS_ACCESS_DENIED,
+            ),
+            (
+                Step::PutObject,
+                facts("ExpiredToken", 400),
+                reason::EXPIRED_TOKEN,
+            ),
+            (
+                Step::PutObject,
+                facts("InternalError", 500),
+                reason::PROBE_FAILED,
+            ),
+        ];
+        for (step, f, want) in cases {
+            assert_eq!(
+                classify(step, &f, "b", "us-east-1", false).0,
+                want,
+                "{step:?} {f:?}"
+            );
+        }
+        let kms = ErrorFacts {
+            code: Some("AccessDenied".into()),
+            message: Some("User is not authorized to perform kms:GenerateDataKey".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            classify(Step::PutObject, &kms, "b", "r", true).0,
+            reason::KMS_ACCESS_DENIED
+        );
+        let down = ErrorFacts {
+            unreachable: true,
+            text: "connection refused".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            classify(Step::Identity, &down, "b", "r", false).0,
+            reason::UNREACHABLE
+        );
+    }
+
+    #[test]
+    fn wrong_region_names_the_right_one() {
+        let f = ErrorFacts {
+            http_status: Some(301),
+            bucket_region: Some("eu-west-1".into()),
+            ..Default::default()
+        };
+        let (_, msg) = classify(Step::HeadBucket, &f, "acme", "us-east-1", false);
+        assert!(msg.contains("eu-west-1") && msg.contains("acme"), "{msg}");
+    }
+
+    #[test]
+    fn bucket_policy_names_the_role_not_the_session() {
+        assert_eq!(
+            role_arn_of("arn:aws:sts::123456789012:assumed-role/outbound/i-0abc"),
+            "arn:aws:iam::123456789012:role/outbound"
+        );
+        assert_eq!(
+            role_arn_of("arn:aws:iam::123456789012:user/x"),
+            "arn:aws:iam::123456789012:user/x"
+        );
+        let p = bucket_policy_statement(
+            "arn:aws:sts::123456789012:assumed-role/outbound/s",
+            "acme",
+            "in/",
+        );
+        let v: serde_json::Value = serde_json::from_str(&p).unwrap();
+        assert_eq!(
+            v[0]["Principal"]["AWS"],
+            "arn:aws:iam::123456789012:role/outbound"
+        );
+        assert_eq!(v[0]["Resource"], "arn:aws:s3:::acme/in/*");
+        assert_eq!(v[1]["Resource"], "arn:aws:s3:::acme");
+    }
+}

@@ -1,0 +1,341 @@
+//! Pure: conditions, phase and progress from what the controller observed, and the decision
+//! whether a status write is needed at all (never when only timestamps would change).
+
+use crate::api::{
+    Identity, OutboundDeliveryStatus, OutboundDestinationStatus, Phase, Progress, ShardStatus,
+    condition,
+};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use std::collections::BTreeMap;
+
+/// A condition, keeping `lastTransitionTime` from `previous` when its status did not change.
+pub fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = if status { "True" } else { "False" };
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// Conditions equal but for their timestamps.
+fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.type_ == y.type_
+                && x.status == y.status
+                && x.reason == y.reason
+                && x.message == y.message
+                && x.observed_generation == y.observed_generation
+        })
+}
+
+/// Bytes and objects done of the total, summed over every shard's report.
+pub fn fold_progress(shards: &BTreeMap<String, ShardStatus>) -> Progress {
+    let mut p = Progress::default();
+    for shard in shards.values() {
+        p.bytes_done += shard.bytes_done;
+        p.bytes_total += shard.bytes_total;
+        p.objects_done += shard.objects_done;
+        p.objects_total += shard.objects_total;
+    }
+    p.summary = summary(&p);
+    p
+}
+
+fn summary(p: &Progress) -> String {
+    let percent = (p.bytes_done.min(p.bytes_total) * 100)
+        .checked_div(p.bytes_total)
+        .unwrap_or(0);
+    format!("{}/{} objects, {percent}%", p.objects_done, p.objects_total)
+}
+
+/// What the controller saw of a delivery this reconcile.
+#[derive(Clone, Debug)]
+pub enum DeliveryObservation<'a> {
+    /// It cannot start: a reference is missing or invalid (nothing created).
+    Blocked { reason: &'a str, message: &'a str },
+    /// The Job exists (or was just created: then `job` has no status yet).
+    Job { job: &'a Job },
+}
+
+/// The Job's terminal condition, if any: (succeeded?, reason, message, time).
+fn job_terminal(job: &Job) -> Option<(bool, String, String, Option<Time>)> {
+    let status = job.status.as_ref()?;
+    for c in status.conditions.iter().flatten() {
+        if c.status != "True" {
+            continue;
+        }
+        match c.type_.as_str() {
+            "Complete" => {
+                return Some((
+                    true,
+                    "Delivered".into(),
+                    String::new(),
+                    status
+                        .completion_time
+                        .clone()
+                        .or(c.last_transition_time.clone()),
+                ));
+            }
+            "Failed" => {
+                return Some((
+                    false,
+                    c.reason.clone().unwrap_or_else(|| "JobFailed".into()),
+                    c.message.clone().unwrap_or_default(),
+                    c.last_transition_time.clone(),
+                ));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn job_suspended(job: &Job) -> bool {
+    job.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false)
+        && job.status.as_ref().and_then(|s| s.active).unwrap_or(0) == 0
+}
+
+/// The controller-owned part of a delivery's status (never `shards`: the pods own those).
+pub fn delivery_status(
+    current: Option<&OutboundDeliveryStatus>,
+    generation: Option<i64>,
+    observation: &DeliveryObservation<'_>,
+    manifest_key: Option<&str>,
+    now: &Time,
+) -> OutboundDeliveryStatus {
+    let empty = OutboundDeliveryStatus::default();
+    let current = current.unwrap_or(&empty);
+    let prev = &current.conditions[..];
+    let cond = |t: &str, s: bool, r: &str, m: &str| condition(prev, t, s, r, m, generation, now);
+    let progress = fold_progress(&current.shards);
+    let mut status = OutboundDeliveryStatus {
+        observed_generation: generation,
+        job_name: current.job_name.clone(),
+        start_time: current.start_time.clone(),
+        completion_time: current.completion_time.clone(),
+        manifest_key: current.manifest_key.clone(),
+        attempts: current.attempts,
+        progress: (!current.shards.is_empty()).then_some(progress.clone()),
+        ..OutboundDeliveryStatus::default()
+    };
+    let (phase, conditions) = match observation {
+        DeliveryObservation::Blocked { reason, message } => (
+            Phase::Pending,
+            vec![
+                cond(condition::READY, false, reason, message),
+                cond(condition::COMPLETE, false, reason, "not started"),
+                cond(condition::FAILED, false, reason, ""),
+                cond(condition::PROGRESSING, false, reason, message),
+            ],
+        ),
+        DeliveryObservation::Job { job } => {
+            let name = job.metadata.name.clone();
+            status.job_name = status.job_name.or(name);
+            status.start_time = status
+                .start_time
+                .or_else(|| job.metadata.creation_timestamp.clone())
+                .or_else(|| Some(now.clone()));
+            status.manifest_key = status.manifest_key.or(manifest_key.map(str::to_string));
+            if let Some(js) = &job.status {
+                let started =
+                    js.failed.unwrap_or(0) + js.succeeded.unwrap_or(0) + js.active.unwrap_or(0);
+                status.attempts = Some(started.max(status.attempts.unwrap_or(0)));
+            }
+            let last_error = current
+                .shards
+                .values()
+                .filter_map(|s| s.message.as_deref())
+                .next_back()
+                .unwrap_or("");
+            match job_terminal(job) {
+                Some((true, reason, _, time)) => {
+                    status.completion_time = status
+                        .completion_time
+                        .or(time)
+                        .or_else(|| Some(now.clone()));
+                    let msg = format!("delivered {}", progress.summary);
+                    (
+                        Phase::Succeeded,
+                        vec![
+                            cond(condition::READY, true, &reason, &msg),
+                            cond(condition::COMPLETE, true, &reason, &msg),
+                            cond(condition::FAILED, false, &reason, ""),
+                            cond(condition::PROGRESSING, false, &reason, &msg),
+                        ],
+                    )
+                }
+                Some((false, reason, job_message, time)) => {
+                    status.completion_time = status
+                        .completion_time
+                        .or(time)
+                        .or_else(|| Some(now.clone()));
+                    let msg = if last_error.is_empty() {
+                        job_message
+                    } else {
+                        format!("{job_message}; last error: {last_error}")
+                    };
+                    (
+                        Phase::Failed,
+                        vec![
+                            cond(condition::READY, false, &reason, &msg),
+                            cond(condition::COMPLETE, false, &reason, &msg),
+                            cond(condition::FAILED, true, &reason, &msg),
+                            cond(condition::PROGRESSING, false, &reason, &msg),
+                        ],
+                    )
+                }
+                None if job_suspended(job) => (
+                    Phase::Pending,
+                    vec![
+                        cond(condition::READY, false, "Suspended", "spec.suspend is true"),
+                        cond(
+                            condition::COMPLETE,
+                            false,
+                            "Suspended",
+                            "spec.suspend is true",
+                        ),
+                        cond(condition::FAILED, false, "Suspended", ""),
+                        cond(
+                            condition::PROGRESSING,
+                            false,
+                            "Suspended",
+                            "spec.suspend is true",
+                        ),
+                    ],
+                ),
+                None => {
+                    let msg = format!("uploading: {}", progress.summary);
+                    (
+                        Phase::Uploading,
+                        vec![
+                            cond(condition::READY, false, "Uploading", &msg),
+                            cond(condition::COMPLETE, false, "Uploading", &msg),
+                            cond(condition::FAILED, false, "Uploading", last_error),
+                            cond(condition::PROGRESSING, true, "Uploading", &msg),
+                        ],
+                    )
+                }
+            }
+        }
+    };
+    status.phase = Some(phase);
+    status.conditions = conditions;
+    status
+}
+
+/// The delivery status to write, or `None` when the controller-owned fields already say it.
+pub fn delivery_patch(
+    current: Option<&OutboundDeliveryStatus>,
+    desired: OutboundDeliveryStatus,
+) -> Option<OutboundDeliveryStatus> {
+    let Some(current) = current else {
+        return Some(desired);
+    };
+    let unchanged = current.phase == desired.phase
+        && same_conditions(&current.conditions, &desired.conditions)
+        && current.observed_generation == desired.observed_generation
+        && current.progress == desired.progress
+        && current.job_name == desired.job_name
+        && current.manifest_key == desired.manifest_key
+        && current.start_time == desired.start_time
+        && current.completion_time == desired.completion_time
+        && current.attempts == desired.attempts;
+    (!unchanged).then_some(desired)
+}
+
+/// The outcome of a destination probe, as status wants it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeReport {
+    /// `None` when the destination can be written; else (reason, message).
+    pub failure: Option<(String, String)>,
+    pub identity: Option<Identity>,
+    pub bucket_policy_statement: Option<String>,
+}
+
+/// The destination status for a probe outcome.
+pub fn destination_status(
+    current: Option<&OutboundDestinationStatus>,
+    generation: Option<i64>,
+    report: &ProbeReport,
+    now: &Time,
+) -> OutboundDestinationStatus {
+    let prev = current.map(|c| &c.conditions[..]).unwrap_or(&[]);
+    let ready = match &report.failure {
+        None => {
+            let who = report
+                .identity
+                .as_ref()
+                .and_then(|i| i.arn.clone().or(i.access_key_id.clone()))
+                .unwrap_or_else(|| "our identity".into());
+            condition(
+                prev,
+                condition::READY,
+                true,
+                "Validated",
+                format!("{who} can write to the bucket"),
+                generation,
+                now,
+            )
+        }
+        Some((reason, message)) => condition(
+            prev,
+            condition::READY,
+            false,
+            reason,
+            message,
+            generation,
+            now,
+        ),
+    };
+    OutboundDestinationStatus {
+        conditions: vec![ready],
+        observed_generation: generation,
+        identity: report.identity.clone(),
+        bucket_policy_statement: report.bucket_policy_statement.clone(),
+        last_probe_time: Some(now.clone()),
+    }
+}
+
+/// The destination status to write, or `None` when only the probe time moved and the last
+/// recorded probe is younger than `refresh` (so `lastProbeTime` stays roughly current without a
+/// write per reconcile).
+pub fn destination_patch(
+    current: Option<&OutboundDestinationStatus>,
+    desired: OutboundDestinationStatus,
+    refresh: std::time::Duration,
+) -> Option<OutboundDestinationStatus> {
+    let Some(current) = current else {
+        return Some(desired);
+    };
+    let unchanged = same_conditions(&current.conditions, &desired.conditions)
+        && current.observed_generation == desired.observed_generation
+        && current.identity == desired.identity
+        && current.bucket_policy_statement == desired.bucket_policy_statement;
+    let fresh = match (&current.last_probe_time, &desired.last_probe_time) {
+        (Some(last), Some(now)) => {
+            let age = now.0.duration_since(last.0);
+            age.unsigned_abs() < refresh
+        }
+        _ => false,
+    };
+    (!(unchanged && fresh)).then_some(desired)
+}
