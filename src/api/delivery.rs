@@ -10,14 +10,22 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+// (`has()` pairs rather than `.?` optionals: the API server's cost estimate of `.?` is far too high.)
 // Once the controller has started the delivery (status.startTime is set) the spec may only change
 // `suspend`: the Job, its keys and the manifest were decided from it.
-const IMMUTABLE_ONCE_STARTED: &str = "!has(oldSelf.status) || !has(oldSelf.status.startTime) || (\
-self.spec.destinationRef == oldSelf.spec.destinationRef && self.spec.source == oldSelf.spec.source \
-&& self.spec.?keyPrefix == oldSelf.spec.?keyPrefix && self.spec.?splitSize == oldSelf.spec.?splitSize \
-&& self.spec.?splitOn == oldSelf.spec.?splitOn && self.spec.?parallelism == oldSelf.spec.?parallelism \
-&& self.spec.?manifest == oldSelf.spec.?manifest && self.spec.?backoffLimit == oldSelf.spec.?backoffLimit \
-&& self.spec.?activeDeadlineSeconds == oldSelf.spec.?activeDeadlineSeconds)";
+const IMMUTABLE_ONCE_STARTED: &str = "!has(oldSelf.status) || !has(oldSelf.status.startTime) || (self.spec.destinationRef == oldSelf.spec.destinationRef\
+ && self.spec.source == oldSelf.spec.source\
+ && (has(self.spec.keyPrefix) == has(oldSelf.spec.keyPrefix)\
+ && (!has(self.spec.keyPrefix) || self.spec.keyPrefix == oldSelf.spec.keyPrefix))\
+ && (has(self.spec.splitSize) == has(oldSelf.spec.splitSize)\
+ && (!has(self.spec.splitSize) || self.spec.splitSize == oldSelf.spec.splitSize))\
+ && (has(self.spec.splitOn) == has(oldSelf.spec.splitOn)\
+ && (!has(self.spec.splitOn) || self.spec.splitOn == oldSelf.spec.splitOn))\
+ && self.spec.parallelism == oldSelf.spec.parallelism\
+ && self.spec.manifest == oldSelf.spec.manifest\
+ && self.spec.backoffLimit == oldSelf.spec.backoffLimit\
+ && (has(self.spec.activeDeadlineSeconds) == has(oldSelf.spec.activeDeadlineSeconds)\
+ && (!has(self.spec.activeDeadlineSeconds) || self.spec.activeDeadlineSeconds == oldSelf.spec.activeDeadlineSeconds)))";
 
 /// Files on a PersistentVolumeClaim delivered to an OutboundDestination by an upload Job.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -45,6 +53,7 @@ pub struct OutboundDeliverySpec {
     pub source: DeliverySource,
     /// Key prefix of this delivery, under the destination's prefix (e.g. `2026-11-27/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub key_prefix: Option<String>,
     /// Largest object written; never above the destination's split size (nor 1Ti).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,6 +97,7 @@ fn default_backoff_limit() -> i32 {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct LocalRef {
     /// Name of the object.
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
 
@@ -103,18 +113,20 @@ pub struct DeliverySource {
 #[serde(rename_all = "camelCase")]
 pub struct VolumeSource {
     /// Name of the PersistentVolumeClaim (same namespace).
+    #[schemars(length(min = 1, max = 253))]
     pub claim_name: String,
     /// Folder inside the volume to deliver, relative to its root (default: the whole volume).
     #[serde(default)]
+    #[schemars(length(max = 1024))]
     #[x_kube(validation = Rule::new("!self.startsWith('/') && !self.contains('..')").message("path must be relative and stay inside the volume"))]
     pub path: String,
     /// Globs of files to deliver, relative to `path` (default: every file).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 256)))]
     pub include: Vec<String>,
     /// Globs of files to leave out, relative to `path`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 256)))]
     pub exclude: Vec<String>,
 }
 
@@ -186,12 +198,16 @@ pub struct OutboundDeliveryStatus {
 #[serde(rename_all = "camelCase")]
 pub struct Progress {
     /// Bytes delivered.
+    #[schemars(extend("format" = "int64"))]
     pub bytes_done: u64,
     /// Bytes to deliver (known once every shard has planned).
+    #[schemars(extend("format" = "int64"))]
     pub bytes_total: u64,
     /// Objects delivered.
+    #[schemars(extend("format" = "int64"))]
     pub objects_done: u64,
     /// Objects to deliver.
+    #[schemars(extend("format" = "int64"))]
     pub objects_total: u64,
     /// Human-readable summary (printer column), e.g. `3/10 objects, 45%`.
     pub summary: String,
@@ -202,15 +218,19 @@ pub struct Progress {
 #[serde(rename_all = "camelCase")]
 pub struct ShardStatus {
     /// Bytes of this shard delivered.
+    #[schemars(extend("format" = "int64"))]
     #[serde(default)]
     pub bytes_done: u64,
     /// Bytes of this shard.
+    #[schemars(extend("format" = "int64"))]
     #[serde(default)]
     pub bytes_total: u64,
     /// Objects of this shard delivered.
+    #[schemars(extend("format" = "int64"))]
     #[serde(default)]
     pub objects_done: u64,
     /// Objects of this shard.
+    #[schemars(extend("format" = "int64"))]
     #[serde(default)]
     pub objects_total: u64,
     /// Open multipart uploads (aborted if the delivery is deleted).

@@ -51,6 +51,7 @@ impl JsonSchema for SplitSize {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "x-kubernetes-int-or-string": true,
+            "maxLength": 32,
             "x-kubernetes-validations": [{
                 "rule": SPLIT_SIZE_RULE,
                 "message": "must be a positive whole number of bytes or a quantity (e.g. 512Gi) of at most 1Ti",
