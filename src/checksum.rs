@@ -133,6 +133,26 @@ pub fn composite(algorithm: ChecksumAlgorithm, part_digests: &[Vec<u8>]) -> Stri
     format!("{}-{}", to_base64(&hasher.finish()), part_digests.len())
 }
 
+/// The full-object checksum of consecutive parts, from their digests and lengths alone (CRCs
+/// only: CRCs combine, SHA-256 does not). `None` for SHA-256.
+pub fn combine(algorithm: ChecksumAlgorithm, parts: &[(Vec<u8>, u64)]) -> Option<Vec<u8>> {
+    let (crc, width) = match algorithm {
+        ChecksumAlgorithm::Crc64Nvme => (crc_fast::CrcAlgorithm::Crc64Nvme, 8),
+        ChecksumAlgorithm::Crc32C => (crc_fast::CrcAlgorithm::Crc32Iscsi, 4),
+        ChecksumAlgorithm::Sha256 => return None,
+    };
+    let value = |digest: &[u8]| {
+        digest
+            .iter()
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+    };
+    let mut total = crc_fast::checksum(crc, b"");
+    for (digest, len) in parts {
+        total = crc_fast::checksum_combine(crc, total, value(digest), *len);
+    }
+    Some(total.to_be_bytes()[8 - width..].to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +186,20 @@ mod tests {
             }
             assert_eq!(hasher.finish(), digest(algorithm, &data));
         }
+    }
+
+    #[test]
+    fn combined_part_crcs_equal_the_whole() {
+        let data: Vec<u8> = (0..300_001u32).map(|i| (i * 13 % 251) as u8).collect();
+        for algorithm in [ChecksumAlgorithm::Crc64Nvme, ChecksumAlgorithm::Crc32C] {
+            let parts: Vec<_> = data
+                .chunks(100_000)
+                .map(|c| (digest(algorithm, c), c.len() as u64))
+                .collect();
+            assert_eq!(combine(algorithm, &parts), Some(digest(algorithm, &data)));
+            assert_eq!(combine(algorithm, &[]), Some(digest(algorithm, b"")));
+        }
+        assert_eq!(combine(ChecksumAlgorithm::Sha256, &[]), None);
     }
 
     #[test]

@@ -1,19 +1,543 @@
-//! The data plane: split reader, multipart engine, resume, progress, manifest.
+//! The data plane: `outbound upload` (split reader, multipart engine, resume, progress, manifest)
+//! and `outbound plan`.
 
-/// Options of `outbound upload`.
+pub mod engine;
+pub mod error;
+pub mod manifest;
+pub mod state;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_s3::types::{ObjectCannedAcl, ServerSideEncryption, StorageClass};
+use clap::ArgAction;
+use futures::StreamExt as _;
+
+use crate::checksum::ChecksumAlgorithm;
+use crate::credentials::{Access, Target};
+use crate::plan::{self, Plan, PlanSettings, SourceFile, SplitOn};
+use crate::units::{format_size, parse_size};
+use engine::{Engine, ObjectSettings, Outcome};
+use error::UploadError;
+use state::{Backend, Progress, State};
+
+fn size_arg(text: &str) -> Result<u64, String> {
+    parse_size(text).map_err(|e| e.to_string())
+}
+
+/// What to read and how to cut it (shared by `upload` and `plan`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct SourceArgs {
+    /// Local folder to deliver (in a Job: the read-only claim mount plus `source.volume.path`).
+    #[arg(long, env = "OUTBOUND_SOURCE")]
+    pub source: PathBuf,
+    /// Comma-separated globs, relative to the source, of files to deliver (default: all).
+    #[arg(long, env = "OUTBOUND_INCLUDE", value_delimiter = ',')]
+    pub include: Vec<String>,
+    /// Comma-separated globs, relative to the source, of files to leave out.
+    #[arg(long, env = "OUTBOUND_EXCLUDE", value_delimiter = ',')]
+    pub exclude: Vec<String>,
+    /// Key prefix (destination prefix + delivery keyPrefix), prepended as is.
+    #[arg(long, env = "OUTBOUND_PREFIX", default_value = "")]
+    pub prefix: String,
+    /// Largest object: bytes or a quantity (`8Mi`, `512Gi`), at most 1Ti.
+    #[arg(long, env = "OUTBOUND_SPLIT_SIZE", default_value = "1Ti", value_parser = size_arg)]
+    pub split_size: u64,
+    /// Cut only after a newline (`lines`) or at exactly the split size (`bytes`).
+    #[arg(long, env = "OUTBOUND_SPLIT_ON", value_enum, default_value_t = SplitOn::Lines)]
+    pub split_on: SplitOn,
+    /// Preferred part size (5Mi..5Gi), raised when an object would need more than 10,000 parts.
+    #[arg(long, env = "OUTBOUND_PART_SIZE", default_value = "16Mi", value_parser = size_arg)]
+    pub part_size: u64,
+    /// Objects up to this size go up in a single PUT (default: the part size).
+    #[arg(long, env = "OUTBOUND_MULTIPART_THRESHOLD", value_parser = size_arg)]
+    pub multipart_threshold: Option<u64>,
+    /// Naming of a split file's pieces: `{stem}`, `{n}` (001, 002 ...), `{ext}`.
+    #[arg(long, env = "OUTBOUND_NAME_TEMPLATE", default_value = plan::DEFAULT_NAME_TEMPLATE)]
+    pub name_template: String,
+}
+
+impl SourceArgs {
+    fn settings(&self) -> PlanSettings {
+        PlanSettings {
+            split_size: self.split_size,
+            split_on: self.split_on,
+            part_size: self.part_size,
+            multipart_threshold: self.multipart_threshold.unwrap_or(self.part_size),
+            prefix: self.prefix.clone(),
+            name_template: self.name_template.clone(),
+        }
+    }
+
+    /// Finds the files and plans them (blocking IO, run off the async threads).
+    async fn plan(&self) -> Result<Plan, UploadError> {
+        let args = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let files = walk(&args.source, &args.include, &args.exclude)?;
+            Ok(plan::plan(&files, &args.settings(), |f| {
+                std::fs::File::open(&f.path)
+            })?)
+        })
+        .await
+        .expect("planning does not panic")
+    }
+}
+
+/// Options of `outbound upload` (see docs/design/job-contract.md).
 #[derive(clap::Args, Debug)]
-pub struct UploadArgs {}
+pub struct UploadArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Bucket name.
+    #[arg(long, env = "OUTBOUND_BUCKET")]
+    pub bucket: String,
+    #[arg(long, env = "OUTBOUND_REGION", default_value = "us-east-1")]
+    pub region: String,
+    /// S3-compatible endpoint URL.
+    #[arg(long, env = "OUTBOUND_ENDPOINT")]
+    pub endpoint: Option<String>,
+    #[arg(long, env = "OUTBOUND_FORCE_PATH_STYLE", action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub force_path_style: bool,
+    #[arg(long, env = "OUTBOUND_STORAGE_CLASS")]
+    pub storage_class: Option<String>,
+    /// Server-side encryption: `AES256` or `aws:kms`.
+    #[arg(long, env = "OUTBOUND_SSE")]
+    pub sse: Option<String>,
+    #[arg(long, env = "OUTBOUND_SSE_KMS_KEY_ID")]
+    pub sse_kms_key_id: Option<String>,
+    #[arg(long, env = "OUTBOUND_CHECKSUM_ALGORITHM", value_enum, default_value_t = ChecksumAlgorithm::Crc64Nvme)]
+    pub checksum_algorithm: ChecksumAlgorithm,
+    /// Canned ACL, e.g. `bucket-owner-full-control`.
+    #[arg(long, env = "OUTBOUND_ACL")]
+    pub acl: Option<String>,
+    /// Write the manifest object, last.
+    #[arg(long, env = "OUTBOUND_MANIFEST", action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub manifest: bool,
+    #[arg(long, env = "OUTBOUND_MANIFEST_NAME", default_value = "manifest.json")]
+    pub manifest_name: String,
+    /// Replace a different object already at a key.
+    #[arg(long, env = "OUTBOUND_OVERWRITE", action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub overwrite: bool,
+    /// Parts in flight; memory is about concurrency x part size.
+    #[arg(long, env = "OUTBOUND_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: usize,
+    /// `keys` (AWS_ACCESS_KEY_ID ...), `workload` (AWS default chain) or `assume-role`.
+    #[arg(long, env = "OUTBOUND_CREDENTIALS", default_value = "keys")]
+    pub credentials: String,
+    #[arg(long, env = "OUTBOUND_ROLE_ARN")]
+    pub role_arn: Option<String>,
+    #[arg(long, env = "OUTBOUND_EXTERNAL_ID")]
+    pub external_id: Option<String>,
+    /// `namespace/name` of the OutboundDelivery to report progress and resume state into.
+    #[arg(long, env = "OUTBOUND_DELIVERY")]
+    pub delivery: Option<String>,
+    #[arg(long, env = "JOB_COMPLETION_INDEX", default_value_t = 0)]
+    pub shard_index: usize,
+    #[arg(long, env = "OUTBOUND_SHARD_COUNT", default_value_t = 1)]
+    pub shard_count: usize,
+    /// Standalone resume state (when not --delivery).
+    #[arg(long, env = "OUTBOUND_STATE_FILE")]
+    pub state_file: Option<PathBuf>,
+    /// Where the final one-line report goes (default /dev/termination-log when it exists).
+    #[arg(long, env = "OUTBOUND_TERMINATION_LOG")]
+    pub termination_log: Option<PathBuf>,
+    /// Attempts per request by the SDK (timeouts, resets, 5xx, SlowDown).
+    #[arg(long, env = "OUTBOUND_MAX_ATTEMPTS", default_value_t = 5, hide = true)]
+    pub max_attempts: u32,
+    /// Further rounds of retries of a part after the SDK gave up on a retryable error.
+    #[arg(long, env = "OUTBOUND_PART_RETRIES", default_value_t = 3, hide = true)]
+    pub part_retries: u32,
+    /// Seconds one request may take before it is retried (default: scales with the part size).
+    #[arg(long, env = "OUTBOUND_ATTEMPT_TIMEOUT", hide = true)]
+    pub attempt_timeout: Option<u64>,
+    /// Seconds between progress reports to the delivery status.
+    #[arg(
+        long,
+        env = "OUTBOUND_PROGRESS_INTERVAL",
+        default_value_t = 3,
+        hide = true
+    )]
+    pub progress_interval: u64,
+}
 
 /// Options of `outbound plan`.
 #[derive(clap::Args, Debug)]
-pub struct PlanArgs {}
-
-/// Runs `outbound upload`.
-pub async fn run_upload(_args: UploadArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the uploader is not built yet")
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// `table` or `json`.
+    #[arg(long, default_value = "table")]
+    pub output: String,
 }
 
 /// Runs `outbound plan`.
-pub async fn run_plan(_args: PlanArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the planner is not built yet")
+pub async fn run_plan(args: PlanArgs) -> anyhow::Result<()> {
+    let plan = args.source.plan().await?;
+    match args.output.as_str() {
+        "table" => print!("{}", plan::render_table(&plan)),
+        "json" => println!("{}", serde_json::to_string_pretty(&plan)?),
+        other => anyhow::bail!("unknown output {other:?}: use table or json"),
+    }
+    Ok(())
+}
+
+/// Runs `outbound upload`: exit 0 when this shard's objects (and the manifest, for shard 0) are
+/// delivered; otherwise the error, also written as one line to the termination log.
+pub async fn run_upload(args: UploadArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let termination_log = args.termination_log.clone().or_else(|| {
+        let default = PathBuf::from("/dev/termination-log");
+        default.exists().then_some(default)
+    });
+    let result = upload(&args).await;
+    let line = match &result {
+        Ok(report) => report.line(&args, started.elapsed()),
+        Err(err) => format!("failed: {err}"),
+    };
+    if let Some(path) = termination_log
+        && let Err(e) = std::fs::write(&path, format!("{line}\n"))
+    {
+        tracing::warn!(path = %path.display(), error = %e, "failed to write the termination log");
+    }
+    match result {
+        Ok(_) => {
+            println!("{line}");
+            Ok(())
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// What a successful run did.
+struct Report {
+    objects: u64,
+    bytes: u64,
+    sent: u64,
+    parts_sent: u64,
+    skipped: u64,
+    manifest: Option<String>,
+}
+
+impl Report {
+    fn line(&self, args: &UploadArgs, elapsed: Duration) -> String {
+        let mut line = format!(
+            "delivered {} objects ({}) to s3://{}/{}: sent {} bytes in {} requests, {} objects already present, {:.1}s",
+            self.objects,
+            format_size(self.bytes),
+            args.bucket,
+            args.source.prefix,
+            self.sent,
+            self.parts_sent,
+            self.skipped,
+            elapsed.as_secs_f64()
+        );
+        if let Some(key) = &self.manifest {
+            line.push_str(&format!(", manifest {key}"));
+        }
+        line
+    }
+}
+
+async fn upload(args: &UploadArgs) -> Result<Report, UploadError> {
+    if args.shard_count == 0 || args.shard_index >= args.shard_count {
+        return Err(UploadError::Settings(format!(
+            "shard index {} is not below shard count {}",
+            args.shard_index, args.shard_count
+        )));
+    }
+    let settings = object_settings(args)?;
+    let access = access(args)?;
+    let plan = args.source.plan().await?;
+
+    let backend = match (&args.delivery, &args.state_file) {
+        (Some(delivery), _) => {
+            let (namespace, name) = delivery.split_once('/').ok_or_else(|| {
+                UploadError::Settings(format!("--delivery {delivery:?} is not namespace/name"))
+            })?;
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| UploadError::State(format!("failed to connect to Kubernetes: {e}")))?;
+            Backend::Delivery {
+                api: kube::Api::namespaced_with(client, namespace, &state::delivery_resource()),
+                name: name.to_string(),
+                index: args.shard_index,
+            }
+        }
+        (None, Some(path)) => Backend::File(path.clone()),
+        (None, None) => Backend::None,
+    };
+    let state = State::open(backend).await?;
+    let mine: Vec<_> = plan
+        .shard(args.shard_index, args.shard_count)
+        .cloned()
+        .collect();
+    Progress::add(&state.progress.objects_total, mine.len() as u64);
+    Progress::add(
+        &state.progress.bytes_total,
+        mine.iter().map(|o| o.size).sum(),
+    );
+    let reporter = state.spawn_reporter(Duration::from_secs(args.progress_interval.max(1)));
+
+    let target = Target {
+        region: args.region.clone(),
+        endpoint: args.endpoint.clone(),
+        force_path_style: args.force_path_style,
+    };
+    let s3 = s3_client(args, &access, &target, &plan).await;
+    let engine = Engine::new(
+        s3.clone(),
+        args.bucket.clone(),
+        settings.clone(),
+        Arc::clone(&state),
+        args.concurrency,
+        args.part_retries,
+    );
+
+    // Objects run side by side so small ones keep the pipe full; parts share one memory budget.
+    let results: Vec<Result<Outcome, UploadError>> = futures::stream::iter(mine.iter())
+        .map(|object| engine.deliver(object))
+        .buffer_unordered(args.concurrency.clamp(1, 8))
+        .collect()
+        .await;
+    let failure = results
+        .into_iter()
+        .filter_map(Result::err)
+        .find(|e| !matches!(e, UploadError::Cancelled));
+    if let Some(err) = failure {
+        state.set_message(Some(err.to_string()));
+        let _ = state.flush().await;
+        reporter.abort();
+        return Err(err);
+    }
+    state.set_finished();
+    state.set_message(None);
+    if let Err(e) = state.flush().await {
+        tracing::warn!(error = %e, "failed to report the finished shard");
+    }
+
+    let mut manifest_key = None;
+    if args.manifest && args.shard_index == 0 {
+        let key = format!("{}{}", args.source.prefix, args.manifest_name);
+        wait_for_shards(&state, args.shard_count).await?;
+        let manifest = manifest::build(&s3, &args.bucket, &plan, settings.checksum).await?;
+        let written = manifest::write(&s3, &args.bucket, &key, &manifest, &settings).await?;
+        tracing::info!(key = %key, written, "manifest delivered");
+        manifest_key = Some(key);
+    }
+    reporter.abort();
+    let p = &state.progress;
+    Ok(Report {
+        objects: Progress::get(&p.objects_done),
+        bytes: Progress::get(&p.bytes_total),
+        sent: Progress::get(&p.bytes_sent),
+        parts_sent: Progress::get(&p.parts_sent),
+        skipped: Progress::get(&p.objects_skipped),
+        manifest: manifest_key,
+    })
+}
+
+/// Shard 0 writes the manifest only once every shard reports `finished` (Kubernetes); standalone
+/// shards are checked by the manifest's HEADs alone.
+async fn wait_for_shards(state: &State, count: usize) -> Result<(), UploadError> {
+    if count <= 1 {
+        return Ok(());
+    }
+    loop {
+        match state.all_shards_finished(count).await {
+            Ok(Some(true)) | Ok(None) => return Ok(()),
+            Ok(Some(false)) => tracing::info!("waiting for the other shards to finish"),
+            Err(e) => tracing::warn!(error = %e, "failed to read shard status"),
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+fn object_settings(args: &UploadArgs) -> Result<ObjectSettings, UploadError> {
+    let sse = match args.sse.as_deref() {
+        None | Some("") => None,
+        Some("AES256") => Some(ServerSideEncryption::Aes256),
+        Some("aws:kms") => Some(ServerSideEncryption::AwsKms),
+        Some(other) => {
+            return Err(UploadError::Settings(format!(
+                "unknown server-side encryption {other:?}: use AES256 or aws:kms"
+            )));
+        }
+    };
+    if args.sse_kms_key_id.is_some() && sse != Some(ServerSideEncryption::AwsKms) {
+        return Err(UploadError::Settings(
+            "a KMS key id needs --sse aws:kms".into(),
+        ));
+    }
+    let acl = match args.acl.as_deref() {
+        None | Some("") => None,
+        Some(text) if ObjectCannedAcl::values().contains(&text) => {
+            Some(ObjectCannedAcl::from(text))
+        }
+        Some(text) => {
+            return Err(UploadError::Settings(format!(
+                "unknown canned ACL {text:?}"
+            )));
+        }
+    };
+    let storage_class = match args.storage_class.as_deref() {
+        None | Some("") => None,
+        Some(text) if StorageClass::values().contains(&text) => Some(StorageClass::from(text)),
+        Some(text) => {
+            return Err(UploadError::Settings(format!(
+                "unknown storage class {text:?}"
+            )));
+        }
+    };
+    Ok(ObjectSettings {
+        checksum: args.checksum_algorithm,
+        acl,
+        sse,
+        sse_kms_key_id: args.sse_kms_key_id.clone().filter(|k| !k.is_empty()),
+        storage_class,
+        overwrite: args.overwrite,
+    })
+}
+
+fn access(args: &UploadArgs) -> Result<Access, UploadError> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    match args.credentials.as_str() {
+        "keys" => Ok(Access::Keys {
+            access_key_id: env("AWS_ACCESS_KEY_ID").ok_or_else(|| {
+                UploadError::Settings("credentials mode keys needs AWS_ACCESS_KEY_ID".into())
+            })?,
+            secret_access_key: env("AWS_SECRET_ACCESS_KEY").ok_or_else(|| {
+                UploadError::Settings("credentials mode keys needs AWS_SECRET_ACCESS_KEY".into())
+            })?,
+            session_token: env("AWS_SESSION_TOKEN"),
+        }),
+        "workload" => Ok(Access::WorkloadIdentity),
+        "assume-role" => Ok(Access::AssumeRole {
+            role_arn: args
+                .role_arn
+                .clone()
+                .filter(|r| !r.is_empty())
+                .ok_or_else(|| {
+                    UploadError::Settings("credentials mode assume-role needs --role-arn".into())
+                })?,
+            external_id: args.external_id.clone().filter(|e| !e.is_empty()),
+            session_name: match &args.delivery {
+                Some(d) => format!("outbound-{}", d.replace('/', "-"))
+                    .chars()
+                    .take(64)
+                    .collect(),
+                None => "outbound-upload".to_string(),
+            },
+        }),
+        other => Err(UploadError::Settings(format!(
+            "unknown credentials mode {other:?}: use keys, workload or assume-role"
+        ))),
+    }
+}
+
+/// The S3 client with our retry and timeout policy: the SDK retries each request (backoff with
+/// jitter on throttling, 5xx, timeouts, resets); attempts time out so a stalled connection heals.
+async fn s3_client(
+    args: &UploadArgs,
+    access: &Access,
+    target: &Target,
+    plan: &Plan,
+) -> aws_sdk_s3::Client {
+    let config = crate::credentials::sdk_config(access, target).await;
+    let largest_request = plan
+        .objects
+        .iter()
+        .map(|o| if o.multipart { o.part_size } else { o.size })
+        .max()
+        .unwrap_or(0);
+    // At least 1 MiB/s per request in flight, never under a minute.
+    let attempt = args
+        .attempt_timeout
+        .map(Duration::from_secs)
+        .unwrap_or_else(|| Duration::from_secs(60 + largest_request / (1 << 20)));
+    let conf = aws_sdk_s3::config::Builder::from(&config)
+        .force_path_style(target.force_path_style)
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(args.max_attempts.max(1))
+                .with_initial_backoff(Duration::from_millis(200))
+                .with_max_backoff(Duration::from_secs(20)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .operation_attempt_timeout(attempt)
+                .build(),
+        )
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// Regular files under `root` (following no symlinked folders), relative `/`-separated paths,
+/// filtered by include/exclude globs.
+fn walk(
+    root: &Path,
+    include: &[String],
+    exclude: &[String],
+) -> Result<Vec<SourceFile>, UploadError> {
+    let globs = |patterns: &[String]| -> Result<Option<globset::GlobSet>, UploadError> {
+        let patterns: Vec<&String> = patterns.iter().filter(|p| !p.trim().is_empty()).collect();
+        if patterns.is_empty() {
+            return Ok(None);
+        }
+        let mut builder = globset::GlobSetBuilder::new();
+        for p in patterns {
+            builder.add(
+                globset::Glob::new(p.trim())
+                    .map_err(|e| UploadError::Settings(format!("invalid glob {p:?}: {e}")))?,
+            );
+        }
+        builder
+            .build()
+            .map(Some)
+            .map_err(|e| UploadError::Settings(e.to_string()))
+    };
+    let include = globs(include)?;
+    let exclude = globs(exclude)?;
+    let walk_err = |path: &Path, source| UploadError::Walk {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut files = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(|e| walk_err(&dir, e))? {
+            let entry = entry.map_err(|e| walk_err(&dir, e))?;
+            let path = entry.path();
+            let meta = std::fs::metadata(&path).map_err(|e| walk_err(&path, e))?;
+            if entry.file_type().map_err(|e| walk_err(&path, e))?.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if !meta.is_file() {
+                continue;
+            }
+            let relative = path
+                .strip_prefix(root)
+                .expect("walked below the root")
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            if include.as_ref().is_some_and(|g| !g.is_match(&relative))
+                || exclude.as_ref().is_some_and(|g| g.is_match(&relative))
+            {
+                continue;
+            }
+            files.push(SourceFile {
+                relative,
+                path,
+                size: meta.len(),
+            });
+        }
+    }
+    files.sort_by(|a, b| a.relative.cmp(&b.relative));
+    Ok(files)
 }

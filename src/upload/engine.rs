@@ -1,0 +1,981 @@
+//! The multipart engine: one object at a time per task, its parts read with pread and sent in
+//! parallel under a fixed memory budget, every part and the whole object checksummed.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    ChecksumMode, CompletedMultipartUpload, CompletedPart, ObjectCannedAcl, ServerSideEncryption,
+    StorageClass,
+};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use rand::Rng as _;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::error::{S3Cause, UploadError, cause};
+use super::state::{Progress, State};
+use crate::checksum::{self, ChecksumAlgorithm, ChecksumKind, Hasher};
+use crate::plan::{PlannedObject, ReadAt};
+
+/// Object settings the destination decides.
+#[derive(Clone, Debug, Default)]
+pub struct ObjectSettings {
+    pub checksum: ChecksumAlgorithm,
+    pub acl: Option<ObjectCannedAcl>,
+    pub sse: Option<ServerSideEncryption>,
+    pub sse_kms_key_id: Option<String>,
+    pub storage_class: Option<StorageClass>,
+    pub overwrite: bool,
+}
+
+/// How an object ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Written by this run.
+    Sent,
+    /// Already there with the same size and checksum.
+    AlreadyPresent,
+}
+
+/// What a read of the object's bytes found: its lines and checksums.
+#[derive(Debug, Clone)]
+pub struct Scan {
+    pub lines: u64,
+    /// Digest of each part (one for a single PUT), in S3's byte order.
+    pub part_digests: Vec<Vec<u8>>,
+    /// The object's checksum as S3 reports it (base64; `-N` suffix when composite).
+    pub checksum: String,
+}
+
+/// Buffers of one part size, at most `concurrency` of them: the memory budget.
+struct Buffers {
+    permits: Arc<Semaphore>,
+    pool: Mutex<Vec<Vec<u8>>>,
+}
+
+impl Buffers {
+    async fn take(&self) -> (OwnedSemaphorePermit, Vec<u8>) {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let buf = self.pool.lock().unwrap().pop().unwrap_or_default();
+        (permit, buf)
+    }
+
+    fn give(&self, body: Bytes) {
+        // The SDK has dropped its clones once the request is done; if not, let it go.
+        if let Ok(buf) = body.try_into_mut() {
+            self.pool.lock().unwrap().push(buf.into());
+        }
+    }
+}
+
+/// The engine shared by all object tasks of a run.
+pub struct Engine {
+    pub s3: Client,
+    pub bucket: String,
+    pub settings: ObjectSettings,
+    pub state: Arc<State>,
+    pub concurrency: usize,
+    /// Rounds of our own retries of a part on top of the SDK's (which retries each request).
+    pub part_retries: u32,
+    buffers: Buffers,
+    cancelled: AtomicBool,
+}
+
+/// Chunk size of the checksum scan.
+const SCAN_CHUNK: usize = 1 << 20;
+
+impl Engine {
+    pub fn new(
+        s3: Client,
+        bucket: String,
+        settings: ObjectSettings,
+        state: Arc<State>,
+        concurrency: usize,
+        part_retries: u32,
+    ) -> Engine {
+        Engine {
+            s3,
+            bucket,
+            settings,
+            state,
+            concurrency: concurrency.max(1),
+            part_retries,
+            buffers: Buffers {
+                permits: Arc::new(Semaphore::new(concurrency.max(1))),
+                pool: Mutex::new(Vec::new()),
+            },
+            cancelled: AtomicBool::new(false),
+        }
+    }
+
+    /// Delivers one object; on a failure, stops the other objects of the run too.
+    pub async fn deliver(&self, object: &PlannedObject) -> Result<Outcome, UploadError> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            return Err(UploadError::Cancelled);
+        }
+        let result = self.deliver_inner(object).await;
+        match &result {
+            Ok(outcome) => {
+                Progress::add(&self.state.progress.objects_done, 1);
+                if *outcome == Outcome::AlreadyPresent {
+                    Progress::add(&self.state.progress.objects_skipped, 1);
+                }
+                tracing::info!(key = %object.key, size = object.size, ?outcome, "object delivered");
+            }
+            Err(UploadError::Cancelled) => {}
+            Err(_) => self.cancelled.store(true, Ordering::Relaxed),
+        }
+        result
+    }
+
+    async fn deliver_inner(&self, object: &PlannedObject) -> Result<Outcome, UploadError> {
+        let file = Arc::new(
+            File::open(&object.path).map_err(|source| UploadError::Read {
+                file: object.source.clone(),
+                offset: 0,
+                source,
+            })?,
+        );
+        let scan = {
+            let (file, object, algorithm) =
+                (Arc::clone(&file), object.clone(), self.settings.checksum);
+            tokio::task::spawn_blocking(move || scan(&*file, &object, algorithm))
+                .await
+                .expect("the scan does not panic")?
+        };
+
+        let resume = self.state.upload_for(&object.key);
+        if let Some(found) = self.existing(object).await? {
+            if found.matches(object.size, &scan.checksum) {
+                if let Some(upload_id) = resume {
+                    self.abort(object, &upload_id).await;
+                }
+                Progress::add(&self.state.progress.bytes_done, object.size);
+                return Ok(Outcome::AlreadyPresent);
+            }
+            if !self.settings.overwrite {
+                return Err(self.conflict(object, &scan, &found));
+            }
+        }
+        if object.multipart {
+            self.multipart(object, &file, &scan, resume).await
+        } else {
+            self.single_put(object, &file, &scan).await
+        }
+    }
+
+    fn conflict(&self, object: &PlannedObject, scan: &Scan, found: &Existing) -> UploadError {
+        UploadError::Conflict {
+            bucket: self.bucket.clone(),
+            key: object.key.clone(),
+            found: found.describe(self.settings.checksum),
+            expected: format!(
+                "size {}, {} {}",
+                object.size,
+                self.settings.checksum.name(),
+                scan.checksum
+            ),
+        }
+    }
+
+    /// The object at the key, if any (`None` also when HEAD is forbidden: then If-None-Match
+    /// still guards the write).
+    async fn existing(&self, object: &PlannedObject) -> Result<Option<Existing>, UploadError> {
+        let result = self
+            .s3
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&object.key)
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await;
+        match result {
+            Ok(head) => Ok(Some(Existing {
+                size: head.content_length().unwrap_or(-1),
+                checksum: match self.settings.checksum {
+                    ChecksumAlgorithm::Crc64Nvme => head.checksum_crc64_nvme,
+                    ChecksumAlgorithm::Crc32C => head.checksum_crc32_c,
+                    ChecksumAlgorithm::Sha256 => head.checksum_sha256,
+                },
+            })),
+            Err(err) => {
+                let cause = cause(&err);
+                if cause.not_found() {
+                    Ok(None)
+                } else if cause.status == Some(403) {
+                    tracing::debug!(key = %object.key, "HEAD forbidden; relying on If-None-Match");
+                    Ok(None)
+                } else {
+                    Err(UploadError::Head {
+                        bucket: self.bucket.clone(),
+                        key: object.key.clone(),
+                        cause,
+                    })
+                }
+            }
+        }
+    }
+
+    /// After a failed precondition: someone wrote the key; same content counts as delivered.
+    async fn settle_existing(
+        &self,
+        object: &PlannedObject,
+        scan: &Scan,
+    ) -> Result<Outcome, UploadError> {
+        match self.existing(object).await? {
+            Some(found) if found.matches(object.size, &scan.checksum) => {
+                Progress::add(&self.state.progress.bytes_done, object.size);
+                Ok(Outcome::AlreadyPresent)
+            }
+            Some(found) => Err(self.conflict(object, scan, &found)),
+            None => Err(UploadError::Put {
+                bucket: self.bucket.clone(),
+                key: object.key.clone(),
+                cause: S3Cause {
+                    code: Some("PreconditionFailed".into()),
+                    status: Some(412),
+                    message: "the key exists but cannot be read to compare it".into(),
+                    retryable: false,
+                },
+            }),
+        }
+    }
+
+    fn metadata(&self, object: &PlannedObject, scan: &Scan) -> HashMap<String, String> {
+        HashMap::from([
+            ("outbound-lines".to_string(), scan.lines.to_string()),
+            ("outbound-source".to_string(), header_safe(&object.source)),
+            ("outbound-sequence".to_string(), object.sequence.to_string()),
+        ])
+    }
+
+    async fn single_put(
+        &self,
+        object: &PlannedObject,
+        file: &Arc<File>,
+        scan: &Scan,
+    ) -> Result<Outcome, UploadError> {
+        let (_permit, buf) = self.buffers.take().await;
+        let body = read_part(file, object, buf, object.offset, object.size).await?;
+        let digest = checksum::to_base64(&scan.part_digests[0]);
+        let mut attempt = 0;
+        loop {
+            let mut request = self
+                .s3
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&object.key)
+                .content_length(object.size as i64)
+                .body(ByteStream::from(body.clone()))
+                .set_metadata(Some(self.metadata(object, scan)))
+                .set_acl(self.settings.acl.clone())
+                .set_server_side_encryption(self.settings.sse.clone())
+                .set_ssekms_key_id(self.settings.sse_kms_key_id.clone())
+                .set_storage_class(self.settings.storage_class.clone());
+            request = match self.settings.checksum {
+                ChecksumAlgorithm::Crc64Nvme => request.checksum_crc64_nvme(&digest),
+                ChecksumAlgorithm::Crc32C => request.checksum_crc32_c(&digest),
+                ChecksumAlgorithm::Sha256 => request.checksum_sha256(&digest),
+            };
+            if !self.settings.overwrite {
+                request = request.if_none_match("*");
+            }
+            match request.send().await {
+                Ok(out) => {
+                    Progress::add(&self.state.progress.bytes_sent, object.size);
+                    Progress::add(&self.state.progress.parts_sent, 1);
+                    Progress::add(&self.state.progress.bytes_done, object.size);
+                    self.buffers.give(body);
+                    let stored = match self.settings.checksum {
+                        ChecksumAlgorithm::Crc64Nvme => out.checksum_crc64_nvme,
+                        ChecksumAlgorithm::Crc32C => out.checksum_crc32_c,
+                        ChecksumAlgorithm::Sha256 => out.checksum_sha256,
+                    };
+                    self.verify(object, scan, stored).await?;
+                    return Ok(Outcome::Sent);
+                }
+                Err(err) => {
+                    let cause = cause(&err);
+                    if cause.precondition_failed() {
+                        return self.settle_existing(object, scan).await;
+                    }
+                    if cause.retryable && attempt < self.part_retries && !self.is_cancelled() {
+                        attempt += 1;
+                        tracing::warn!(key = %object.key, %cause, attempt, "retrying put");
+                        backoff(attempt).await;
+                        continue;
+                    }
+                    return Err(UploadError::Put {
+                        bucket: self.bucket.clone(),
+                        key: object.key.clone(),
+                        cause,
+                    });
+                }
+            }
+        }
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Compares the checksum the server reports with ours; asks with HEAD when the answer had none.
+    async fn verify(
+        &self,
+        object: &PlannedObject,
+        scan: &Scan,
+        stored: Option<String>,
+    ) -> Result<(), UploadError> {
+        let stored = match stored {
+            Some(value) => Some(value),
+            None => self.existing(object).await?.and_then(|e| e.checksum),
+        };
+        match stored {
+            Some(value) if value == scan.checksum => Ok(()),
+            other => Err(UploadError::Mismatch {
+                bucket: self.bucket.clone(),
+                key: object.key.clone(),
+                algorithm: self.settings.checksum.name(),
+                local: scan.checksum.clone(),
+                remote: other.unwrap_or_else(|| "no checksum".into()),
+            }),
+        }
+    }
+
+    async fn multipart(
+        &self,
+        object: &PlannedObject,
+        file: &Arc<File>,
+        scan: &Scan,
+        resume: Option<String>,
+    ) -> Result<Outcome, UploadError> {
+        let algorithm = self.settings.checksum;
+        // Parts a previous run stored, if its upload is still open.
+        let mut stored: HashMap<i32, CompletedPart> = HashMap::new();
+        let mut upload_id = None;
+        if let Some(id) = resume {
+            match self.list_parts(object, &id).await {
+                Ok(parts) => {
+                    for (number, size, part) in parts {
+                        let n = number as u64;
+                        let good = n >= 1
+                            && n <= object.parts
+                            && size == object.part_range(n).1
+                            && stored_checksum(&part, algorithm).as_deref()
+                                == Some(
+                                    checksum::to_base64(&scan.part_digests[(n - 1) as usize])
+                                        .as_str(),
+                                );
+                        if good {
+                            stored.insert(number, part);
+                        }
+                    }
+                    tracing::info!(key = %object.key, stored = stored.len(), parts = object.parts, "resuming upload");
+                    upload_id = Some(id);
+                }
+                Err(cause) if cause.no_such_upload() || cause.not_found() => {
+                    tracing::info!(key = %object.key, "previous upload is gone; starting the object afresh");
+                    self.state.forget(&object.key).await;
+                }
+                Err(cause) => {
+                    return Err(UploadError::ListParts {
+                        bucket: self.bucket.clone(),
+                        key: object.key.clone(),
+                        cause,
+                    });
+                }
+            }
+        }
+        let upload_id = match upload_id {
+            Some(id) => id,
+            None => self.create(object, scan).await?,
+        };
+
+        let result = self
+            .send_parts_and_complete(object, file, scan, &upload_id, stored)
+            .await;
+        match result {
+            Ok(outcome) => {
+                self.state.forget(&object.key).await;
+                Ok(outcome)
+            }
+            Err(err) => {
+                // No invisible, billable parts left behind once we give up on the object.
+                if !matches!(err, UploadError::Mismatch { .. }) {
+                    self.abort(object, &upload_id).await;
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn create(&self, object: &PlannedObject, scan: &Scan) -> Result<String, UploadError> {
+        let algorithm = self.settings.checksum;
+        let mut attempt = 0;
+        let upload_id = loop {
+            let result = self
+                .s3
+                .create_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&object.key)
+                .set_metadata(Some(self.metadata(object, scan)))
+                .set_acl(self.settings.acl.clone())
+                .set_server_side_encryption(self.settings.sse.clone())
+                .set_ssekms_key_id(self.settings.sse_kms_key_id.clone())
+                .set_storage_class(self.settings.storage_class.clone())
+                .checksum_algorithm(algorithm.sdk())
+                .checksum_type(ChecksumAlgorithm::sdk_kind(algorithm.multipart_kind()))
+                .send()
+                .await;
+            match result {
+                Ok(out) => match out.upload_id {
+                    Some(id) => break id,
+                    None => {
+                        return Err(UploadError::Create {
+                            bucket: self.bucket.clone(),
+                            key: object.key.clone(),
+                            cause: S3Cause {
+                                code: None,
+                                status: None,
+                                message: "the server returned no upload ID".into(),
+                                retryable: false,
+                            },
+                        });
+                    }
+                },
+                Err(err) => {
+                    let cause = cause(&err);
+                    if cause.retryable && attempt < self.part_retries && !self.is_cancelled() {
+                        attempt += 1;
+                        tracing::warn!(key = %object.key, %cause, attempt, "retrying create");
+                        backoff(attempt).await;
+                        continue;
+                    }
+                    return Err(UploadError::Create {
+                        bucket: self.bucket.clone(),
+                        key: object.key.clone(),
+                        cause,
+                    });
+                }
+            }
+        };
+        tracing::info!(key = %object.key, parts = object.parts, part_size = object.part_size, "multipart upload started");
+        if let Err(err) = self.state.record(&object.key, &upload_id).await {
+            self.abort(object, &upload_id).await;
+            return Err(err);
+        }
+        Ok(upload_id)
+    }
+
+    async fn list_parts(
+        &self,
+        object: &PlannedObject,
+        upload_id: &str,
+    ) -> Result<Vec<(i32, u64, CompletedPart)>, S3Cause> {
+        let algorithm = self.settings.checksum;
+        let mut parts = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let out = self
+                .s3
+                .list_parts()
+                .bucket(&self.bucket)
+                .key(&object.key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker.clone())
+                .send()
+                .await
+                .map_err(|e| cause(&e))?;
+            for part in out.parts() {
+                let (Some(number), Some(size)) = (part.part_number(), part.size()) else {
+                    continue;
+                };
+                let mut completed = CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(part.e_tag().map(str::to_string));
+                let value = match algorithm {
+                    ChecksumAlgorithm::Crc64Nvme => part.checksum_crc64_nvme(),
+                    ChecksumAlgorithm::Crc32C => part.checksum_crc32_c(),
+                    ChecksumAlgorithm::Sha256 => part.checksum_sha256(),
+                };
+                if let Some(value) = value {
+                    completed = with_checksum(completed, algorithm, value);
+                }
+                parts.push((number, size.max(0) as u64, completed.build()));
+            }
+            if out.is_truncated() == Some(true) && out.next_part_number_marker().is_some() {
+                marker = out.next_part_number_marker().map(str::to_string);
+            } else {
+                break;
+            }
+        }
+        Ok(parts)
+    }
+
+    async fn send_parts_and_complete(
+        &self,
+        object: &PlannedObject,
+        file: &Arc<File>,
+        scan: &Scan,
+        upload_id: &str,
+        stored: HashMap<i32, CompletedPart>,
+    ) -> Result<Outcome, UploadError> {
+        let mut completed: Vec<CompletedPart> = Vec::with_capacity(object.parts as usize);
+        let mut missing = Vec::new();
+        for n in 1..=object.parts {
+            match stored.get(&(n as i32)) {
+                Some(part) => {
+                    Progress::add(&self.state.progress.bytes_done, object.part_range(n).1);
+                    completed.push(part.clone());
+                }
+                None => missing.push(n),
+            }
+        }
+        let mut sends = futures::stream::iter(missing)
+            .map(|n| self.send_part(object, file, scan, upload_id, n))
+            .buffer_unordered(self.concurrency);
+        while let Some(result) = sends.next().await {
+            completed.push(result?);
+        }
+        drop(sends);
+        completed.sort_by_key(|p| p.part_number());
+        self.complete(object, scan, upload_id, completed).await
+    }
+
+    async fn send_part(
+        &self,
+        object: &PlannedObject,
+        file: &Arc<File>,
+        scan: &Scan,
+        upload_id: &str,
+        number: u64,
+    ) -> Result<CompletedPart, UploadError> {
+        let algorithm = self.settings.checksum;
+        let (_permit, buf) = self.buffers.take().await;
+        if self.is_cancelled() {
+            return Err(UploadError::Cancelled);
+        }
+        let (offset, len) = object.part_range(number);
+        let body = read_part(file, object, buf, offset, len).await?;
+        let digest = checksum::to_base64(&scan.part_digests[(number - 1) as usize]);
+        let mut attempt = 0;
+        loop {
+            let mut request = self
+                .s3
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(&object.key)
+                .upload_id(upload_id)
+                .part_number(number as i32)
+                .content_length(len as i64)
+                .body(ByteStream::from(body.clone()));
+            request = match algorithm {
+                ChecksumAlgorithm::Crc64Nvme => request.checksum_crc64_nvme(&digest),
+                ChecksumAlgorithm::Crc32C => request.checksum_crc32_c(&digest),
+                ChecksumAlgorithm::Sha256 => request.checksum_sha256(&digest),
+            };
+            match request.send().await {
+                Ok(out) => {
+                    Progress::add(&self.state.progress.bytes_sent, len);
+                    Progress::add(&self.state.progress.parts_sent, 1);
+                    Progress::add(&self.state.progress.bytes_done, len);
+                    self.buffers.give(body);
+                    let part = CompletedPart::builder()
+                        .part_number(number as i32)
+                        .set_e_tag(out.e_tag);
+                    return Ok(with_checksum(part, algorithm, &digest).build());
+                }
+                Err(err) => {
+                    let cause = cause(&err);
+                    if cause.retryable && attempt < self.part_retries && !self.is_cancelled() {
+                        attempt += 1;
+                        tracing::warn!(key = %object.key, part = number, %cause, attempt, "retrying part");
+                        backoff(attempt).await;
+                        continue;
+                    }
+                    return Err(UploadError::Part {
+                        bucket: self.bucket.clone(),
+                        key: object.key.clone(),
+                        part: number,
+                        cause,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn complete(
+        &self,
+        object: &PlannedObject,
+        scan: &Scan,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+    ) -> Result<Outcome, UploadError> {
+        let algorithm = self.settings.checksum;
+        let kind = algorithm.multipart_kind();
+        let mut attempt = 0;
+        loop {
+            let mut request = self
+                .s3
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&object.key)
+                .upload_id(upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts.clone()))
+                        .build(),
+                )
+                .checksum_type(ChecksumAlgorithm::sdk_kind(kind));
+            if kind == ChecksumKind::FullObject {
+                // The server checks the whole object against it before making it visible.
+                request = match algorithm {
+                    ChecksumAlgorithm::Crc64Nvme => request.checksum_crc64_nvme(&scan.checksum),
+                    ChecksumAlgorithm::Crc32C => request.checksum_crc32_c(&scan.checksum),
+                    ChecksumAlgorithm::Sha256 => request,
+                };
+            }
+            if !self.settings.overwrite {
+                request = request.if_none_match("*");
+            }
+            match request.send().await {
+                Ok(out) => {
+                    let stored = match algorithm {
+                        ChecksumAlgorithm::Crc64Nvme => out.checksum_crc64_nvme,
+                        ChecksumAlgorithm::Crc32C => out.checksum_crc32_c,
+                        ChecksumAlgorithm::Sha256 => out.checksum_sha256,
+                    };
+                    self.verify(object, scan, stored).await?;
+                    return Ok(Outcome::Sent);
+                }
+                Err(err) => {
+                    let cause = cause(&err);
+                    if cause.precondition_failed() {
+                        self.abort(object, upload_id).await;
+                        return self.settle_existing(object, scan).await;
+                    }
+                    if cause.retryable && attempt < self.part_retries {
+                        attempt += 1;
+                        tracing::warn!(key = %object.key, %cause, attempt, "retrying completion");
+                        backoff(attempt).await;
+                        continue;
+                    }
+                    if cause.no_such_upload() {
+                        // A retried completion may find its first attempt already done.
+                        if let Some(found) = self.existing(object).await?
+                            && found.matches(object.size, &scan.checksum)
+                        {
+                            return Ok(Outcome::Sent);
+                        }
+                    }
+                    return Err(UploadError::Complete {
+                        bucket: self.bucket.clone(),
+                        key: object.key.clone(),
+                        cause,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Aborts an upload (best effort, a few tries) and forgets it.
+    pub async fn abort(&self, object: &PlannedObject, upload_id: &str) {
+        for attempt in 0..3 {
+            let result = self
+                .s3
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&object.key)
+                .upload_id(upload_id)
+                .send()
+                .await;
+            match result {
+                Ok(_) => {
+                    tracing::info!(key = %object.key, "multipart upload aborted");
+                    self.state.forget(&object.key).await;
+                    return;
+                }
+                Err(err) => {
+                    let cause = cause(&err);
+                    if cause.no_such_upload() || cause.not_found() {
+                        self.state.forget(&object.key).await;
+                        return;
+                    }
+                    tracing::warn!(key = %object.key, %cause, attempt, "failed to abort multipart upload");
+                    if !cause.retryable {
+                        return;
+                    }
+                    backoff(attempt + 1).await;
+                }
+            }
+        }
+    }
+}
+
+/// What HEAD found at a key.
+struct Existing {
+    size: i64,
+    checksum: Option<String>,
+}
+
+impl Existing {
+    fn matches(&self, size: u64, checksum: &str) -> bool {
+        self.size == size as i64 && self.checksum.as_deref() == Some(checksum)
+    }
+
+    fn describe(&self, algorithm: ChecksumAlgorithm) -> String {
+        match &self.checksum {
+            Some(value) => format!("size {}, {} {}", self.size, algorithm.name(), value),
+            None => format!("size {}, no {} checksum", self.size, algorithm.name()),
+        }
+    }
+}
+
+fn with_checksum(
+    part: aws_sdk_s3::types::builders::CompletedPartBuilder,
+    algorithm: ChecksumAlgorithm,
+    value: &str,
+) -> aws_sdk_s3::types::builders::CompletedPartBuilder {
+    match algorithm {
+        ChecksumAlgorithm::Crc64Nvme => part.checksum_crc64_nvme(value),
+        ChecksumAlgorithm::Crc32C => part.checksum_crc32_c(value),
+        ChecksumAlgorithm::Sha256 => part.checksum_sha256(value),
+    }
+}
+
+fn stored_checksum(part: &CompletedPart, algorithm: ChecksumAlgorithm) -> Option<String> {
+    match algorithm {
+        ChecksumAlgorithm::Crc64Nvme => part.checksum_crc64_nvme.clone(),
+        ChecksumAlgorithm::Crc32C => part.checksum_crc32_c.clone(),
+        ChecksumAlgorithm::Sha256 => part.checksum_sha256.clone(),
+    }
+}
+
+/// Exponential backoff with full jitter: up to 0.5 s, 1 s, 2 s ... capped at 20 s.
+async fn backoff(attempt: u32) {
+    let cap = Duration::from_millis(250u64 << attempt.min(7)).min(Duration::from_secs(20));
+    let wait = rand::rng().random_range(cap / 4..=cap);
+    tokio::time::sleep(wait).await;
+}
+
+/// Reads `len` bytes at `offset` into a reused buffer (pread, on a blocking thread).
+async fn read_part(
+    file: &Arc<File>,
+    object: &PlannedObject,
+    mut buf: Vec<u8>,
+    offset: u64,
+    len: u64,
+) -> Result<Bytes, UploadError> {
+    let file = Arc::clone(file);
+    let source = object.source.clone();
+    tokio::task::spawn_blocking(move || {
+        buf.resize(len as usize, 0);
+        let n = file
+            .read_full_at(&mut buf, offset)
+            .map_err(|e| UploadError::Read {
+                file: source.clone(),
+                offset,
+                source: e,
+            })?;
+        if n as u64 != len {
+            return Err(UploadError::Read {
+                file: source,
+                offset: offset + n as u64,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the file shrank during the upload",
+                ),
+            });
+        }
+        Ok(Bytes::from(buf))
+    })
+    .await
+    .expect("reading does not panic")
+}
+
+/// Reads the object once: counts its lines and computes the digest of every part and the object's
+/// checksum as S3 will report it.
+pub fn scan<R: ReadAt + ?Sized>(
+    source: &R,
+    object: &PlannedObject,
+    algorithm: ChecksumAlgorithm,
+) -> Result<Scan, UploadError> {
+    let mut buf = vec![0u8; SCAN_CHUNK.min(object.part_size.max(1) as usize)];
+    let mut lines = 0u64;
+    let mut parts = Vec::with_capacity(object.parts as usize);
+    for n in 1..=object.parts.max(1) {
+        let (offset, len) = if object.multipart {
+            object.part_range(n)
+        } else {
+            (object.offset, object.size)
+        };
+        let mut hasher = Hasher::new(algorithm);
+        let mut done = 0u64;
+        while done < len {
+            let want = (len - done).min(buf.len() as u64) as usize;
+            let at = offset + done;
+            let got = source
+                .read_full_at(&mut buf[..want], at)
+                .map_err(|e| UploadError::Read {
+                    file: object.source.clone(),
+                    offset: at,
+                    source: e,
+                })?;
+            if got < want {
+                return Err(UploadError::Read {
+                    file: object.source.clone(),
+                    offset: at + got as u64,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the file is shorter than planned",
+                    ),
+                });
+            }
+            let chunk = &buf[..want];
+            hasher.update(chunk);
+            lines += memchr::memchr_iter(b'\n', chunk).count() as u64;
+            done += want as u64;
+        }
+        parts.push((hasher.finish(), len));
+    }
+    let checksum = if !object.multipart {
+        checksum::to_base64(&parts[0].0)
+    } else {
+        match algorithm.multipart_kind() {
+            ChecksumKind::FullObject => {
+                checksum::to_base64(&checksum::combine(algorithm, &parts).expect("CRCs combine"))
+            }
+            ChecksumKind::Composite => {
+                let digests: Vec<Vec<u8>> = parts.iter().map(|(d, _)| d.clone()).collect();
+                checksum::composite(algorithm, &digests)
+            }
+        }
+    };
+    // A file that does not end with a newline still has a last line.
+    if object.size > 0 {
+        let mut last = [0u8; 1];
+        source
+            .read_full_at(&mut last, object.offset + object.size - 1)
+            .map_err(|e| UploadError::Read {
+                file: object.source.clone(),
+                offset: object.offset + object.size - 1,
+                source: e,
+            })?;
+        if last[0] != b'\n' {
+            lines += 1;
+        }
+    }
+    Ok(Scan {
+        lines,
+        part_digests: parts.into_iter().map(|(d, _)| d).collect(),
+        checksum,
+    })
+}
+
+/// User metadata travels in HTTP headers: keep ASCII, percent-encode the rest.
+fn header_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn object(size: u64, multipart: bool, part_size: u64) -> PlannedObject {
+        PlannedObject {
+            index: 0,
+            key: "k".into(),
+            source: "s".into(),
+            path: PathBuf::new(),
+            sequence: 1,
+            offset: 3,
+            size,
+            multipart,
+            part_size,
+            parts: if multipart {
+                size.div_ceil(part_size)
+            } else {
+                1
+            },
+        }
+    }
+
+    #[test]
+    fn scan_counts_lines_and_checksums() {
+        let mut data = b"xyz".to_vec();
+        let body: Vec<u8> = (0..12_000_000u32)
+            .map(|i| {
+                if i % 100 == 99 {
+                    b'\n'
+                } else {
+                    b'a' + (i % 26) as u8
+                }
+            })
+            .collect();
+        data.extend_from_slice(&body);
+        data.extend_from_slice(b"tail");
+        let single = scan(
+            &data,
+            &object(body.len() as u64, false, 0),
+            ChecksumAlgorithm::Crc64Nvme,
+        )
+        .unwrap();
+        assert_eq!(single.lines, 120_000);
+        let whole = checksum::to_base64(&checksum::digest(ChecksumAlgorithm::Crc64Nvme, &body));
+        assert_eq!(single.checksum, whole);
+        let multi = scan(
+            &data,
+            &object(body.len() as u64, true, 5 << 20),
+            ChecksumAlgorithm::Crc64Nvme,
+        )
+        .unwrap();
+        assert_eq!(multi.part_digests.len(), 3);
+        assert_eq!(
+            multi.checksum, whole,
+            "full-object CRC of a multipart object is the plain CRC"
+        );
+        let sha = scan(
+            &data,
+            &object(body.len() as u64, true, 5 << 20),
+            ChecksumAlgorithm::Sha256,
+        )
+        .unwrap();
+        assert!(sha.checksum.ends_with("-3"));
+        // No newline at the end: the last line still counts.
+        let partial = scan(
+            &data,
+            &object(body.len() as u64 + 2, false, 0),
+            ChecksumAlgorithm::Crc32C,
+        )
+        .unwrap();
+        assert_eq!(partial.lines, 120_001);
+        let empty = scan(&data, &object(0, false, 0), ChecksumAlgorithm::Crc64Nvme).unwrap();
+        assert_eq!(empty.lines, 0);
+        assert_eq!(empty.part_digests.len(), 1);
+    }
+
+    #[test]
+    fn header_values_stay_ascii() {
+        assert_eq!(header_safe("a/b c.sync"), "a/b c.sync");
+        assert_eq!(header_safe("é%"), "%C3%A9%25");
+    }
+}

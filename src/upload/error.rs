@@ -1,0 +1,232 @@
+//! Upload errors, named after the failing action, and what an S3 failure means (code, retry or not).
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+
+use crate::plan::PlanError;
+
+/// What S3 (or the network) said when a request failed.
+#[derive(Debug, Clone)]
+pub struct S3Cause {
+    /// The S3 error code (`SlowDown`, `AccessDenied`, `NoSuchBucket` ...), when the server sent one.
+    pub code: Option<String>,
+    pub status: Option<u16>,
+    pub message: String,
+    /// Worth trying again: timeouts, broken connections, 500/503/SlowDown.
+    pub retryable: bool,
+}
+
+impl std::fmt::Display for S3Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.code, self.status) {
+            (Some(code), Some(status)) => write!(f, "{code} (HTTP {status})")?,
+            (Some(code), None) => write!(f, "{code}")?,
+            (None, Some(status)) => write!(f, "HTTP {status}")?,
+            (None, None) => {}
+        }
+        if !self.message.is_empty() {
+            if self.code.is_some() || self.status.is_some() {
+                f.write_str(": ")?;
+            }
+            f.write_str(&self.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl S3Cause {
+    pub fn is_code(&self, code: &str) -> bool {
+        self.code.as_deref() == Some(code)
+    }
+
+    pub fn not_found(&self) -> bool {
+        self.status == Some(404)
+    }
+
+    pub fn precondition_failed(&self) -> bool {
+        self.status == Some(412) || self.is_code("PreconditionFailed")
+    }
+
+    /// The upload ID is gone (aborted, expired or completed).
+    pub fn no_such_upload(&self) -> bool {
+        self.is_code("NoSuchUpload")
+    }
+}
+
+/// Codes that heal by themselves: throttling and server trouble.
+const RETRYABLE_CODES: &[&str] = &[
+    "SlowDown",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "ExpiredToken",
+];
+
+/// Describes an SDK failure without ever printing credentials (the SDK's errors do not carry them).
+pub fn cause<E>(err: &SdkError<E, HttpResponse>) -> S3Cause
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match err {
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            let meta = service.err();
+            // HEAD answers have no body, so there is no code: name the status instead.
+            let code = meta.code().map(str::to_string).or_else(|| match status {
+                403 => Some("Forbidden".to_string()),
+                404 => Some("NotFound".to_string()),
+                _ => None,
+            });
+            let retryable = status >= 500
+                || status == 408
+                || status == 429
+                || code
+                    .as_deref()
+                    .is_some_and(|c| RETRYABLE_CODES.contains(&c));
+            S3Cause {
+                code,
+                status: Some(status),
+                message: meta.message().unwrap_or_default().to_string(),
+                retryable,
+            }
+        }
+        SdkError::TimeoutError(_) => S3Cause {
+            code: Some("Timeout".into()),
+            status: None,
+            message: "no answer in time".into(),
+            retryable: true,
+        },
+        SdkError::DispatchFailure(failure) => S3Cause {
+            code: Some(
+                if failure.is_timeout() {
+                    "Timeout"
+                } else {
+                    "ConnectionError"
+                }
+                .into(),
+            ),
+            status: None,
+            message: error_chain(err),
+            retryable: !failure.is_user(),
+        },
+        SdkError::ResponseError(_) => S3Cause {
+            code: Some("ResponseError".into()),
+            status: None,
+            message: error_chain(err),
+            retryable: true,
+        },
+        _ => S3Cause {
+            code: None,
+            status: None,
+            message: error_chain(err),
+            retryable: false,
+        },
+    }
+}
+
+/// The error and its sources on one line.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Everything that can stop a delivery.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("failed to read source folder {path}: {source}")]
+    Walk {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("failed to read {file} at byte {offset}: {source}")]
+    Read {
+        file: String,
+        offset: u64,
+        source: std::io::Error,
+    },
+    #[error("invalid settings: {0}")]
+    Settings(String),
+    #[error("failed to check existing object s3://{bucket}/{key}: {cause}")]
+    Head {
+        bucket: String,
+        key: String,
+        cause: S3Cause,
+    },
+    #[error(
+        "s3://{bucket}/{key} already exists with different content ({found}); expected {expected}; \
+         not overwriting it (set overwrite to replace it)"
+    )]
+    Conflict {
+        bucket: String,
+        key: String,
+        found: String,
+        expected: String,
+    },
+    #[error("failed to start upload of s3://{bucket}/{key}: {cause}")]
+    Create {
+        bucket: String,
+        key: String,
+        cause: S3Cause,
+    },
+    #[error("failed to list stored parts of s3://{bucket}/{key}: {cause}")]
+    ListParts {
+        bucket: String,
+        key: String,
+        cause: S3Cause,
+    },
+    #[error("failed to upload part {part} of s3://{bucket}/{key}: {cause}")]
+    Part {
+        bucket: String,
+        key: String,
+        part: u64,
+        cause: S3Cause,
+    },
+    #[error("failed to complete upload of s3://{bucket}/{key}: {cause}")]
+    Complete {
+        bucket: String,
+        key: String,
+        cause: S3Cause,
+    },
+    #[error("failed to put s3://{bucket}/{key}: {cause}")]
+    Put {
+        bucket: String,
+        key: String,
+        cause: S3Cause,
+    },
+    #[error(
+        "checksum mismatch on s3://{bucket}/{key}: computed {algorithm} {local} from the source, \
+         the server stored {remote}"
+    )]
+    Mismatch {
+        bucket: String,
+        key: String,
+        algorithm: &'static str,
+        local: String,
+        remote: String,
+    },
+    #[error("failed to record resume state: {0}")]
+    State(String),
+    #[error("failed to write manifest s3://{bucket}/{key}: {reason}")]
+    Manifest {
+        bucket: String,
+        key: String,
+        reason: String,
+    },
+    #[error("stopped because another object failed")]
+    Cancelled,
+}

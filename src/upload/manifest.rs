@@ -1,0 +1,194 @@
+//! The manifest: one JSON object per delivery, modelled on Audience Manager's `.info` file,
+//! rebuilt from what the bucket holds (HEAD of every object) and written last.
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ChecksumMode;
+use futures::StreamExt as _;
+
+use super::engine::ObjectSettings;
+use super::error::{UploadError, cause};
+use crate::checksum::{self, ChecksumAlgorithm};
+use crate::plan::Plan;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Manifest {
+    pub files: Vec<ManifestFile>,
+    pub totals: Totals,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ManifestFile {
+    /// The object's key in the bucket.
+    pub file_name: String,
+    /// Piece number within its source file, from 1.
+    pub file_sequence_number: u32,
+    pub file_size: u64,
+    pub num_records: u64,
+    pub source_file: String,
+    pub checksum: ManifestChecksum,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ManifestChecksum {
+    pub algorithm: String,
+    /// `FULL_OBJECT` or `COMPOSITE` (S3's checksum types).
+    #[serde(rename = "Type")]
+    pub kind: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Totals {
+    pub num_files: u64,
+    pub num_records: u64,
+    pub total_size: u64,
+}
+
+/// HEADs every object of the plan and builds the manifest from what is stored; fails when an
+/// object is missing or differs in size from the plan.
+pub async fn build(
+    s3: &Client,
+    bucket: &str,
+    plan: &Plan,
+    algorithm: ChecksumAlgorithm,
+) -> Result<Manifest, UploadError> {
+    let heads = futures::stream::iter(plan.objects.iter())
+        .map(|object| async move {
+            let head = s3
+                .head_object()
+                .bucket(bucket)
+                .key(&object.key)
+                .checksum_mode(ChecksumMode::Enabled)
+                .send()
+                .await
+                .map_err(|e| UploadError::Head {
+                    bucket: bucket.to_string(),
+                    key: object.key.clone(),
+                    cause: cause(&e),
+                })?;
+            let size = head.content_length().unwrap_or(-1);
+            let value = match algorithm {
+                ChecksumAlgorithm::Crc64Nvme => head.checksum_crc64_nvme(),
+                ChecksumAlgorithm::Crc32C => head.checksum_crc32_c(),
+                ChecksumAlgorithm::Sha256 => head.checksum_sha256(),
+            };
+            let incomplete = |reason: String| UploadError::Manifest {
+                bucket: bucket.to_string(),
+                key: object.key.clone(),
+                reason,
+            };
+            if size != object.size as i64 {
+                return Err(incomplete(format!(
+                    "object is {size} bytes in the bucket, {} planned",
+                    object.size
+                )));
+            }
+            let Some(value) = value else {
+                return Err(incomplete(format!(
+                    "object has no {} checksum",
+                    algorithm.name()
+                )));
+            };
+            let kind = head
+                .checksum_type()
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_else(|| "FULL_OBJECT".to_string());
+            let meta = head.metadata();
+            let lines = meta
+                .and_then(|m| m.get("outbound-lines"))
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| incomplete("object has no outbound-lines metadata".into()))?;
+            Ok(ManifestFile {
+                file_name: object.key.clone(),
+                file_sequence_number: object.sequence,
+                file_size: object.size,
+                num_records: lines,
+                source_file: object.source.clone(),
+                checksum: ManifestChecksum {
+                    algorithm: algorithm.name().to_string(),
+                    kind,
+                    value: value.to_string(),
+                },
+            })
+        })
+        .buffered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let files = heads.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let totals = Totals {
+        num_files: files.len() as u64,
+        num_records: files.iter().map(|f| f.num_records).sum(),
+        total_size: files.iter().map(|f| f.file_size).sum(),
+    };
+    Ok(Manifest { files, totals })
+}
+
+/// Writes the manifest with If-None-Match; an identical manifest already there counts as written.
+pub async fn write(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    manifest: &Manifest,
+    settings: &ObjectSettings,
+) -> Result<bool, UploadError> {
+    let failed = |reason: String| UploadError::Manifest {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        reason,
+    };
+    let mut body = serde_json::to_vec_pretty(manifest).map_err(|e| failed(e.to_string()))?;
+    body.push(b'\n');
+    let digest = checksum::to_base64(&checksum::digest(settings.checksum, &body));
+    let mut request = s3
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_type("application/json")
+        .body(ByteStream::from(body.clone()))
+        .set_acl(settings.acl.clone())
+        .set_server_side_encryption(settings.sse.clone())
+        .set_ssekms_key_id(settings.sse_kms_key_id.clone())
+        .set_storage_class(settings.storage_class.clone());
+    request = match settings.checksum {
+        ChecksumAlgorithm::Crc64Nvme => request.checksum_crc64_nvme(&digest),
+        ChecksumAlgorithm::Crc32C => request.checksum_crc32_c(&digest),
+        ChecksumAlgorithm::Sha256 => request.checksum_sha256(&digest),
+    };
+    if !settings.overwrite {
+        request = request.if_none_match("*");
+    }
+    match request.send().await {
+        Ok(_) => Ok(true),
+        Err(err) => {
+            let c = cause(&err);
+            if !c.precondition_failed() {
+                return Err(failed(c.to_string()));
+            }
+            let existing = s3
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| failed(format!("it exists and cannot be read: {}", cause(&e))))?;
+            let bytes = existing
+                .body
+                .collect()
+                .await
+                .map_err(|e| failed(format!("it exists and cannot be read: {e}")))?
+                .into_bytes();
+            if bytes.as_ref() == body.as_slice() {
+                Ok(false)
+            } else {
+                Err(failed(
+                    "a different manifest already exists (set overwrite to replace it)".into(),
+                ))
+            }
+        }
+    }
+}
