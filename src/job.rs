@@ -295,3 +295,150 @@ pub fn build_role_binding(v: &ValidatedDelivery) -> RoleBinding {
         }]),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::validate::tests::{delivery, destination, pvc, secret};
+    use crate::controller::validate::validate;
+
+    fn validated(parallelism: i32) -> ValidatedDelivery {
+        let mut d = delivery();
+        d.spec.parallelism = parallelism;
+        let keys = secret(&["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]);
+        validate(&d, Some(&destination(true)), Some(&keys), Some(&pvc())).unwrap()
+    }
+
+    fn env_of(job: &Job) -> Vec<EnvVar> {
+        job.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .env
+            .clone()
+            .unwrap()
+    }
+
+    #[test]
+    fn job_follows_the_contract() {
+        let v = validated(1);
+        let job = build_job(&v, "ghcr.io/outbound-dev/outbound:0.1.0");
+        assert_eq!(job.metadata.name.as_deref(), Some(v.job_name.as_str()));
+        let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("OutboundDelivery", "0f3c-uid", Some(true))
+        );
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.completion_mode.as_deref(), Some("NonIndexed"));
+        assert_eq!(spec.backoff_limit, Some(3));
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(
+            pod.service_account_name.as_deref(),
+            Some(v.job_name.as_str())
+        );
+        let c = &pod.containers[0];
+        assert_eq!(c.command, None, "the image's entrypoint runs");
+        assert_eq!(c.args.as_deref(), Some(&["upload".to_string()][..]));
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
+        assert_eq!(
+            pod.security_context.as_ref().unwrap().run_as_non_root,
+            Some(true)
+        );
+        let vol = &pod.volumes.as_ref().unwrap()[0];
+        assert_eq!(
+            vol.persistent_volume_claim.as_ref().unwrap().read_only,
+            Some(true)
+        );
+        assert_eq!(c.volume_mounts.as_ref().unwrap()[0].read_only, Some(true));
+        let env = env_of(&job);
+        let get = |n: &str| {
+            env.iter()
+                .find(|e| e.name == n)
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(get("OUTBOUND_BUCKET").as_deref(), Some("acme-inbound"));
+        assert_eq!(
+            get("OUTBOUND_PREFIX").as_deref(),
+            Some("audience/2026-11-27/")
+        );
+        assert_eq!(
+            get("OUTBOUND_SOURCE").as_deref(),
+            Some("/source/2026-11-27")
+        );
+        assert_eq!(get("OUTBOUND_INCLUDE").as_deref(), Some("*.sync,*.sync.gz"));
+        assert_eq!(get("OUTBOUND_SPLIT_SIZE").as_deref(), Some("536870912"));
+        assert_eq!(
+            get("OUTBOUND_DELIVERY").as_deref(),
+            Some("deliveries/segments-2026-11-27")
+        );
+        assert_eq!(get("OUTBOUND_SHARD_COUNT").as_deref(), Some("1"));
+        assert_eq!(get("OUTBOUND_CREDENTIALS").as_deref(), Some("keys"));
+    }
+
+    #[test]
+    fn keys_reach_the_pod_only_by_reference() {
+        let job = build_job(&validated(1), "img");
+        for e in env_of(&job).iter().filter(|e| e.name.starts_with("AWS_")) {
+            assert_eq!(e.value, None, "{} must not carry a value", e.name);
+            let r = e
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap();
+            assert_eq!(r.name, "acme-keys");
+        }
+        let names: Vec<_> = env_of(&job).into_iter().map(|e| e.name).collect();
+        assert!(
+            names.contains(&"AWS_ACCESS_KEY_ID".to_string())
+                && names.contains(&"AWS_SECRET_ACCESS_KEY".to_string())
+        );
+    }
+
+    #[test]
+    fn parallel_deliveries_are_indexed_jobs() {
+        let job = build_job(&validated(4), "img");
+        let spec = job.spec.unwrap();
+        assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
+        assert_eq!((spec.parallelism, spec.completions), (Some(4), Some(4)));
+    }
+
+    #[test]
+    fn the_job_is_a_pure_function_of_the_delivery() {
+        assert_eq!(
+            build_job(&validated(2), "img"),
+            build_job(&validated(2), "img")
+        );
+        assert!(default_image().starts_with("ghcr.io/outbound-dev/outbound:"));
+    }
+
+    #[test]
+    fn pods_may_only_report_their_own_delivery() {
+        let v = validated(1);
+        let role = build_role(&v);
+        for rule in role.rules.unwrap() {
+            assert_eq!(rule.resource_names.as_deref(), Some(&[v.name.clone()][..]));
+            assert!(
+                rule.verbs
+                    .iter()
+                    .all(|verb| verb == "get" || verb == "patch")
+            );
+        }
+        let binding = build_role_binding(&v);
+        assert_eq!(binding.subjects.unwrap()[0].name, v.service_account);
+        assert_eq!(binding.role_ref.name, v.job_name);
+    }
+}

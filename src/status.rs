@@ -339,3 +339,249 @@ pub fn destination_patch(
     };
     (!(unchanged && fresh)).then_some(desired)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::OpenUpload;
+    use k8s_openapi::api::batch::v1::{JobCondition, JobSpec, JobStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn t(s: &str) -> Time {
+        Time(s.parse().unwrap())
+    }
+
+    fn job(active: i32, cond: Option<(&str, &str)>) -> Job {
+        Job {
+            metadata: ObjectMeta {
+                name: Some("odel-x-1".into()),
+                creation_timestamp: Some(t("2026-11-27T12:00:00Z")),
+                ..Default::default()
+            },
+            spec: Some(JobSpec::default()),
+            status: Some(JobStatus {
+                active: Some(active),
+                failed: Some(i32::from(cond.is_some_and(|c| c.0 == "Failed"))),
+                conditions: cond.map(|(type_, reason)| {
+                    vec![JobCondition {
+                        type_: type_.into(),
+                        status: "True".into(),
+                        reason: Some(reason.into()),
+                        message: Some("Job has reached the specified backoff limit".into()),
+                        last_transition_time: Some(t("2026-11-27T13:00:00Z")),
+                        ..Default::default()
+                    }]
+                }),
+                completion_time: cond
+                    .filter(|c| c.0 == "Complete")
+                    .map(|_| t("2026-11-27T13:00:00Z")),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn shard(done: u64, total: u64, objects: (u64, u64)) -> ShardStatus {
+        ShardStatus {
+            bytes_done: done,
+            bytes_total: total,
+            objects_done: objects.0,
+            objects_total: objects.1,
+            uploads: vec![OpenUpload {
+                key: "k".into(),
+                upload_id: "u".into(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn get<'a>(s: &'a OutboundDeliveryStatus, type_: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn progress_sums_every_shard() {
+        let shards = BTreeMap::from([
+            ("0".to_string(), shard(50, 100, (1, 2))),
+            ("1".to_string(), shard(100, 100, (3, 3))),
+        ]);
+        let p = fold_progress(&shards);
+        assert_eq!(
+            (p.bytes_done, p.bytes_total, p.objects_done, p.objects_total),
+            (150, 200, 4, 5)
+        );
+        assert_eq!(p.summary, "4/5 objects, 75%");
+    }
+
+    #[test]
+    fn a_running_job_is_uploading_and_progressing() {
+        let now = t("2026-11-27T12:00:05Z");
+        let current = OutboundDeliveryStatus {
+            shards: BTreeMap::from([("0".to_string(), shard(10, 100, (0, 2)))]),
+            ..Default::default()
+        };
+        let j = job(1, None);
+        let s = delivery_status(
+            Some(&current),
+            Some(1),
+            &DeliveryObservation::Job { job: &j },
+            Some("p/manifest.json"),
+            &now,
+        );
+        assert_eq!(s.phase, Some(Phase::Uploading));
+        assert_eq!(get(&s, "Progressing").status, "True");
+        assert_eq!(get(&s, "Ready").status, "False");
+        assert_eq!(get(&s, "Complete").status, "False");
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(1))
+        );
+        assert_eq!(s.job_name.as_deref(), Some("odel-x-1"));
+        assert_eq!(s.start_time, Some(t("2026-11-27T12:00:00Z")));
+        assert_eq!(s.progress.as_ref().unwrap().bytes_done, 10);
+        assert!(
+            s.shards.is_empty(),
+            "the controller never writes the pods' shards"
+        );
+    }
+
+    #[test]
+    fn a_complete_job_is_succeeded_with_times() {
+        let now = t("2026-11-27T13:00:05Z");
+        let j = job(0, Some(("Complete", "CompletionsReached")));
+        let s = delivery_status(
+            None,
+            Some(1),
+            &DeliveryObservation::Job { job: &j },
+            None,
+            &now,
+        );
+        assert_eq!(s.phase, Some(Phase::Succeeded));
+        assert_eq!(get(&s, "Complete").status, "True");
+        assert_eq!(get(&s, "Ready").status, "True");
+        assert_eq!(get(&s, "Failed").status, "False");
+        assert_eq!(get(&s, "Progressing").status, "False");
+        assert_eq!(s.completion_time, Some(t("2026-11-27T13:00:00Z")));
+    }
+
+    #[test]
+    fn a_failed_job_says_why_with_the_last_shard_error() {
+        let now = t("2026-11-27T13:00:05Z");
+        let mut current = OutboundDeliveryStatus::default();
+        let mut sh = shard(0, 10, (0, 1));
+        sh.message = Some("failed to upload part 3 of a.sync: AccessDenied".into());
+        current.shards.insert("0".into(), sh);
+        let j = job(0, Some(("Failed", "BackoffLimitExceeded")));
+        let s = delivery_status(
+            Some(&current),
+            Some(2),
+            &DeliveryObservation::Job { job: &j },
+            None,
+            &now,
+        );
+        assert_eq!(s.phase, Some(Phase::Failed));
+        let failed = get(&s, "Failed");
+        assert_eq!(
+            (failed.status.as_str(), failed.reason.as_str()),
+            ("True", "BackoffLimitExceeded")
+        );
+        assert!(
+            failed.message.contains("AccessDenied"),
+            "{}",
+            failed.message
+        );
+    }
+
+    #[test]
+    fn blocked_deliveries_are_pending_with_the_reason() {
+        let now = t("2026-11-27T13:00:05Z");
+        let obs = DeliveryObservation::Blocked {
+            reason: "SecretNotFound",
+            message: "Secret x does not exist",
+        };
+        let s = delivery_status(None, Some(1), &obs, None, &now);
+        assert_eq!(s.phase, Some(Phase::Pending));
+        assert_eq!(get(&s, "Ready").reason, "SecretNotFound");
+        assert_eq!(s.job_name, None);
+        assert_eq!(s.start_time, None);
+    }
+
+    #[test]
+    fn nothing_but_time_changed_means_no_write() {
+        let obs = DeliveryObservation::Blocked {
+            reason: "SecretNotFound",
+            message: "m",
+        };
+        let first = delivery_status(None, Some(1), &obs, None, &t("2026-11-27T13:00:00Z"));
+        assert!(delivery_patch(None, first.clone()).is_some());
+        let again = delivery_status(
+            Some(&first),
+            Some(1),
+            &obs,
+            None,
+            &t("2026-11-27T14:00:00Z"),
+        );
+        assert_eq!(
+            again.conditions[0].last_transition_time,
+            t("2026-11-27T13:00:00Z"),
+            "transition time kept"
+        );
+        assert_eq!(delivery_patch(Some(&first), again), None);
+        // A new generation is a change.
+        let newer = delivery_status(
+            Some(&first),
+            Some(2),
+            &obs,
+            None,
+            &t("2026-11-27T14:00:00Z"),
+        );
+        assert!(delivery_patch(Some(&first), newer).is_some());
+        // So is a different reason, with a new transition time only where the status flipped.
+        let other = DeliveryObservation::Blocked {
+            reason: "DestinationNotFound",
+            message: "m",
+        };
+        let changed = delivery_status(
+            Some(&first),
+            Some(1),
+            &other,
+            None,
+            &t("2026-11-27T14:00:00Z"),
+        );
+        assert_eq!(
+            changed.conditions[0].last_transition_time,
+            t("2026-11-27T13:00:00Z")
+        );
+        assert!(delivery_patch(Some(&first), changed).is_some());
+    }
+
+    #[test]
+    fn destination_probe_time_alone_writes_only_when_stale() {
+        let ok = ProbeReport {
+            failure: None,
+            identity: Some(Identity {
+                arn: Some("arn:aws:iam::1:user/u".into()),
+                source: "STS".into(),
+                ..Default::default()
+            }),
+            bucket_policy_statement: None,
+        };
+        let refresh = std::time::Duration::from_secs(300);
+        let first = destination_status(None, Some(1), &ok, &t("2026-11-27T12:00:00Z"));
+        assert_eq!(first.conditions[0].status, "True");
+        let soon = destination_status(Some(&first), Some(1), &ok, &t("2026-11-27T12:01:00Z"));
+        assert_eq!(destination_patch(Some(&first), soon, refresh), None);
+        let later = destination_status(Some(&first), Some(1), &ok, &t("2026-11-27T12:06:00Z"));
+        assert!(destination_patch(Some(&first), later, refresh).is_some());
+        let bad = ProbeReport {
+            failure: Some(("AccessDenied".into(), "denied".into())),
+            ..ok.clone()
+        };
+        let failed = destination_status(Some(&first), Some(1), &bad, &t("2026-11-27T12:01:00Z"));
+        assert_eq!(
+            failed.conditions[0].last_transition_time,
+            t("2026-11-27T12:01:00Z")
+        );
+        assert!(destination_patch(Some(&first), failed, refresh).is_some());
+    }
+}

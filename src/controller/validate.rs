@@ -125,28 +125,6 @@ pub fn validate(
             ),
         ));
     };
-    let dest_ready = destination
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::READY));
-    match dest_ready {
-        Some(c) if c.status == "True" => {}
-        Some(c) => {
-            return Err(Blocked::new(
-                "DestinationNotReady",
-                format!(
-                    "OutboundDestination {dest_name} is not ready ({}): {}",
-                    c.reason, c.message
-                ),
-            ));
-        }
-        None => {
-            return Err(Blocked::new(
-                "DestinationNotReady",
-                format!("OutboundDestination {dest_name} has not been validated yet"),
-            ));
-        }
-    }
     let dspec = &destination.spec;
     let upload = dspec.upload.clone().unwrap_or_default();
 
@@ -248,6 +226,28 @@ pub fn validate(
         ));
     }
 
+    let dest_ready = destination
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::READY));
+    match dest_ready {
+        Some(c) if c.status == "True" => {}
+        Some(c) => {
+            return Err(Blocked::new(
+                "DestinationNotReady",
+                format!(
+                    "OutboundDestination {dest_name} is not ready ({}): {}",
+                    c.reason, c.message
+                ),
+            ));
+        }
+        None => {
+            return Err(Blocked::new(
+                "DestinationNotReady",
+                format!("OutboundDestination {dest_name} has not been validated yet"),
+            ));
+        }
+    }
     let (service_account, create_service_account) =
         match cross.and_then(|c| c.service_account_name.clone()) {
             Some(sa) => (sa, false),
@@ -296,4 +296,215 @@ pub fn validate(
         suspend: spec.suspend,
         credentials,
     })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::api::*;
+    use k8s_openapi::ByteString;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use std::collections::BTreeMap;
+
+    pub fn destination(ready: bool) -> OutboundDestination {
+        let mut d = OutboundDestination::new(
+            "acme",
+            OutboundDestinationSpec {
+                s3: S3Location {
+                    bucket: "acme-inbound".into(),
+                    region: "us-east-1".into(),
+                    prefix: Some("audience/".into()),
+                    ..Default::default()
+                },
+                credentials: CredentialsSource {
+                    secret: Some(SecretKeys {
+                        name: "acme-keys".into(),
+                        access_key_id_key: DEFAULT_ACCESS_KEY_ID_KEY.into(),
+                        secret_access_key_key: DEFAULT_SECRET_ACCESS_KEY_KEY.into(),
+                        session_token_key: None,
+                    }),
+                    cross_account: None,
+                },
+                upload: Some(UploadSettings {
+                    split_size: Some(SplitSize::Quantity("1Gi".into())),
+                    ..Default::default()
+                }),
+            },
+        );
+        d.metadata.namespace = Some("deliveries".into());
+        d.status = Some(OutboundDestinationStatus {
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: if ready { "True" } else { "False" }.into(),
+                reason: if ready { "Validated" } else { "NoSuchBucket" }.into(),
+                message: "m".into(),
+                observed_generation: Some(1),
+                last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
+            }],
+            ..Default::default()
+        });
+        d
+    }
+
+    pub fn delivery() -> OutboundDelivery {
+        let mut d = OutboundDelivery::new(
+            "segments-2026-11-27",
+            OutboundDeliverySpec {
+                destination_ref: LocalRef {
+                    name: "acme".into(),
+                },
+                source: DeliverySource {
+                    volume: VolumeSource {
+                        claim_name: "exports".into(),
+                        path: "2026-11-27/".into(),
+                        include: vec!["*.sync".into(), "*.sync.gz".into()],
+                        exclude: vec![],
+                    },
+                },
+                key_prefix: Some("2026-11-27/".into()),
+                split_size: Some(SplitSize::Quantity("512Mi".into())),
+                split_on: None,
+                parallelism: 1,
+                manifest: true,
+                backoff_limit: 3,
+                active_deadline_seconds: None,
+                suspend: false,
+            },
+        );
+        d.metadata.namespace = Some("deliveries".into());
+        d.metadata.uid = Some("0f3c-uid".into());
+        d
+    }
+
+    pub fn secret(keys: &[&str]) -> Secret {
+        Secret {
+            data: Some(
+                keys.iter()
+                    .map(|k| (k.to_string(), ByteString(b"value".to_vec())))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            ..Secret::default()
+        }
+    }
+
+    pub fn pvc() -> PersistentVolumeClaim {
+        PersistentVolumeClaim::default()
+    }
+
+    fn all_keys() -> Secret {
+        secret(&["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"])
+    }
+
+    #[test]
+    fn a_complete_delivery_validates_with_defaults_applied() {
+        let v = validate(
+            &delivery(),
+            Some(&destination(true)),
+            Some(&all_keys()),
+            Some(&pvc()),
+        )
+        .unwrap();
+        assert_eq!(v.prefix, "audience/2026-11-27/");
+        assert_eq!(
+            v.manifest_key.as_deref(),
+            Some("audience/2026-11-27/manifest.json")
+        );
+        assert_eq!(v.split_size, 512 << 20);
+        assert_eq!(v.split_on, SplitOn::Lines);
+        assert_eq!(v.checksum_algorithm, ChecksumAlgorithm::Crc64Nvme);
+        assert_eq!(v.source_path, "2026-11-27");
+        assert_eq!(v.acl, None, "no ACL by default with keys");
+        assert!(v.create_service_account);
+        assert_eq!(v.service_account, v.job_name);
+    }
+
+    #[test]
+    fn each_missing_reference_has_its_reason() {
+        let d = delivery();
+        let dest = destination(true);
+        let reason = |r: Result<ValidatedDelivery, Blocked>| r.unwrap_err().reason;
+        assert_eq!(
+            reason(validate(&d, None, Some(&all_keys()), Some(&pvc()))),
+            "DestinationNotFound"
+        );
+        assert_eq!(
+            reason(validate(&d, Some(&dest), None, Some(&pvc()))),
+            "SecretNotFound"
+        );
+        assert_eq!(
+            reason(validate(
+                &d,
+                Some(&dest),
+                Some(&secret(&["AWS_ACCESS_KEY_ID"])),
+                Some(&pvc())
+            )),
+            "SecretKeyMissing"
+        );
+        assert_eq!(
+            reason(validate(&d, Some(&dest), Some(&all_keys()), None)),
+            "PersistentVolumeClaimNotFound"
+        );
+        assert_eq!(
+            reason(validate(
+                &d,
+                Some(&destination(false)),
+                Some(&all_keys()),
+                Some(&pvc())
+            )),
+            "DestinationNotReady"
+        );
+    }
+
+    #[test]
+    fn a_split_size_above_the_destination_is_refused() {
+        let mut d = delivery();
+        d.spec.split_size = Some(SplitSize::Quantity("2Gi".into()));
+        let b = validate(
+            &d,
+            Some(&destination(true)),
+            Some(&all_keys()),
+            Some(&pvc()),
+        )
+        .unwrap_err();
+        assert_eq!(b.reason, "SplitSizeAboveDestination");
+        assert!(b.message.contains("2Gi"), "{}", b.message);
+        // Without its own size, a delivery takes the destination's.
+        d.spec.split_size = None;
+        let v = validate(
+            &d,
+            Some(&destination(true)),
+            Some(&all_keys()),
+            Some(&pvc()),
+        )
+        .unwrap();
+        assert_eq!(v.split_size, 1 << 30);
+    }
+
+    #[test]
+    fn cross_account_modes_default_the_acl_and_may_name_a_service_account() {
+        let mut dest = destination(true);
+        dest.spec.credentials = CredentialsSource {
+            secret: None,
+            cross_account: Some(CrossAccount {
+                role_arn: Some("arn:aws:iam::111122223333:role/outbound".into()),
+                external_id: Some("ext-1".into()),
+                service_account_name: Some("outbound-irsa".into()),
+            }),
+        };
+        let v = validate(&delivery(), Some(&dest), None, Some(&pvc())).unwrap();
+        assert_eq!(v.acl.as_deref(), Some("bucket-owner-full-control"));
+        assert_eq!(v.service_account, "outbound-irsa");
+        assert!(!v.create_service_account);
+        assert!(matches!(v.credentials, JobCredentials::AssumeRole { .. }));
+    }
+
+    #[test]
+    fn child_names_are_deterministic_short_and_per_incarnation() {
+        let a = child_name("segments-2026-11-27", "uid-1");
+        assert_eq!(a, child_name("segments-2026-11-27", "uid-1"));
+        assert_ne!(a, child_name("segments-2026-11-27", "uid-2"));
+        let long = child_name(&"x".repeat(253), "uid");
+        assert!(long.len() <= 63, "{long}");
+        assert!(!child_name("a.b", "u").contains('.'));
+    }
 }
