@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make test`: builds, starts the ground, runs every test suite, stops the ground.
+# `make test`: builds, starts the ground, runs every test suite, then proves the ground stops clean.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ground=tests/ground
@@ -12,6 +12,10 @@ cargo build --bins
 source "$ground/.state/env"
 
 echo "== ground tests (go test)"
-(cd "$ground" && go test -count=1 -v ./e2e/... 2>&1 | tee /tmp/outbound-ground-tests.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' )
+(cd "$ground" && go test -count=1 -v ./e2e/... 2>&1 | tee "$GROUND_STATE/logs/go-test.log" | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go')
 echo "== rust tests (cargo test)"
 cargo test --all-targets -- --test-threads=2
+if [ "${KEEP_GROUND:-0}" != 1 ]; then
+  echo "== ground-down leaves nothing running"
+  "$ground/scripts/check-down.sh"
+fi

@@ -271,6 +271,9 @@ func StopProcess(pid int, grace time.Duration) {
 type Auth struct {
 	CertFile, KeyFile string
 	TokenFile         string
+	// Namespace is the context's default namespace ("default" when empty), as a pod's own
+	// namespace is for in-cluster clients.
+	Namespace string
 }
 
 // WriteKubeconfig writes a single-context kubeconfig.
@@ -280,6 +283,10 @@ func WriteKubeconfig(path, server, caFile string, auth Auth) error {
 		user = fmt.Sprintf("    tokenFile: %s\n", auth.TokenFile)
 	} else {
 		user = fmt.Sprintf("    client-certificate: %s\n    client-key: %s\n", auth.CertFile, auth.KeyFile)
+	}
+	ns := auth.Namespace
+	if ns == "" {
+		ns = "default"
 	}
 	content := fmt.Sprintf(`apiVersion: v1
 kind: Config
@@ -296,8 +303,8 @@ users:
   context:
     cluster: ground
     user: ground
-    namespace: default
+    namespace: %s
 current-context: ground
-`, server, caFile, user)
+`, server, caFile, user, ns)
 	return os.WriteFile(path, []byte(content), 0o600)
 }

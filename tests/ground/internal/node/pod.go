@@ -513,6 +513,6 @@ func (w *podWorker) writeKubeconfig(ctx context.Context) (string, error) {
 		return "", err
 	}
 	path := filepath.Join(dir, "kubeconfig")
-	err = cluster.WriteKubeconfig(path, w.node.cfg.APIServer, w.node.cfg.CAFile, cluster.Auth{TokenFile: tokenFile})
+	err = cluster.WriteKubeconfig(path, w.node.cfg.APIServer, w.node.cfg.CAFile, cluster.Auth{TokenFile: tokenFile, Namespace: w.pod.Namespace})
 	return path, err
 }
