@@ -1,0 +1,331 @@
+//! The uploader against versitygw: lines and bytes mode at several split sizes reassemble
+//! byte-identically, the manifest matches the bucket, re-runs send nothing, conflicts are reported.
+
+mod upload_support;
+
+use std::collections::BTreeMap;
+
+use upload_support::*;
+
+const MIB: usize = 1 << 20;
+
+/// The source of the round-trip tests: split and unsplit files, an empty one, one exactly at a
+/// split size, one without a final newline, one in a subfolder.
+fn fill_source(dir: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    files.insert(
+        "segments.sync".to_string(),
+        write_lines(&dir.join("segments.sync"), 22 * MIB, 1, true),
+    );
+    files.insert(
+        "no-newline.txt".to_string(),
+        write_lines(&dir.join("no-newline.txt"), 9 * MIB + 77, 2, false),
+    );
+    files.insert(
+        "empty.sync".to_string(),
+        write_lines(&dir.join("empty.sync"), 0, 3, true),
+    );
+    // Exactly 8 MiB and ending with a newline: never split at an 8 MiB split size.
+    let mut exact = write_lines(&dir.join("exact.sync"), 8 * MIB, 4, true);
+    exact.truncate(8 * MIB - 1);
+    exact.push(b'\n');
+    write(&dir.join("exact.sync"), &exact);
+    files.insert("exact.sync".to_string(), exact);
+    files.insert(
+        "sub/small.sync".to_string(),
+        write_lines(&dir.join("sub/small.sync"), 1000, 5, true),
+    );
+    files
+}
+
+/// Groups the objects under `prefix` by the source file their metadata names, in key order.
+async fn objects_by_source(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    manifest: &str,
+) -> BTreeMap<String, Vec<(String, Vec<u8>, u64)>> {
+    let mut by_source: BTreeMap<String, Vec<(String, Vec<u8>, u64)>> = BTreeMap::new();
+    for (key, size, _) in list(client, bucket, prefix).await {
+        if key.ends_with(manifest) {
+            continue;
+        }
+        let head = client
+            .head_object()
+            .bucket(bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        let meta = head.metadata().expect("user metadata");
+        let source = meta["outbound-source"].clone();
+        let lines: u64 = meta["outbound-lines"].parse().unwrap();
+        let body = get(client, bucket, &key).await;
+        assert_eq!(body.len() as u64, size);
+        by_source
+            .entry(source)
+            .or_default()
+            .push((key, body, lines));
+    }
+    by_source
+}
+
+fn count_lines(data: &[u8]) -> u64 {
+    let newlines = data.iter().filter(|&&b| b == b'\n').count() as u64;
+    newlines + u64::from(data.last().is_some_and(|&b| b != b'\n'))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_and_bytes_modes_reassemble_byte_identically() {
+    let server = versitygw();
+    let client = server.client();
+    let bucket = new_bucket(&client, "roundtrip").await;
+    let dir = source_dir();
+    let files = fill_source(dir.path());
+    // A binary file for bytes mode only (lines mode would find no newline to cut at).
+    let binary = write_random(&dir.path().join("blob.bin"), 13 * MIB + 5, 9);
+
+    let cases: &[(&str, usize, &str)] = &[
+        ("lines", 8 * MIB, "CRC64NVME"),
+        ("lines", 5 * MIB + 12_345, "CRC32C"),
+        ("bytes", 8 * MIB, "SHA256"),
+        ("bytes", 6 * MIB + 1, "CRC64NVME"),
+    ];
+    for &(mode, split, algorithm) in cases {
+        let prefix = format!("{mode}-{split}-{algorithm}/");
+        let split_text = split.to_string();
+        let mut args = vec![
+            "--prefix",
+            &prefix,
+            "--split-size",
+            &split_text,
+            "--split-on",
+            mode,
+            "--part-size",
+            "5Mi",
+            "--multipart-threshold",
+            "5Mi",
+            "--concurrency",
+            "4",
+            "--checksum-algorithm",
+            algorithm,
+            "--manifest",
+        ];
+        if mode == "lines" {
+            args.extend(["--exclude", "*.bin"]);
+        }
+        let run = upload(&server, &bucket, dir.path(), &args).await;
+        assert!(run.success, "{mode} {split}: {run:?}");
+
+        let mut expected = files.clone();
+        if mode == "bytes" {
+            expected.insert("blob.bin".into(), binary.clone());
+        }
+        let by_source = objects_by_source(&client, &bucket, &prefix, "manifest.json").await;
+        assert_eq!(
+            by_source.keys().collect::<Vec<_>>(),
+            expected.keys().collect::<Vec<_>>(),
+            "{mode} {split}: every file delivered"
+        );
+        for (source, data) in &expected {
+            let pieces = &by_source[source];
+            let whole: Vec<u8> = pieces
+                .iter()
+                .flat_map(|(_, body, _)| body.clone())
+                .collect();
+            assert!(
+                whole == *data,
+                "{mode} {split}: {source} reassembles byte-identically"
+            );
+            for (i, (key, body, lines)) in pieces.iter().enumerate() {
+                assert!(
+                    body.len() <= split,
+                    "{key} is {} bytes, above the split size {split}",
+                    body.len()
+                );
+                if mode == "lines" {
+                    assert_eq!(*lines, count_lines(body), "{key}: outbound-lines");
+                    if i + 1 < pieces.len() {
+                        assert_eq!(body.last(), Some(&b'\n'), "{key} ends with a newline");
+                    }
+                }
+            }
+            if mode == "lines" {
+                let total: u64 = pieces.iter().map(|(_, _, l)| l).sum();
+                assert_eq!(
+                    total,
+                    count_lines(data),
+                    "{source}: no line lost or doubled"
+                );
+            }
+            if data.len() <= split {
+                assert_eq!(pieces.len(), 1, "{source} fits and is not split");
+                assert_eq!(pieces[0].0, format!("{prefix}{source}"));
+            } else {
+                assert!(pieces.len() >= 2);
+                let (stem, ext) = source.split_once('.').unwrap();
+                assert_eq!(pieces[0].0, format!("{prefix}{stem}-001.{ext}"));
+            }
+        }
+        check_manifest(&client, &bucket, &prefix, algorithm).await;
+    }
+}
+
+/// The manifest's entries and totals match the bucket, and it was written last.
+async fn check_manifest(client: &aws_sdk_s3::Client, bucket: &str, prefix: &str, algorithm: &str) {
+    let key = format!("{prefix}manifest.json");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&get(client, bucket, &key).await).unwrap();
+    let listed = list(client, bucket, prefix).await;
+    let data: Vec<_> = listed.iter().filter(|(k, _, _)| *k != key).collect();
+    let files = manifest["Files"].as_array().unwrap();
+    assert_eq!(files.len(), data.len(), "one manifest entry per object");
+    let mut total_size = 0;
+    let mut total_lines = 0;
+    for entry in files {
+        let name = entry["FileName"].as_str().unwrap();
+        let (_, size, _) = data
+            .iter()
+            .find(|(k, _, _)| k == name)
+            .expect("entry names an object");
+        assert_eq!(entry["FileSize"].as_u64().unwrap(), *size, "{name}");
+        let head = client
+            .head_object()
+            .bucket(bucket)
+            .key(name)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await
+            .unwrap();
+        let stored = match algorithm {
+            "CRC64NVME" => head.checksum_crc64_nvme(),
+            "CRC32C" => head.checksum_crc32_c(),
+            _ => head.checksum_sha256(),
+        };
+        assert_eq!(
+            entry["Checksum"]["Value"].as_str(),
+            stored,
+            "{name}: checksum"
+        );
+        assert_eq!(entry["Checksum"]["Algorithm"].as_str(), Some(algorithm));
+        let lines: u64 = head.metadata().unwrap()["outbound-lines"].parse().unwrap();
+        assert_eq!(entry["NumRecords"].as_u64(), Some(lines));
+        total_size += size;
+        total_lines += lines;
+    }
+    assert_eq!(
+        manifest["Totals"]["NumFiles"].as_u64(),
+        Some(data.len() as u64)
+    );
+    assert_eq!(manifest["Totals"]["TotalSize"].as_u64(), Some(total_size));
+    assert_eq!(manifest["Totals"]["NumRecords"].as_u64(), Some(total_lines));
+    let manifest_time = listed.iter().find(|(k, _, _)| *k == key).unwrap().2;
+    for (k, _, modified) in &data {
+        assert!(
+            manifest_time.secs() >= modified.secs(),
+            "manifest older than {k}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_sends_nothing_and_a_conflict_is_reported_not_overwritten() {
+    let server = versitygw();
+    let client = server.client();
+    let bucket = new_bucket(&client, "rerun").await;
+    let dir = source_dir();
+    let data = write_lines(&dir.path().join("a.sync"), 12 * MIB, 7, true);
+    write_lines(&dir.path().join("b.sync"), 1000, 8, true);
+    let args = [
+        "--split-size",
+        "8Mi",
+        "--part-size",
+        "5Mi",
+        "--multipart-threshold",
+        "5Mi",
+        "--manifest",
+    ];
+
+    let first = upload(&server, &bucket, dir.path(), &args).await;
+    assert!(first.success, "{first:?}");
+    assert!(first.bytes_sent() >= data.len() as u64, "{first:?}");
+    let before = list(&client, &bucket, "").await;
+
+    let again = upload(&server, &bucket, dir.path(), &args).await;
+    assert!(again.success, "{again:?}");
+    assert_eq!(again.bytes_sent(), 0, "a re-run sends nothing: {again:?}");
+    assert!(
+        again.stdout.contains("3 objects already present"),
+        "{again:?}"
+    );
+    assert_eq!(
+        list(&client, &bucket, "").await,
+        before,
+        "nothing rewritten"
+    );
+
+    // Different content at a key that exists: reported, not overwritten.
+    let changed = write_lines(&dir.path().join("b.sync"), 1000, 99, true);
+    let conflict = upload(&server, &bucket, dir.path(), &args).await;
+    assert!(!conflict.success, "{conflict:?}");
+    assert!(
+        conflict.stderr.contains("s3://")
+            && conflict.stderr.contains("b.sync")
+            && conflict
+                .stderr
+                .contains("already exists with different content"),
+        "{conflict:?}"
+    );
+    assert_ne!(get(&client, &bucket, "b.sync").await, changed);
+    assert!(open_uploads(&client, &bucket).await.is_empty());
+
+    // Asked to overwrite, it replaces the object (and then the manifest).
+    let mut overwrite = args.to_vec();
+    overwrite.push("--overwrite");
+    let replaced = upload(&server, &bucket, dir.path(), &overwrite).await;
+    assert!(replaced.success, "{replaced:?}");
+    assert_eq!(get(&client, &bucket, "b.sync").await, changed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_lines_and_gzip_are_refused_in_lines_mode() {
+    let server = versitygw();
+    let client = server.client();
+    let bucket = new_bucket(&client, "refused").await;
+    let dir = source_dir();
+    let mut data = b"short\n".to_vec();
+    data.extend(std::iter::repeat_n(b'x', 3000));
+    data.push(b'\n');
+    write(&dir.path().join("long.sync"), &data);
+    let run = upload(&server, &bucket, dir.path(), &["--split-size", "1000"]).await;
+    assert!(!run.success);
+    assert!(
+        run.stderr.contains("long.sync") && run.stderr.contains("byte 6"),
+        "{run:?}"
+    );
+
+    let dir = source_dir();
+    let mut gz = vec![0x1f, 0x8b, 8, 0];
+    gz.extend(std::iter::repeat_n(b'\n', 5000));
+    write(&dir.path().join("seg.sync.gz"), &gz);
+    let run = upload(&server, &bucket, dir.path(), &["--split-size", "1000"]).await;
+    assert!(!run.success);
+    assert!(
+        run.stderr.contains("seg.sync.gz") && run.stderr.contains("--split-on bytes"),
+        "{run:?}"
+    );
+    assert!(
+        list(&client, &bucket, "").await.is_empty(),
+        "nothing written"
+    );
+
+    let run = upload(
+        &server,
+        &bucket,
+        dir.path(),
+        &["--split-size", "1000", "--split-on", "bytes"],
+    )
+    .await;
+    assert!(run.success, "{run:?}");
+    assert_eq!(list(&client, &bucket, "").await.len(), 6);
+}
