@@ -45,6 +45,9 @@ pub struct RunArgs {
     /// How long a Lease holds without renewal.
     #[arg(long, env = "OUTBOUND_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
+    /// Watch only this namespace (default: every namespace).
+    #[arg(long, env = "OUTBOUND_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
     /// This replica's identity in the Lease (default: the pod name or host name plus a random suffix).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
@@ -151,15 +154,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 async fn destination_controller(ctx: Arc<Context>) {
     use futures::StreamExt;
-    let client = ctx.client.clone();
     let controller = Controller::new(
-        Api::<OutboundDestination>::all(client.clone()),
+        scoped::<OutboundDestination>(&ctx),
         watcher::Config::default(),
     );
     let store = controller.store();
     // Secret metadata only: the controller never caches secret values; a changed
     // resourceVersion (key rotation) is enough to probe again.
-    let secrets = Api::<PartialObjectMeta<Secret>>::all(client.clone());
+    let secrets = scoped::<PartialObjectMeta<Secret>>(&ctx);
     controller
         .watches(secrets, watcher::Config::default(), move |secret| {
             let ns = secret.namespace();
@@ -186,20 +188,16 @@ async fn destination_controller(ctx: Arc<Context>) {
 
 async fn delivery_controller(ctx: Arc<Context>) {
     use futures::StreamExt;
-    let client = ctx.client.clone();
-    let controller = Controller::new(
-        Api::<OutboundDelivery>::all(client.clone()),
-        watcher::Config::default(),
-    );
+    let controller = Controller::new(scoped::<OutboundDelivery>(&ctx), watcher::Config::default());
     let by_destination = controller.store();
     let by_claim = controller.store();
     let by_secret = controller.store();
-    let claims = Api::<PartialObjectMeta<PersistentVolumeClaim>>::all(client.clone());
-    let secrets = Api::<PartialObjectMeta<Secret>>::all(client.clone());
-    let dest_api: Api<OutboundDestination> = Api::all(client.clone());
+    let claims = scoped::<PartialObjectMeta<PersistentVolumeClaim>>(&ctx);
+    let secrets = scoped::<PartialObjectMeta<Secret>>(&ctx);
+    let dest_api: Api<OutboundDestination> = scoped(&ctx);
     controller
         .owns(
-            Api::<Job>::all(client.clone()),
+            scoped::<Job>(&ctx),
             watcher::Config::default().labels(crate::api::DELIVERY_LABEL),
         )
         .watches(dest_api, watcher::Config::default(), move |dest| {
@@ -242,6 +240,18 @@ async fn delivery_controller(ctx: Arc<Context>) {
         .run(delivery::reconcile, delivery::error_policy, ctx)
         .for_each(|_| async {})
         .await;
+}
+
+/// An Api over the watched namespace, or every namespace.
+fn scoped<K>(ctx: &Context) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match &ctx.args.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    }
 }
 
 /// Requeue after an error: the error decides.

@@ -1,0 +1,441 @@
+//! Support for the operator's end-to-end tests on the ground: environment, namespaces, the
+//! operator process, S3 clients, volumes and waiting.
+#![allow(dead_code)]
+
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use outbound::api::{OutboundDelivery, OutboundDestination};
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What `make ground-up` exports in `tests/ground/.state/env`.
+pub struct GroundEnv {
+    pub s3_endpoint: String,
+    pub s3_access_key: String,
+    pub s3_secret_key: String,
+    pub s3_region: String,
+    pub moto_endpoint: String,
+    pub moto_access_key: String,
+    pub moto_secret_key: String,
+}
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: the operator's end-to-end tests run on the ground; \
+             run `make ground-up` and `source tests/ground/.state/env` first"
+        )
+    })
+}
+
+impl GroundEnv {
+    pub fn load() -> Self {
+        var("KUBECONFIG");
+        GroundEnv {
+            s3_endpoint: var("S3_ENDPOINT"),
+            s3_access_key: var("S3_ACCESS_KEY"),
+            s3_secret_key: var("S3_SECRET_KEY"),
+            s3_region: std::env::var("S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
+            moto_endpoint: var("MOTO_ENDPOINT"),
+            moto_access_key: var("MOTO_ACCESS_KEY"),
+            moto_secret_key: var("MOTO_SECRET_KEY"),
+        }
+    }
+}
+
+/// A random lowercase suffix.
+pub fn suffix() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+/// One test's world: a client, a fresh namespace and, once started, the operator.
+pub struct World {
+    pub env: GroundEnv,
+    pub client: Client,
+    pub ns: String,
+    pub dir: tempfile::TempDir,
+    pub operator: Option<Child>,
+    pub operator_log: PathBuf,
+    operator_starts: u32,
+}
+
+impl World {
+    pub async fn new(name: &str) -> World {
+        let env = GroundEnv::load();
+        let client = Client::try_default()
+            .await
+            .expect("a client for the ground's KUBECONFIG");
+        apply_crds(&client).await;
+        let ns = format!("{name}-{}", suffix());
+        let namespace = Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some(ns.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .expect("failed to create the test namespace");
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let operator_log = dir.path().join("operator.log");
+        World {
+            env,
+            client,
+            ns,
+            dir,
+            operator: None,
+            operator_log,
+            operator_starts: 0,
+        }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Starts `outbound run` watching this namespace, its log appended to `operator_log`.
+    pub fn start_operator(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.operator_log)
+            .expect("operator log");
+        self.operator_starts += 1;
+        let child = Command::new(env!("CARGO_BIN_EXE_outbound"))
+            .args([
+                "run",
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--namespace",
+                &self.ns,
+                "--lease-namespace",
+                &self.ns,
+                "--revalidate-interval",
+                "20s",
+                "--lease-duration",
+                "6s",
+                "--identity",
+                &format!("test-{}", self.operator_starts),
+            ])
+            .env("OUTBOUND_LOG", "info,outbound=debug")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("failed to start the operator");
+        self.operator = Some(child);
+    }
+
+    /// Kills the operator abruptly (SIGKILL), as a node loss would.
+    pub fn kill_operator(&mut self) {
+        if let Some(mut child) = self.operator.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn operator_log(&self) -> String {
+        std::fs::read_to_string(&self.operator_log).unwrap_or_default()
+    }
+
+    /// A Secret with an access key pair (and whatever extra keys).
+    pub async fn secret(&self, name: &str, data: &[(&str, &str)]) {
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            string_data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        self.api::<Secret>()
+            .patch(
+                name,
+                &PatchParams::apply("outbound-test").force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .expect("failed to apply the Secret");
+    }
+
+    pub async fn apply_yaml<K>(&self, yaml: &str) -> Result<K, kube::Error>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        let obj: K = serde_yaml::from_str(yaml).expect("test YAML parses");
+        let name = obj.name_any();
+        self.api::<K>()
+            .patch(
+                &name,
+                &PatchParams::apply("outbound-test").force(),
+                &Patch::Apply(&obj),
+            )
+            .await
+    }
+
+    /// A PersistentVolume on a local folder and a claim bound to it; returns the folder.
+    pub async fn volume(&self, claim: &str) -> PathBuf {
+        let folder = self.dir.path().join(format!("pv-{claim}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        let pv_name = format!("{}-{claim}", self.ns);
+        let pv: PersistentVolume = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": pv_name},
+            "spec": {
+                "capacity": {"storage": "10Gi"},
+                "accessModes": ["ReadOnlyMany", "ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": folder.to_str().unwrap()},
+                "claimRef": {"namespace": self.ns, "name": claim},
+            }
+        }))
+        .unwrap();
+        Api::<PersistentVolume>::all(self.client.clone())
+            .create(&PostParams::default(), &pv)
+            .await
+            .expect("failed to create the PersistentVolume");
+        let pvc: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim},
+            "spec": {
+                "accessModes": ["ReadOnlyMany"],
+                "storageClassName": "",
+                "volumeName": pv_name,
+                "resources": {"requests": {"storage": "1Gi"}},
+            }
+        }))
+        .unwrap();
+        self.api::<PersistentVolumeClaim>()
+            .create(&PostParams::default(), &pvc)
+            .await
+            .expect("failed to create the PersistentVolumeClaim");
+        folder
+    }
+
+    pub async fn destination(&self, name: &str) -> OutboundDestination {
+        self.api::<OutboundDestination>()
+            .get(name)
+            .await
+            .expect("destination")
+    }
+
+    pub async fn delivery(&self, name: &str) -> OutboundDelivery {
+        self.api::<OutboundDelivery>()
+            .get(name)
+            .await
+            .expect("delivery")
+    }
+
+    /// Waits until the destination's Ready condition has `status` and `reason`.
+    pub async fn wait_destination(
+        &self,
+        name: &str,
+        status: &str,
+        reason: &str,
+    ) -> OutboundDestination {
+        let what = format!("destination {name} Ready={status} reason {reason}");
+        wait_for(
+            &what,
+            Duration::from_secs(60),
+            || async {
+                let d = self
+                    .api::<OutboundDestination>()
+                    .get_opt(name)
+                    .await
+                    .ok()??;
+                let c = d
+                    .status
+                    .as_ref()?
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "Ready")?
+                    .clone();
+                (c.status == status && c.reason == reason).then_some(d)
+            },
+            || self.diagnose(),
+        )
+        .await
+    }
+
+    /// Waits until the delivery's Ready condition has `reason` (and `phase`, when given).
+    pub async fn wait_delivery(
+        &self,
+        name: &str,
+        phase: &str,
+        reason: Option<&str>,
+        timeout: Duration,
+    ) -> OutboundDelivery {
+        let what = format!("delivery {name} phase {phase} reason {reason:?}");
+        wait_for(
+            &what,
+            timeout,
+            || async {
+                let d = self.api::<OutboundDelivery>().get_opt(name).await.ok()??;
+                let s = d.status.as_ref()?;
+                let c = s.conditions.iter().find(|c| c.type_ == "Ready")?;
+                let phase_ok = s.phase.map(|p| p.as_str()) == Some(phase);
+                (phase_ok && reason.is_none_or(|r| c.reason == r)).then_some(d)
+            },
+            || self.diagnose(),
+        )
+        .await
+    }
+
+    /// What a failing wait prints: the namespace's objects and the operator's log tail.
+    pub fn diagnose(&self) -> String {
+        let out = Command::new("kubectl")
+            .args(["get", "odest,odel,jobs,pods", "-n", &self.ns, "-o", "yaml"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        let log = self.operator_log();
+        let tail: String = log
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
+        format!("--- objects\n{out}\n--- operator log (tail)\n{tail}")
+    }
+
+    pub async fn cleanup(mut self) {
+        self.kill_operator();
+        let _ = Api::<Namespace>::all(self.client.clone())
+            .delete(&self.ns, &DeleteParams::default())
+            .await;
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.kill_operator();
+    }
+}
+
+/// Applies the CRDs (server-side, idempotent) and waits until they are served.
+pub async fn apply_crds(client: &Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in outbound::api::crds() {
+        api.patch(
+            crd.metadata.name.as_deref().unwrap(),
+            &PatchParams::apply("outbound-test").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("failed to apply the CRDs");
+    }
+    wait_for(
+        "CRDs established",
+        Duration::from_secs(30),
+        || async {
+            let a: Api<OutboundDelivery> = Api::all(client.clone());
+            let b: Api<OutboundDestination> = Api::all(client.clone());
+            (a.list(&Default::default()).await.is_ok() && b.list(&Default::default()).await.is_ok())
+                .then_some(())
+        },
+        String::new,
+    )
+    .await;
+}
+
+/// Polls `check` until it returns Some, or panics after `timeout` with `diagnose()`.
+pub async fn wait_for<T, F, Fut, D>(what: &str, timeout: Duration, mut check: F, diagnose: D) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+    D: Fn() -> String,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\n{}",
+                diagnose()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// An S3 client with keys.
+pub async fn s3(endpoint: &str, region: &str, key: &str, secret: &str) -> aws_sdk_s3::Client {
+    let access = outbound::credentials::Access::Keys {
+        access_key_id: key.into(),
+        secret_access_key: secret.into(),
+        session_token: None,
+    };
+    let target = outbound::credentials::Target {
+        region: region.into(),
+        endpoint: Some(endpoint.into()),
+        force_path_style: true,
+    };
+    let config = outbound::credentials::sdk_config(&access, &target).await;
+    outbound::credentials::s3_client(&config, &target)
+}
+
+/// Every key in the bucket with its size.
+pub async fn list_objects(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let page = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .expect("failed to list objects");
+        for o in page.contents() {
+            out.push((
+                o.key().unwrap_or_default().to_string(),
+                o.size().unwrap_or(0),
+            ));
+        }
+        match page.next_continuation_token() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Keys of the bucket's open multipart uploads.
+pub async fn open_uploads(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
+    let out = s3
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("failed to list multipart uploads");
+    out.uploads()
+        .iter()
+        .map(|u| u.key().unwrap_or_default().to_string())
+        .collect()
+}
