@@ -5,7 +5,8 @@
 mod operator_support;
 
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use operator_support::*;
 use outbound::api::{OutboundDelivery, OutboundDestination};
 use std::time::Duration;
@@ -23,8 +24,17 @@ fn destination_yaml(
 }
 
 fn delivery_yaml(name: &str, destination: &str, claim: &str, extra: &str) -> String {
+    delivery_yaml_from(
+        name,
+        destination,
+        &format!("{{volume: {{claimName: {claim}}}}}"),
+        extra,
+    )
+}
+
+fn delivery_yaml_from(name: &str, destination: &str, source: &str, extra: &str) -> String {
     format!(
-        "apiVersion: outbound.dev/v1alpha1\nkind: OutboundDelivery\nmetadata: {{name: {name}}}\nspec:\n  destinationRef: {{name: {destination}}}\n  source: {{volume: {{claimName: {claim}}}}}\n{extra}"
+        "apiVersion: outbound.dev/v1alpha1\nkind: OutboundDelivery\nmetadata: {{name: {name}}}\nspec:\n  destinationRef: {{name: {destination}}}\n  source: {source}\n{extra}"
     )
 }
 
@@ -411,5 +421,321 @@ async fn each_bad_input_gets_its_own_reason_and_no_job() {
         d.metadata.generation,
         world.destination("missing-key").await.metadata.generation
     );
+    world.cleanup().await;
+}
+
+/// Fills `folder` with `lines` lines of 100 bytes each (99 characters and a newline).
+fn write_lines(path: &std::path::Path, lines: usize) -> u64 {
+    use std::io::Write;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for i in 0..lines {
+        writeln!(f, "{i:010}{}", "x".repeat(89)).unwrap();
+    }
+    f.flush().unwrap();
+    (lines * 100) as u64
+}
+
+/// Every place a secret must never appear: the operator's log, the namespace's Events, the
+/// deliveries' and destinations' status, the Jobs' and pods' specs.
+fn assert_secret_nowhere(world: &World, secret: &str) {
+    let log = world.operator_log();
+    assert!(!log.contains(secret), "the operator's log holds the secret");
+    for kind in [
+        "events",
+        "outbounddeliveries",
+        "outbounddestinations",
+        "jobs",
+        "pods",
+    ] {
+        let out = std::process::Command::new("kubectl")
+            .args(["get", kind, "-n", &world.ns, "-o", "json"])
+            .output()
+            .expect("kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl get {kind}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.len() > 50,
+            "kubectl get {kind} returned nothing useful"
+        );
+        assert!(!text.contains(secret), "{kind} hold the secret value");
+    }
+}
+
+#[tokio::test]
+async fn a_secret_destination_delivers_split_files_exactly() {
+    let mut world = World::new("deliver").await;
+    let env = &world.env;
+    let (endpoint, key, secret) = (
+        env.s3_endpoint.clone(),
+        env.s3_access_key.clone(),
+        env.s3_secret_key.clone(),
+    );
+    let gw = s3(&endpoint, &env.s3_region, &key, &secret).await;
+    let bkt = format!("deliver-{}", suffix());
+    bucket(&gw, &bkt).await;
+    let folder = world.volume("exports").await;
+    let day = folder.join("2026-11-27");
+    // 26,000 lines of 100 bytes = 2,600,000 bytes: three parts of at most 1 MiB on line
+    // boundaries (10,485 + 10,485 + 5,030 lines); three small files stay whole.
+    let mut total = write_lines(&day.join("segments.sync"), 26_000);
+    total += write_lines(&day.join("a.sync"), 10);
+    total += write_lines(&day.join("b.sync"), 20);
+    total += write_lines(&day.join("sub/c.sync"), 30);
+    write_lines(&day.join("skipped.tmp"), 5);
+
+    world
+        .secret(
+            "acme-keys",
+            &[
+                ("AWS_ACCESS_KEY_ID", &key),
+                ("AWS_SECRET_ACCESS_KEY", &secret),
+            ],
+        )
+        .await;
+    world
+        .apply_yaml::<OutboundDestination>(&destination_yaml(
+            "acme",
+            &bkt,
+            &endpoint,
+            "{secret: {name: acme-keys}}",
+            "  upload: {splitSize: 1Mi}\n",
+        ))
+        .await
+        .unwrap();
+    world.start_operator();
+    let dest = world.wait_destination("acme", "True", "Validated").await;
+    let identity = dest
+        .status
+        .unwrap()
+        .identity
+        .expect("the writing identity in status");
+    assert_eq!(identity.access_key_id.as_deref(), Some(key.as_str()));
+
+    world
+        .apply_yaml::<OutboundDelivery>(&delivery_yaml_from(
+            "segments",
+            "acme",
+            "{volume: {claimName: exports, path: 2026-11-27/, include: [\"*.sync\", \"**/*.sync\"]}}",
+            "  keyPrefix: out/\n  manifest: true\n  parallelism: 2\n",
+        ))
+        .await
+        .unwrap();
+    let done = world
+        .wait_delivery(
+            "segments",
+            "Succeeded",
+            Some("Delivered"),
+            Duration::from_secs(180),
+        )
+        .await;
+    let status = done.status.unwrap();
+    // The final progress reports may land just after the Job completes: wait for the totals.
+    let progress = wait_for(
+        "progress totals",
+        Duration::from_secs(30),
+        || async {
+            let s = world.delivery("segments").await.status?;
+            let p = s.progress?;
+            (p.bytes_done == total && p.objects_done == p.objects_total).then_some(p)
+        },
+        || world.diagnose(),
+    )
+    .await;
+    assert_eq!(progress.bytes_total, total);
+    assert_eq!(progress.objects_total, 6, "{progress:?}");
+    for c in ["Ready", "Complete"] {
+        let cond = status.conditions.iter().find(|x| x.type_ == c).unwrap();
+        assert_eq!(cond.status, "True", "{c}");
+        assert_eq!(cond.observed_generation, done.metadata.generation);
+    }
+    assert!(status.start_time.is_some() && status.completion_time.is_some());
+    assert_eq!(status.manifest_key.as_deref(), Some("out/manifest.json"));
+
+    let keys: Vec<String> = list_objects(&gw, &bkt)
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "out/a.sync",
+            "out/b.sync",
+            "out/manifest.json",
+            "out/segments-001.sync",
+            "out/segments-002.sync",
+            "out/segments-003.sync",
+            "out/sub/c.sync",
+        ]
+    );
+    for (k, size) in list_objects(&gw, &bkt).await {
+        assert!(size <= 1 << 20, "{k} is {size} bytes, above the split size");
+    }
+    assert!(open_uploads(&gw, &bkt).await.is_empty());
+    let jobs = jobs_in(&world).await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        jobs[0].spec.as_ref().unwrap().completion_mode.as_deref(),
+        Some("Indexed")
+    );
+    assert_secret_nowhere(&world, &secret);
+    world.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_restarted_operator_creates_no_second_job() {
+    let mut world = World::new("restart").await;
+    let env = &world.env;
+    let (endpoint, key, secret) = (
+        env.s3_endpoint.clone(),
+        env.s3_access_key.clone(),
+        env.s3_secret_key.clone(),
+    );
+    let gw = s3(&endpoint, &env.s3_region, &key, &secret).await;
+    let bkt = format!("restart-{}", suffix());
+    bucket(&gw, &bkt).await;
+    let folder = world.volume("exports").await;
+    let mut total = 0;
+    for i in 0..8 {
+        total += write_lines(&folder.join(format!("part{i}.sync")), 200_000);
+    }
+    world
+        .secret(
+            "keys",
+            &[
+                ("AWS_ACCESS_KEY_ID", &key),
+                ("AWS_SECRET_ACCESS_KEY", &secret),
+            ],
+        )
+        .await;
+    world
+        .apply_yaml::<OutboundDestination>(&destination_yaml(
+            "acme",
+            &bkt,
+            &endpoint,
+            "{secret: {name: keys}}",
+            "",
+        ))
+        .await
+        .unwrap();
+    world.start_operator();
+    world.wait_destination("acme", "True", "Validated").await;
+    world
+        .apply_yaml::<OutboundDelivery>(&delivery_yaml("big", "acme", "exports", ""))
+        .await
+        .unwrap();
+    world
+        .wait_delivery("big", "Uploading", None, Duration::from_secs(60))
+        .await;
+    world.kill_operator();
+    let first = jobs_in(&world).await;
+    assert_eq!(first.len(), 1);
+    world.start_operator();
+    let done = world
+        .wait_delivery("big", "Succeeded", None, Duration::from_secs(300))
+        .await;
+    let jobs = jobs_in(&world).await;
+    assert_eq!(jobs.len(), 1, "one Job across restarts");
+    assert_eq!(jobs[0].metadata.uid, first[0].metadata.uid, "the same Job");
+    assert_eq!(done.status.unwrap().job_name, jobs[0].metadata.name);
+    let stored: i64 = list_objects(&gw, &bkt)
+        .await
+        .iter()
+        .filter(|(k, _)| k.ends_with(".sync"))
+        .map(|(_, s)| s)
+        .sum();
+    assert_eq!(stored as u64, total);
+    assert!(world.operator_log().contains("became leader"));
+    world.cleanup().await;
+}
+
+#[tokio::test]
+async fn deleting_a_delivery_mid_upload_leaves_no_open_multipart_upload() {
+    let mut world = World::new("abort").await;
+    let env = &world.env;
+    let (endpoint, key, secret) = (
+        env.s3_endpoint.clone(),
+        env.s3_access_key.clone(),
+        env.s3_secret_key.clone(),
+    );
+    let gw = s3(&endpoint, &env.s3_region, &key, &secret).await;
+    let bkt = format!("abort-{}", suffix());
+    bucket(&gw, &bkt).await;
+    let folder = world.volume("exports").await;
+    for i in 0..4 {
+        write_lines(&folder.join(format!("big{i}.sync")), 1_500_000);
+    }
+    world
+        .secret(
+            "keys",
+            &[
+                ("AWS_ACCESS_KEY_ID", &key),
+                ("AWS_SECRET_ACCESS_KEY", &secret),
+            ],
+        )
+        .await;
+    world
+        .apply_yaml::<OutboundDestination>(&destination_yaml(
+            "acme",
+            &bkt,
+            &endpoint,
+            "{secret: {name: keys}}",
+            "",
+        ))
+        .await
+        .unwrap();
+    world.start_operator();
+    world.wait_destination("acme", "True", "Validated").await;
+    world
+        .apply_yaml::<OutboundDelivery>(&delivery_yaml("big", "acme", "exports", ""))
+        .await
+        .unwrap();
+    // Mid-upload: the pod has recorded an upload id and the bucket shows it open.
+    wait_for(
+        "an open multipart upload",
+        Duration::from_secs(120),
+        || async {
+            let d = world.delivery("big").await;
+            let recorded = d.status?.shards.values().any(|s| !s.uploads.is_empty());
+            (recorded && !open_uploads(&gw, &bkt).await.is_empty()).then_some(())
+        },
+        || world.diagnose(),
+    )
+    .await;
+    world
+        .api::<OutboundDelivery>()
+        .delete("big", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(
+        "the delivery gone",
+        Duration::from_secs(120),
+        || async {
+            world
+                .api::<OutboundDelivery>()
+                .get_opt("big")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+        || world.diagnose(),
+    )
+    .await;
+    let pods = world
+        .api::<Pod>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert!(pods.is_empty(), "the upload pods are gone");
+    let open = open_uploads(&gw, &bkt).await;
+    assert!(open.is_empty(), "open multipart uploads left: {open:?}");
+    assert!(world.operator_log().contains("aborted multipart upload"));
     world.cleanup().await;
 }
