@@ -76,11 +76,16 @@ where
             let status = service.raw().status().as_u16();
             let meta = service.err();
             // HEAD answers have no body, so there is no code: name the status instead.
-            let code = meta.code().map(str::to_string).or_else(|| match status {
-                403 => Some("Forbidden".to_string()),
-                404 => Some("NotFound".to_string()),
-                _ => None,
-            });
+            let body = service.raw().body().bytes().unwrap_or_default();
+            let code = meta
+                .code()
+                .map(str::to_string)
+                .or_else(|| xml_field(body, "Code"))
+                .or_else(|| match status {
+                    403 => Some("Forbidden".to_string()),
+                    404 => Some("NotFound".to_string()),
+                    _ => None,
+                });
             let retryable = status >= 500
                 || status == 408
                 || status == 429
@@ -90,7 +95,11 @@ where
             S3Cause {
                 code,
                 status: Some(status),
-                message: meta.message().unwrap_or_default().to_string(),
+                message: meta
+                    .message()
+                    .map(str::to_string)
+                    .or_else(|| xml_field(body, "Message"))
+                    .unwrap_or_default(),
                 retryable,
             }
         }
@@ -128,6 +137,16 @@ where
     }
 }
 
+/// An element of an XML error body the SDK could not parse (some S3-compatible servers wrap
+/// errors differently, e.g. `<ErrorResponse><Errors><Error>`).
+fn xml_field(body: &[u8], name: &str) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let open = format!("<{name}>");
+    let start = text.find(&open)? + open.len();
+    let end = start + text[start..].find(&format!("</{name}>"))?;
+    Some(text[start..end].to_string()).filter(|v| !v.is_empty())
+}
+
 /// The error and its sources on one line.
 fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
@@ -159,6 +178,8 @@ pub enum UploadError {
         offset: u64,
         source: std::io::Error,
     },
+    #[error("failed to assume role {role}: {cause}")]
+    AssumeRole { role: String, cause: S3Cause },
     #[error("invalid settings: {0}")]
     Settings(String),
     #[error("failed to check existing object s3://{bucket}/{key}: {cause}")]

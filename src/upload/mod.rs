@@ -286,6 +286,26 @@ async fn upload(args: &UploadArgs) -> Result<Report, UploadError> {
         endpoint: args.endpoint.clone(),
         force_path_style: args.force_path_style,
     };
+    if let Access::AssumeRole {
+        role_arn,
+        external_id,
+        session_name,
+    } = &access
+    {
+        // Fail early and clearly: the SDK's credential provider would hide STS's answer.
+        let base = crate::credentials::sdk_config(&Access::WorkloadIdentity, &target).await;
+        crate::credentials::sts_client(&base)
+            .assume_role()
+            .role_arn(role_arn)
+            .set_external_id(external_id.clone())
+            .role_session_name(session_name)
+            .send()
+            .await
+            .map_err(|e| UploadError::AssumeRole {
+                role: role_arn.clone(),
+                cause: error::cause(&e),
+            })?;
+    }
     let s3 = s3_client(args, &access, &target, &plan).await;
     let engine = Engine::new(
         s3.clone(),

@@ -288,3 +288,51 @@ pub async fn open_uploads(client: &Client, bucket: &str) -> Vec<String> {
 pub fn temp_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
 }
+
+/// The AWS CLI the ground installs (on PATH after sourcing the ground's env, or in the tool cache).
+pub fn aws_cli() -> PathBuf {
+    if let Some(found) = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("aws"))
+            .find(|p| p.is_file())
+    }) {
+        return found;
+    }
+    let cache = std::env::var("OUTBOUND_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/outbound"));
+    let aws = cache.join("bin/aws");
+    assert!(
+        aws.is_file(),
+        "the aws CLI is missing: run `make ground-up` and `source tests/ground/.state/env` first"
+    );
+    aws
+}
+
+/// Runs the AWS CLI against `server` with its admin key; returns stdout as JSON.
+pub fn aws(server: &Server, args: &[&str]) -> serde_json::Value {
+    let output = std::process::Command::new(aws_cli())
+        .arg("--endpoint-url")
+        .arg(&server.endpoint)
+        .arg("--region")
+        .arg(&server.region)
+        .arg("--output")
+        .arg("json")
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", &server.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &server.secret_key)
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .expect("run the aws CLI");
+    assert!(
+        output.status.success(),
+        "aws {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if output.stdout.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&output.stdout).expect("aws CLI JSON output")
+    }
+}
