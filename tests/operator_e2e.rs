@@ -632,6 +632,20 @@ async fn a_restarted_operator_creates_no_second_job() {
     world
         .wait_delivery("big", "Uploading", None, Duration::from_secs(60))
         .await;
+    // Mid-delivery: the pod has reported progress but is not finished.
+    wait_for(
+        "progress reported",
+        Duration::from_secs(60),
+        || async {
+            let s = world.delivery("big").await.status?;
+            s.shards
+                .values()
+                .any(|sh| sh.bytes_done > 0 && !sh.finished)
+                .then_some(())
+        },
+        || world.diagnose(),
+    )
+    .await;
     world.kill_operator();
     let first = jobs_in(&world).await;
     assert_eq!(first.len(), 1);
@@ -737,5 +751,73 @@ async fn deleting_a_delivery_mid_upload_leaves_no_open_multipart_upload() {
     let open = open_uploads(&gw, &bkt).await;
     assert!(open.is_empty(), "open multipart uploads left: {open:?}");
     assert!(world.operator_log().contains("aborted multipart upload"));
+    world.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_second_replica_waits_for_the_lease() {
+    let mut world = World::new("leader").await;
+    let env = &world.env;
+    let (endpoint, key, secret) = (
+        env.s3_endpoint.clone(),
+        env.s3_access_key.clone(),
+        env.s3_secret_key.clone(),
+    );
+    let gw = s3(&endpoint, &env.s3_region, &key, &secret).await;
+    let bkt = format!("leader-{}", suffix());
+    bucket(&gw, &bkt).await;
+    world.start_operator();
+    wait_for(
+        "the first replica leads",
+        Duration::from_secs(30),
+        || async { world.operator_log().contains("became leader").then_some(()) },
+        || world.diagnose(),
+    )
+    .await;
+    let standby_log = world.dir.path().join("standby.log");
+    let mut standby = world.spawn_operator("standby", &standby_log);
+    let read = || std::fs::read_to_string(&standby_log).unwrap_or_default();
+    wait_for(
+        "the standby waits",
+        Duration::from_secs(30),
+        || async {
+            read()
+                .contains("another replica leads; waiting")
+                .then_some(())
+        },
+        read,
+    )
+    .await;
+    // The leader dies without releasing the Lease: the standby takes over once it expires.
+    world.kill_operator();
+    wait_for(
+        "the standby leads",
+        Duration::from_secs(30),
+        || async { read().contains("became leader").then_some(()) },
+        read,
+    )
+    .await;
+    world
+        .secret(
+            "keys",
+            &[
+                ("AWS_ACCESS_KEY_ID", &key),
+                ("AWS_SECRET_ACCESS_KEY", &secret),
+            ],
+        )
+        .await;
+    world
+        .apply_yaml::<OutboundDestination>(&destination_yaml(
+            "acme",
+            &bkt,
+            &endpoint,
+            "{secret: {name: keys}}",
+            "",
+        ))
+        .await
+        .unwrap();
+    world.wait_destination("acme", "True", "Validated").await;
+    let _ = standby.kill();
+    let _ = standby.wait();
     world.cleanup().await;
 }

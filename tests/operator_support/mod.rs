@@ -104,13 +104,20 @@ impl World {
 
     /// Starts `outbound run` watching this namespace, its log appended to `operator_log`.
     pub fn start_operator(&mut self) {
+        self.operator_starts += 1;
+        let identity = format!("test-{}", self.operator_starts);
+        let log = self.operator_log.clone();
+        self.operator = Some(self.spawn_operator(&identity, &log));
+    }
+
+    /// Spawns one more `outbound run` replica for this namespace (same Lease).
+    pub fn spawn_operator(&self, identity: &str, log: &std::path::Path) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.operator_log)
+            .open(log)
             .expect("operator log");
-        self.operator_starts += 1;
-        let child = Command::new(env!("CARGO_BIN_EXE_outbound"))
+        Command::new(env!("CARGO_BIN_EXE_outbound"))
             .args([
                 "run",
                 "--metrics-addr",
@@ -124,15 +131,14 @@ impl World {
                 "--lease-duration",
                 "6s",
                 "--identity",
-                &format!("test-{}", self.operator_starts),
+                identity,
             ])
             .env("OUTBOUND_LOG", "info,outbound=debug")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null())
             .spawn()
-            .expect("failed to start the operator");
-        self.operator = Some(child);
+            .expect("failed to start the operator")
     }
 
     /// Kills the operator abruptly (SIGKILL), as a node loss would.
