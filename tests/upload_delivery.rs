@@ -1,0 +1,251 @@
+//! The uploader in Kubernetes mode against the ground's API server and versitygw: upload IDs and
+//! progress go to the delivery's `status.shards.<index>` (server-side apply, one field manager per
+//! shard), a killed shard resumes from there, and shard 0 writes the manifest only after every
+//! shard reports `finished`.
+
+mod upload_support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use upload_support::proxy::Proxy;
+use upload_support::*;
+
+const MIB: usize = 1 << 20;
+
+fn delivery_resource() -> ApiResource {
+    ApiResource {
+        group: "outbound.dev".into(),
+        version: "v1alpha1".into(),
+        api_version: "outbound.dev/v1alpha1".into(),
+        kind: "OutboundDelivery".into(),
+        plural: "outbounddeliveries".into(),
+    }
+}
+
+async fn kube_client() -> kube::Client {
+    if std::env::var_os("KUBECONFIG").is_none() {
+        panic!(
+            "KUBECONFIG is not set: this test needs the ground's API server. Run `make ground-up` \
+             and `source tests/ground/.state/env` first (or `make test`)"
+        );
+    }
+    kube::Client::try_default()
+        .await
+        .expect("connect to the ground's API server")
+}
+
+/// A namespace and a delivery no controller acts on (suspended, destination absent): the test
+/// plays the upload pods itself.
+async fn delivery(client: &kube::Client) -> (String, String, Api<DynamicObject>) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let namespace = format!("upload-{}-{}", std::process::id(), nanos % 1_000_000);
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &namespace, &delivery_resource());
+    let object: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "outbound.dev/v1alpha1",
+        "kind": "OutboundDelivery",
+        "metadata": {"name": "shards", "namespace": namespace},
+        "spec": {
+            "destinationRef": {"name": "not-there"},
+            "source": {"volume": {"claimName": "not-there", "path": "x/"}},
+            "parallelism": 2,
+            "suspend": true,
+        },
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &object)
+        .await
+        .unwrap_or_else(|e| panic!("create delivery: {e}"));
+    (namespace.clone(), format!("{namespace}/shards"), api)
+}
+
+fn shard(delivery: &DynamicObject, index: usize) -> serde_json::Value {
+    delivery.data["status"]["shards"][index.to_string()].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_report_to_the_delivery_resume_from_it_and_manifest_waits_for_all() {
+    let kube = kube_client().await;
+    let server = versitygw();
+    let s3 = server.client();
+    let bucket = new_bucket(&s3, "shards").await;
+    let (namespace, delivery_ref, api) = delivery(&kube).await;
+    let dir = source_dir();
+    // Plan order a, b, c, d: shard 0 gets a and c, shard 1 gets b and d.
+    let a = write_lines(&dir.path().join("a.sync"), 1000, 1, true);
+    let b = write_random(&dir.path().join("b.bin"), 30 * MIB, 2);
+    let c = write_lines(&dir.path().join("c.sync"), 2000, 3, true);
+    let d = write_lines(&dir.path().join("d.sync"), 3000, 4, true);
+    let proxy = Proxy::start(&server.endpoint).await;
+    let via = server.via(&proxy.url());
+    let shard_args = |index: &'static str| {
+        vec![
+            "--delivery",
+            &delivery_ref,
+            "--shard-count",
+            "2",
+            "--shard-index",
+            index,
+            "--manifest",
+            "--part-size",
+            "5Mi",
+            "--concurrency",
+            "2",
+        ]
+    };
+    let with_fast_progress = |mut cmd: tokio::process::Command| {
+        cmd.env("OUTBOUND_PROGRESS_INTERVAL", "1");
+        cmd
+    };
+
+    // Shard 0 delivers its objects, reports finished, and waits for shard 1 before the manifest.
+    let mut shard0 = with_fast_progress(upload_command(
+        &server,
+        &bucket,
+        dir.path(),
+        &shard_args("0"),
+    ))
+    .spawn()
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let current = api.get("shards").await.unwrap();
+        if shard(&current, 0)["finished"] == serde_json::json!(true) {
+            let s0 = shard(&current, 0);
+            assert_eq!(s0["objectsDone"], 2, "{s0}");
+            assert_eq!(s0["bytesDone"], (a.len() + c.len()) as u64, "{s0}");
+            break;
+        }
+        assert!(
+            shard0.try_wait().unwrap().is_none(),
+            "shard 0 ended before shard 1 ran"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "shard 0 never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        shard0.try_wait().unwrap().is_none(),
+        "shard 0 waits for shard 1"
+    );
+    assert!(
+        list(&s3, &bucket, "manifest").await.is_empty(),
+        "no manifest before every shard is done"
+    );
+
+    // Shard 1, slowed down, is killed mid-object: its open upload is in the delivery status.
+    proxy.faults.rate.store(3 << 20, Ordering::SeqCst);
+    let mut shard1 =
+        with_fast_progress(upload_command(&via, &bucket, dir.path(), &shard_args("1")))
+            .spawn()
+            .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let upload_id = loop {
+        let current = api.get("shards").await.unwrap();
+        let s1 = shard(&current, 1);
+        if let Some(id) = s1["uploads"][0]["uploadId"].as_str()
+            && proxy.faults.bytes_up() > 12 * MIB as u64
+        {
+            assert_eq!(s1["uploads"][0]["key"], "b.bin");
+            break id.to_string();
+        }
+        assert!(
+            shard1.try_wait().unwrap().is_none(),
+            "shard 1 ended before it was killed"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "shard 1 recorded no upload"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    shard1.start_kill().unwrap();
+    shard1.wait().await.unwrap();
+    proxy.faults.rate.store(0, Ordering::SeqCst);
+    assert_eq!(open_uploads(&s3, &bucket).await.len(), 1);
+
+    let run = finished(
+        with_fast_progress(upload_command(&via, &bucket, dir.path(), &shard_args("1")))
+            .output()
+            .await
+            .unwrap(),
+    );
+    assert!(run.success, "{run:?}");
+    assert!(run.stderr.contains("resuming upload"), "{run:?}");
+    assert!(
+        open_uploads(&s3, &bucket).await.is_empty(),
+        "upload {upload_id} completed"
+    );
+
+    let shard0 = finished(
+        tokio::time::timeout(Duration::from_secs(60), shard0.wait_with_output())
+            .await
+            .expect("shard 0 writes the manifest once shard 1 is done")
+            .unwrap(),
+    );
+    assert!(shard0.success, "{shard0:?}");
+    assert!(
+        shard0.stdout.contains("manifest manifest.json"),
+        "{shard0:?}"
+    );
+
+    for (key, data) in [
+        ("a.sync", &a),
+        ("b.bin", &b),
+        ("c.sync", &c),
+        ("d.sync", &d),
+    ] {
+        assert!(
+            get(&s3, &bucket, key).await == *data,
+            "{key} byte-identical"
+        );
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&get(&s3, &bucket, "manifest.json").await).unwrap();
+    assert_eq!(manifest["Totals"]["NumFiles"], 4);
+    assert_eq!(
+        manifest["Totals"]["TotalSize"],
+        (a.len() + b.len() + c.len() + d.len()) as u64
+    );
+
+    let current = api.get("shards").await.unwrap();
+    for index in [0, 1] {
+        let s = shard(&current, index);
+        assert_eq!(s["finished"], true, "{s}");
+        assert_eq!(s["bytesDone"], s["bytesTotal"], "{s}");
+        assert_eq!(s["uploads"], serde_json::json!([]), "{s}");
+    }
+    let managers: Vec<String> = current
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(
+        managers.contains(&"outbound-uploader-0".to_string()),
+        "{managers:?}"
+    );
+    assert!(
+        managers.contains(&"outbound-uploader-1".to_string()),
+        "{managers:?}"
+    );
+
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(kube);
+    let _ = namespaces.delete(&namespace, &Default::default()).await;
+}
