@@ -318,7 +318,7 @@ func (w *podWorker) startOnce(ctx context.Context, c corev1.Container, podMounts
 	}
 	mounts = append(mounts, Mount{Source: termFile, Target: termPath, File: true})
 
-	spec := ShimSpec{Mounts: mounts, WorkingDir: c.WorkingDir, Path: path, Args: args, Env: env}
+	spec := ShimSpec{Mounts: mounts, WorkingDir: c.WorkingDir, Path: path, Args: args}
 	specPath := filepath.Join(cdir, "shim.json")
 	data, _ := json.Marshal(spec)
 	if err := os.WriteFile(specPath, data, 0o600); err != nil {
@@ -331,6 +331,7 @@ func (w *podWorker) startOnce(ctx context.Context, c corev1.Container, podMounts
 	defer logFile.Close()
 	self, _ := os.Executable()
 	cmd := exec.Command(self, "exec-container", specPath)
+	cmd.Env = env
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS, Setpgid: true, Pdeathsig: syscall.SIGKILL}

@@ -26,7 +26,6 @@ type ShimSpec struct {
 	WorkingDir string   `json:"workingDir,omitempty"`
 	Path       string   `json:"path"`
 	Args       []string `json:"args"`
-	Env        []string `json:"env"`
 }
 
 // RunShim is the shim's entry point; it only returns on error.
@@ -73,5 +72,7 @@ func RunShim(specPath string) error {
 			return err
 		}
 	}
-	return syscall.Exec(spec.Path, append([]string{spec.Path}, spec.Args...), spec.Env)
+	// The environment came from the node through exec, never through a file: secret values
+	// from secretKeyRef stay off the disk.
+	return syscall.Exec(spec.Path, append([]string{spec.Path}, spec.Args...), os.Environ())
 }
