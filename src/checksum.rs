@@ -79,19 +79,21 @@ impl ChecksumAlgorithm {
 
 /// A streaming digest of one algorithm.
 pub enum Hasher {
-    Crc(crc_fast::Digest, usize),
+    Crc(Box<crc_fast::Digest>, usize),
     Sha256(Box<sha2::Sha256>),
 }
 
 impl Hasher {
     pub fn new(algorithm: ChecksumAlgorithm) -> Self {
         match algorithm {
-            ChecksumAlgorithm::Crc64Nvme => {
-                Hasher::Crc(crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme), 8)
-            }
-            ChecksumAlgorithm::Crc32C => {
-                Hasher::Crc(crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi), 4)
-            }
+            ChecksumAlgorithm::Crc64Nvme => Hasher::Crc(
+                Box::new(crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme)),
+                8,
+            ),
+            ChecksumAlgorithm::Crc32C => Hasher::Crc(
+                Box::new(crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi)),
+                4,
+            ),
             ChecksumAlgorithm::Sha256 => Hasher::Sha256(Box::default()),
         }
     }

@@ -261,7 +261,11 @@ async fn upload(args: &UploadArgs) -> Result<Report, UploadError> {
                 .await
                 .map_err(|e| UploadError::State(format!("failed to connect to Kubernetes: {e}")))?;
             Backend::Delivery {
-                api: kube::Api::namespaced_with(client, namespace, &state::delivery_resource()),
+                api: Box::new(kube::Api::namespaced_with(
+                    client,
+                    namespace,
+                    &state::delivery_resource(),
+                )),
                 name: name.to_string(),
                 index: args.shard_index,
             }

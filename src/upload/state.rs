@@ -65,7 +65,7 @@ pub enum Backend {
     None,
     File(PathBuf),
     Delivery {
-        api: Api<DynamicObject>,
+        api: Box<Api<DynamicObject>>,
         name: String,
         index: usize,
     },
