@@ -290,7 +290,8 @@ impl Engine {
             if !self.settings.overwrite {
                 request = request.if_none_match("*");
             }
-            match request.send().await {
+            // The part checksum already protects the body: spare SigV4's extra SHA-256 pass.
+            match request.customize().disable_payload_signing().send().await {
                 Ok(out) => {
                     Progress::add(&self.state.progress.bytes_sent, object.size);
                     Progress::add(&self.state.progress.parts_sent, 1);
@@ -584,7 +585,7 @@ impl Engine {
                 ChecksumAlgorithm::Crc32C => request.checksum_crc32_c(&digest),
                 ChecksumAlgorithm::Sha256 => request.checksum_sha256(&digest),
             };
-            match request.send().await {
+            match request.customize().disable_payload_signing().send().await {
                 Ok(out) => {
                     Progress::add(&self.state.progress.bytes_sent, len);
                     Progress::add(&self.state.progress.parts_sent, 1);
