@@ -31,7 +31,7 @@ for crd in outbounddestinations.outbound.dev outbounddeliveries.outbound.dev; do
   fi
 done
 helm upgrade --install outbound charts/outbound --namespace outbound-system --create-namespace \
-  --set replicaCount=1 --set logFormat=text --wait --timeout 120s
+  --set replicaCount=1 --set logFormat=text --set watchNamespace=demo --wait --timeout 120s
 kubectl -n outbound-system get pods -o wide
 
 say "sample data: one file larger than the $split split size and a few small ones"

@@ -138,6 +138,35 @@ async fn helm_template_passes_a_server_side_dry_run() {
 async fn chart_runs_the_operator_as_a_pod_and_upgrades_crds() {
     let world = World::new("chart").await;
     let ns = world.ns.clone();
+    // The delivery below must be the chart's operator's work alone: no other operator may watch
+    // every namespace (a `make demo` release watches only its own).
+    let everywhere: Vec<String> = Api::<Pod>::all(world.client.clone())
+        .list(&ListParams::default().labels("app.kubernetes.io/name=outbound"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .filter(|p| {
+            !p.spec.iter().flat_map(|s| &s.containers).any(|c| {
+                c.env
+                    .iter()
+                    .flatten()
+                    .any(|e| e.name == "OUTBOUND_WATCH_NAMESPACE")
+            })
+        })
+        .map(|p| {
+            format!(
+                "{}/{}",
+                p.metadata.namespace.unwrap_or_default(),
+                p.metadata.name.unwrap_or_default()
+            )
+        })
+        .collect();
+    assert!(
+        everywhere.is_empty(),
+        "another Outbound operator watches every namespace ({everywhere:?}): uninstall it first"
+    );
     let release = ns.clone();
     adopt_crds(&release, &ns);
     helm_install("install", &release, &ns, &chart(), &[]);
