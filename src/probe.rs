@@ -82,7 +82,17 @@ impl ErrorFacts {
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
-        let text = DisplayErrorContext(err).to_string();
+        // The Display chain of every source, without the Debug dump DisplayErrorContext ends with.
+        let mut text = err.to_string();
+        let mut source = std::error::Error::source(err);
+        while let Some(s) = source {
+            let part = s.to_string();
+            if !text.contains(&part) {
+                text.push_str(": ");
+                text.push_str(&part);
+            }
+            source = s.source();
+        }
         let meta: Option<&ErrorMetadata> = match err {
             SdkError::ServiceError(e) => Some(e.err().meta()),
             _ => None,
@@ -177,12 +187,17 @@ pub fn classify(
                 "{action} with SSE-KMS was denied: grant kms:GenerateDataKey and kms:Decrypt on the key to the writing identity: {detail}"
             ),
         ),
-        "AccessDenied" | "AllAccessDisabled" | "Forbidden" if step == Step::AssumeRole => r(
-            reason::ASSUME_ROLE_DENIED,
-            format!(
-                "assuming the role was denied: the role's trust policy must allow our identity with the configured sts:ExternalId: {detail}"
-            ),
-        ),
+        // STS answers some refusals without a parseable code (moto): a 403 there is a refusal too.
+        _ if step == Step::AssumeRole
+            && (code == "AccessDenied" || facts.http_status == Some(403)) =>
+        {
+            r(
+                reason::ASSUME_ROLE_DENIED,
+                format!(
+                    "assuming the role was denied: the role's trust policy must allow our identity with the configured sts:ExternalId: {detail}"
+                ),
+            )
+        }
         "AccessDenied" | "AllAccessDisabled" | "Forbidden" => r(
             reason::ACCESS_DENIED,
             format!(

@@ -821,3 +821,109 @@ async fn a_second_replica_waits_for_the_lease() {
     let _ = standby.wait();
     world.cleanup().await;
 }
+
+/// Runs a boto3 snippet against moto as the ground's admin; `iam`, `s3` and `json` are in scope.
+fn moto_admin_python(env: &GroundEnv, body: &str) -> String {
+    let python = std::env::var("HOME").unwrap() + "/.cache/outbound/venv/bin/python";
+    let script = format!(
+        "import boto3,json\nkw=dict(endpoint_url='{}',region_name='us-east-1',aws_access_key_id='{}',aws_secret_access_key='{}')\niam=boto3.client('iam',**kw)\nsts=boto3.client('sts',**kw)\n{body}",
+        env.moto_endpoint, env.moto_access_key, env.moto_secret_key
+    );
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn cross_account_modes_probe_with_our_identity_and_the_external_id() {
+    let mut world = World::new("cross").await;
+    let env = &world.env;
+    let moto_admin = s3(
+        &env.moto_endpoint,
+        "us-east-1",
+        &env.moto_access_key,
+        &env.moto_secret_key,
+    )
+    .await;
+    let bkt = format!("cross-{}", suffix());
+    bucket(&moto_admin, &bkt).await;
+    let role = format!("outbound-{}", suffix());
+    let admin_arn = moto_admin_python(env, "print(sts.get_caller_identity()['Arn'])");
+    let role_arn = moto_admin_python(
+        env,
+        &format!(
+            "trust={{'Version':'2012-10-17','Statement':[{{'Effect':'Allow','Principal':{{'AWS':'{admin_arn}'}},'Action':'sts:AssumeRole','Condition':{{'StringEquals':{{'sts:ExternalId':'ext-right'}}}}}}]}}\n\
+r=iam.create_role(RoleName='{role}',AssumeRolePolicyDocument=json.dumps(trust))['Role']['Arn']\n\
+iam.put_role_policy(RoleName='{role}',PolicyName='s3',PolicyDocument=json.dumps({{'Version':'2012-10-17','Statement':[{{'Effect':'Allow','Action':'s3:*','Resource':'*'}}]}}))\n\
+print(r)"
+        ),
+    );
+    let moto = env.moto_endpoint.clone();
+    let (ak, sk) = (env.moto_access_key.clone(), env.moto_secret_key.clone());
+    let cases = [
+        (
+            "right-id",
+            format!("{{crossAccount: {{roleArn: \"{role_arn}\", externalId: ext-right}}}}"),
+        ),
+        (
+            "wrong-id",
+            format!("{{crossAccount: {{roleArn: \"{role_arn}\", externalId: ext-wrong}}}}"),
+        ),
+        ("allowlist", "{crossAccount: {}}".to_string()),
+    ];
+    for (name, creds) in &cases {
+        world
+            .apply_yaml::<OutboundDestination>(&destination_yaml(name, &bkt, &moto, creds, ""))
+            .await
+            .unwrap();
+    }
+    // The operator's own workload identity: the AWS default chain, here environment keys.
+    world.start_operator_with_env(&[
+        ("AWS_ACCESS_KEY_ID", &ak),
+        ("AWS_SECRET_ACCESS_KEY", &sk),
+        ("AWS_REGION", "us-east-1"),
+    ]);
+    let right = world
+        .wait_destination("right-id", "True", "Validated")
+        .await
+        .status
+        .unwrap();
+    let arn = right.identity.unwrap().arn.unwrap_or_default();
+    assert!(arn.contains(&format!("assumed-role/{role}/")), "{arn}");
+    assert_eq!(
+        right.bucket_policy_statement, None,
+        "no bucket policy needed with a role"
+    );
+    let wrong = world
+        .wait_destination("wrong-id", "False", "AssumeRoleDenied")
+        .await
+        .status
+        .unwrap();
+    assert!(
+        wrong.conditions[0].message.contains("ExternalId"),
+        "{}",
+        wrong.conditions[0].message
+    );
+    let allow = world
+        .wait_destination("allowlist", "True", "Validated")
+        .await
+        .status
+        .unwrap();
+    let policy = allow
+        .bucket_policy_statement
+        .expect("the bucket-policy statement for the allowlist mode");
+    assert!(
+        policy.contains(&admin_arn) && policy.contains(&format!("arn:aws:s3:::{bkt}/*")),
+        "{policy}"
+    );
+    assert!(!world.operator_log().contains(&sk));
+    world.cleanup().await;
+}

@@ -104,20 +104,34 @@ impl World {
 
     /// Starts `outbound run` watching this namespace, its log appended to `operator_log`.
     pub fn start_operator(&mut self) {
+        self.start_operator_with_env(&[]);
+    }
+
+    /// Starts the operator with extra environment (e.g. its own AWS identity for workload mode).
+    pub fn start_operator_with_env(&mut self, env: &[(&str, &str)]) {
         self.operator_starts += 1;
         let identity = format!("test-{}", self.operator_starts);
         let log = self.operator_log.clone();
-        self.operator = Some(self.spawn_operator(&identity, &log));
+        let mut child = self.operator_command(&identity, &log);
+        child.envs(env.iter().copied());
+        self.operator = Some(child.spawn().expect("failed to start the operator"));
     }
 
     /// Spawns one more `outbound run` replica for this namespace (same Lease).
     pub fn spawn_operator(&self, identity: &str, log: &std::path::Path) -> Child {
+        self.operator_command(identity, log)
+            .spawn()
+            .expect("failed to start the operator")
+    }
+
+    fn operator_command(&self, identity: &str, log: &std::path::Path) -> Command {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .expect("operator log");
-        Command::new(env!("CARGO_BIN_EXE_outbound"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_outbound"));
+        command
             .args([
                 "run",
                 "--metrics-addr",
@@ -136,9 +150,8 @@ impl World {
             .env("OUTBOUND_LOG", "info,outbound=debug")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("failed to start the operator")
+            .stdin(Stdio::null());
+        command
     }
 
     /// Kills the operator abruptly (SIGKILL), as a node loss would.
