@@ -584,6 +584,21 @@ async fn a_secret_destination_delivers_split_files_exactly() {
         Some("Indexed")
     );
     assert_secret_nowhere(&world, &secret);
+    // No hot loop: once settled, reconciles that change nothing write nothing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = (
+        world.delivery("segments").await.metadata.resource_version,
+        world.destination("acme").await.metadata.resource_version,
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = (
+        world.delivery("segments").await.metadata.resource_version,
+        world.destination("acme").await.metadata.resource_version,
+    );
+    assert_eq!(
+        before, after,
+        "a settled delivery and destination are not rewritten"
+    );
     world.cleanup().await;
 }
 
