@@ -942,3 +942,83 @@ print(r)"
     assert!(!world.operator_log().contains(&sk));
     world.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_suspended_delivery_waits_and_resumes() {
+    let mut world = World::new("suspend").await;
+    let env = &world.env;
+    let (endpoint, key, secret) = (
+        env.s3_endpoint.clone(),
+        env.s3_access_key.clone(),
+        env.s3_secret_key.clone(),
+    );
+    let gw = s3(&endpoint, &env.s3_region, &key, &secret).await;
+    let bkt = format!("suspend-{}", suffix());
+    bucket(&gw, &bkt).await;
+    let folder = world.volume("exports").await;
+    write_lines(&folder.join("a.sync"), 100);
+    world
+        .secret(
+            "keys",
+            &[
+                ("AWS_ACCESS_KEY_ID", &key),
+                ("AWS_SECRET_ACCESS_KEY", &secret),
+            ],
+        )
+        .await;
+    world
+        .apply_yaml::<OutboundDestination>(&destination_yaml(
+            "acme",
+            &bkt,
+            &endpoint,
+            "{secret: {name: keys}}",
+            "",
+        ))
+        .await
+        .unwrap();
+    world
+        .apply_yaml::<OutboundDelivery>(&delivery_yaml("d", "acme", "exports", "  suspend: true\n"))
+        .await
+        .unwrap();
+    world.start_operator();
+    world
+        .wait_delivery("d", "Pending", Some("Suspended"), Duration::from_secs(60))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let jobs = jobs_in(&world).await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].spec.as_ref().unwrap().suspend, Some(true));
+    assert!(
+        world
+            .api::<Pod>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(list_objects(&gw, &bkt).await.is_empty());
+    world
+        .apply_yaml::<OutboundDelivery>(&delivery_yaml(
+            "d",
+            "acme",
+            "exports",
+            "  suspend: false\n",
+        ))
+        .await
+        .expect("suspend may change on a started delivery");
+    world
+        .wait_delivery(
+            "d",
+            "Succeeded",
+            Some("Delivered"),
+            Duration::from_secs(120),
+        )
+        .await;
+    assert_eq!(
+        list_objects(&gw, &bkt).await.len(),
+        2,
+        "a.sync and the manifest"
+    );
+    world.cleanup().await;
+}
