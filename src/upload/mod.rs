@@ -1,5 +1,19 @@
 //! The data plane: `outbound upload` (split reader, multipart engine, resume, progress, manifest)
 //! and `outbound plan`.
+//!
+//! Decisions worth knowing:
+//! - Each object is read once before it is sent ([`engine::scan`]): its line count must be known
+//!   when the upload starts (user metadata `outbound-lines` is set at CreateMultipartUpload), and
+//!   the part digests it yields let a resumed upload compare stored parts (ListParts checksums)
+//!   without reading them again. The send pass then only reads and sends; S3 checks every part
+//!   against its digest and the whole object against the full-object checksum, so bytes that
+//!   changed between the passes fail the upload loudly. Objects scan and send side by side.
+//! - CRC64NVME and CRC32C uploads ask for FULL_OBJECT checksums (computed locally by combining the
+//!   part CRCs); SHA256 can only be COMPOSITE (`digest-of-digests-N`). versitygw 1.8 supports all
+//!   three, returns them from CompleteMultipartUpload, HEAD and ListParts.
+//! - The SDK retries each request (standard mode, backoff with jitter); on top of that a part,
+//!   create or completion that still fails with a retryable cause is retried a few more rounds.
+//!   When an object is given up, its multipart upload is aborted.
 
 pub mod engine;
 pub mod error;
@@ -345,8 +359,17 @@ async fn upload(args: &UploadArgs) -> Result<Report, UploadError> {
     let mut manifest_key = None;
     if args.manifest && args.shard_index == 0 {
         let key = format!("{}{}", args.source.prefix, args.manifest_name);
-        wait_for_shards(&state, args.shard_count).await?;
-        let manifest = manifest::build(&s3, &args.bucket, &plan, settings.checksum).await?;
+        let waited = wait_for_shards(&state, args.shard_count).await?;
+        let manifest = loop {
+            match manifest::build(&s3, &args.bucket, &plan, settings.checksum).await {
+                // Standalone shards have no status to wait on: the objects' presence is the signal.
+                Err(UploadError::Head { cause, .. }) if !waited && cause.not_found() => {
+                    tracing::info!("waiting for the other shards' objects");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                other => break other?,
+            }
+        };
         let written = manifest::write(&s3, &args.bucket, &key, &manifest, &settings).await?;
         tracing::info!(key = %key, written, "manifest delivered");
         manifest_key = Some(key);
@@ -363,15 +386,16 @@ async fn upload(args: &UploadArgs) -> Result<Report, UploadError> {
     })
 }
 
-/// Shard 0 writes the manifest only once every shard reports `finished` (Kubernetes); standalone
-/// shards are checked by the manifest's HEADs alone.
-async fn wait_for_shards(state: &State, count: usize) -> Result<(), UploadError> {
+/// Shard 0 writes the manifest only once every shard reports `finished` (Kubernetes). Returns
+/// false when there is nothing to wait on (one shard, or standalone).
+async fn wait_for_shards(state: &State, count: usize) -> Result<bool, UploadError> {
     if count <= 1 {
-        return Ok(());
+        return Ok(true);
     }
     loop {
         match state.all_shards_finished(count).await {
-            Ok(Some(true)) | Ok(None) => return Ok(()),
+            Ok(Some(true)) => return Ok(true),
+            Ok(None) => return Ok(false),
             Ok(Some(false)) => tracing::info!("waiting for the other shards to finish"),
             Err(e) => tracing::warn!(error = %e, "failed to read shard status"),
         }

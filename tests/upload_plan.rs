@@ -1,0 +1,93 @@
+//! `outbound plan` as a user runs it: the table and JSON outputs, and refusals (split size above
+//! 1Ti, a line longer than the split size). Needs no S3 server.
+
+mod upload_support;
+
+use upload_support::*;
+
+fn plan(source: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_outbound"))
+        .arg("plan")
+        .arg("--source")
+        .arg(source)
+        .args(args)
+        .env_remove("OUTBOUND_SPLIT_SIZE")
+        .output()
+        .expect("run outbound plan")
+}
+
+#[test]
+fn plan_prints_keys_sizes_and_part_sizes() {
+    let dir = source_dir();
+    let data = write_lines(&dir.path().join("segments.sync.gz.txt"), 20 << 20, 1, true);
+    let small = write_lines(&dir.path().join("d/small.sync"), 100, 2, true);
+    let out = plan(
+        dir.path(),
+        &["--split-size", "8Mi", "--prefix", "p/", "--output", "json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let objects = json["objects"].as_array().unwrap();
+    let keys: Vec<&str> = objects.iter().map(|o| o["key"].as_str().unwrap()).collect();
+    assert_eq!(
+        keys,
+        [
+            "p/d/small.sync",
+            "p/segments-001.sync.gz.txt",
+            "p/segments-002.sync.gz.txt",
+            "p/segments-003.sync.gz.txt"
+        ]
+    );
+    let sizes: u64 = objects[1..]
+        .iter()
+        .map(|o| o["size"].as_u64().unwrap())
+        .sum();
+    assert_eq!(sizes, data.len() as u64);
+    for o in &objects[1..] {
+        assert!(o["size"].as_u64().unwrap() <= 8 << 20);
+        // Below the default 16 MiB threshold: one PUT each.
+        assert_eq!(o["multipart"], false);
+        assert_eq!(o["partSize"], o["size"]);
+    }
+    assert_eq!(
+        json["totalBytes"].as_u64().unwrap(),
+        sizes + small.len() as u64
+    );
+
+    let out = plan(
+        dir.path(),
+        &[
+            "--split-size",
+            "8Mi",
+            "--part-size",
+            "5Mi",
+            "--multipart-threshold",
+            "5Mi",
+        ],
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.starts_with("KEY"), "{table}");
+    assert!(
+        table.contains("segments-002.sync.gz.txt") && table.contains("2 parts of 5.0 MiB"),
+        "{table}"
+    );
+    assert!(table.contains("4 objects"), "{table}");
+}
+
+#[test]
+fn plan_refuses_split_sizes_above_one_tib_and_long_lines() {
+    let dir = source_dir();
+    write(&dir.path().join("a.sync"), b"0123456789\n");
+    let out = plan(dir.path(), &["--split-size", "1025Gi"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("split size") && err.contains("1Ti"), "{err}");
+    let out = plan(dir.path(), &["--split-size", "5"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("a.sync") && err.contains("byte 0"), "{err}");
+}
