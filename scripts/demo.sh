@@ -24,10 +24,12 @@ split=16Mi
 
 say "installing the operator with Helm (namespace outbound-system)"
 # CRDs applied by hand earlier (by a test, say) are adopted by the release instead of refused.
-for crd in outbounddestinations.outbound.dev outbounddeliveries.outbound.dev; do
-  if kubectl get crd "$crd" >/dev/null 2>&1; then
-    kubectl label crd "$crd" app.kubernetes.io/managed-by=Helm --overwrite >/dev/null
-    kubectl annotate crd "$crd" meta.helm.sh/release-name=outbound meta.helm.sh/release-namespace=outbound-system --overwrite >/dev/null
+for obj in crd/outbounddestinations.outbound.dev crd/outbounddeliveries.outbound.dev \
+  validatingadmissionpolicy/outbounddeliveries.outbound.dev-split-size \
+  validatingadmissionpolicybinding/outbounddeliveries.outbound.dev-split-size-binding; do
+  if kubectl get "$obj" >/dev/null 2>&1; then
+    kubectl label "$obj" app.kubernetes.io/managed-by=Helm --overwrite >/dev/null
+    kubectl annotate "$obj" meta.helm.sh/release-name=outbound meta.helm.sh/release-namespace=outbound-system --overwrite >/dev/null
   fi
 done
 helm upgrade --install outbound charts/outbound --namespace outbound-system --create-namespace \

@@ -45,20 +45,35 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// CRDs that another test applied by hand become this release's, as `helm` adoption requires.
-fn adopt_crds(release: &str, ns: &str) {
-    for crd in CRDS {
+/// Cluster-wide objects the chart owns: the CRDs and the admission policy with its binding.
+const CLUSTER_OBJECTS: [(&str, &str); 4] = [
+    ("crd", CRDS[0]),
+    ("crd", CRDS[1]),
+    (
+        "validatingadmissionpolicy",
+        "outbounddeliveries.outbound.dev-split-size",
+    ),
+    (
+        "validatingadmissionpolicybinding",
+        "outbounddeliveries.outbound.dev-split-size-binding",
+    ),
+];
+
+/// Cluster-wide objects that another test applied by hand become this release's, as `helm`
+/// adoption requires.
+fn adopt_cluster_objects(release: &str, ns: &str) {
+    for (kind, name) in CLUSTER_OBJECTS {
         run(Command::new("kubectl").args([
             "label",
-            "crd",
-            crd,
+            kind,
+            name,
             "app.kubernetes.io/managed-by=Helm",
             "--overwrite",
         ]));
         run(Command::new("kubectl").args([
             "annotate",
-            "crd",
-            crd,
+            kind,
+            name,
             &format!("meta.helm.sh/release-name={release}"),
             &format!("meta.helm.sh/release-namespace={ns}"),
             "--overwrite",
@@ -168,7 +183,7 @@ async fn chart_runs_the_operator_as_a_pod_and_upgrades_crds() {
         "another Outbound operator watches every namespace ({everywhere:?}): uninstall it first"
     );
     let release = ns.clone();
-    adopt_crds(&release, &ns);
+    adopt_cluster_objects(&release, &ns);
     helm_install("install", &release, &ns, &chart(), &[]);
 
     // The operator runs as the chart's pod, under the chart's service account.

@@ -333,9 +333,11 @@ async fn each_bad_input_gets_its_own_reason_and_no_job() {
             "",
             "PersistentVolumeClaimNotFound",
         ),
+        // Its destination appears only after the delivery: the controller must catch what the
+        // admission policy could not see at creation.
         (
             "too-big",
-            "good",
+            "appears-later",
             "exports",
             "  splitSize: 2Mi\n",
             "SplitSizeAboveDestination",
@@ -362,12 +364,56 @@ async fn each_bad_input_gets_its_own_reason_and_no_job() {
             "DestinationNotReady",
         ),
     ];
+    // A delivery over its destination's split size is refused by the API server itself (the
+    // admission policy that reads the destination); retried while the policy's view of the new
+    // destinations catches up.
+    let refusal = wait_for(
+        "the API server to refuse a delivery over its destination's split size",
+        Duration::from_secs(30),
+        || async {
+            match world
+                .apply_yaml::<OutboundDelivery>(&delivery_yaml(
+                    "refused",
+                    "good",
+                    "exports",
+                    "  splitSize: 2Mi\n",
+                ))
+                .await
+            {
+                Err(kube::Error::Api(e)) if e.code == 422 => Some(e.message),
+                Ok(_) => {
+                    let _ = world
+                        .api::<OutboundDelivery>()
+                        .delete("refused", &Default::default())
+                        .await;
+                    None
+                }
+                Err(_) => None,
+            }
+        },
+        || world.diagnose(),
+    )
+    .await;
+    assert!(
+        refusal.contains("spec.splitSize 2Mi is above the split size of destination good (1Mi)"),
+        "{refusal}"
+    );
     for (name, dest, claim, extra, _) in &deliveries {
         world
             .apply_yaml::<OutboundDelivery>(&delivery_yaml(name, dest, claim, extra))
             .await
             .unwrap();
     }
+    world
+        .apply_yaml::<OutboundDestination>(&destination_yaml(
+            "appears-later",
+            &bkt,
+            &gw_endpoint,
+            "{secret: {name: good}}",
+            "  upload: {splitSize: 1Mi}\n",
+        ))
+        .await
+        .unwrap();
     for (name, _, _, _, reason) in &deliveries {
         world
             .wait_delivery(name, "Pending", Some(reason), Duration::from_secs(60))

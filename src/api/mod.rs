@@ -2,10 +2,12 @@
 
 mod delivery;
 mod destination;
+mod policy;
 mod quantity;
 
 pub use delivery::*;
 pub use destination::*;
+pub use policy::{SPLIT_SIZE_POLICY, split_size_policy};
 pub use quantity::{MAX_SPLIT_BYTES, SplitSize};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -37,13 +39,14 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![OutboundDestination::crd(), OutboundDelivery::crd()]
 }
 
-/// All CustomResourceDefinitions as one multi-document YAML stream.
+/// All CustomResourceDefinitions, then the admission policy that goes with them, as one
+/// multi-document YAML stream.
 pub fn crds_yaml() -> String {
-    crds()
-        .iter()
-        .map(crd_yaml)
-        .collect::<Vec<_>>()
-        .join("---\n")
+    let (policy, binding) = split_size_policy();
+    let mut docs: Vec<String> = crds().iter().map(crd_yaml).collect();
+    docs.push(serde_yaml::to_string(&policy).expect("a policy always serializes"));
+    docs.push(serde_yaml::to_string(&binding).expect("a binding always serializes"));
+    docs.join("---\n")
 }
 
 /// One CustomResourceDefinition as YAML (what `crds/<plural>.yaml` holds).
