@@ -269,3 +269,65 @@ async fn aborted_upload_id_starts_the_object_afresh() {
     assert!(run.stderr.contains("starting the object afresh"), "{run:?}");
     assert_eq!(get(&client, &bucket, "x.bin").await, data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_aborted_mid_run_starts_the_object_afresh() {
+    let server = versitygw();
+    let client = server.client();
+    let bucket = new_bucket(&client, "vanished").await;
+    let proxy = Proxy::start(&server.endpoint).await;
+    let dir = source_dir();
+    let data = write_random(&dir.path().join("y.bin"), 24 * MIB, 41);
+    proxy.faults.rate.store(4 << 20, Ordering::SeqCst);
+    let child = upload_command(
+        &server.via(&proxy.url()),
+        &bucket,
+        dir.path(),
+        &[
+            "--split-on",
+            "bytes",
+            "--part-size",
+            "5Mi",
+            "--concurrency",
+            "2",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    // Someone aborts the upload between parts. (Aborting while a part streams in makes versitygw
+    // 1.8 recreate the upload without its checksum mode, so later parts and the completion see
+    // a broken upload instead of NoSuchUpload: the proxy holds new parts while the abort lands.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let upload_id = loop {
+        let open = client
+            .list_multipart_uploads()
+            .bucket(&bucket)
+            .send()
+            .await
+            .unwrap();
+        if let Some(upload) = open.uploads().first()
+            && proxy.faults.bytes_up() > 6 * MIB as u64
+        {
+            break upload.upload_id().unwrap().to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no upload started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    proxy.faults.hold_parts.store(true, Ordering::SeqCst);
+    proxy.faults.rate.store(0, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    client
+        .abort_multipart_upload()
+        .bucket(&bucket)
+        .key("y.bin")
+        .upload_id(&upload_id)
+        .send()
+        .await
+        .unwrap();
+    proxy.faults.hold_parts.store(false, Ordering::SeqCst);
+    let run = finished(child.wait_with_output().await.unwrap());
+    assert!(run.success, "{run:?}");
+    assert!(run.stderr.contains("starting the object afresh"), "{run:?}");
+    assert_eq!(get(&client, &bucket, "y.bin").await, data);
+    assert!(open_uploads(&client, &bucket).await.is_empty());
+}

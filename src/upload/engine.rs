@@ -402,9 +402,21 @@ impl Engine {
             None => self.create(object, scan).await?,
         };
 
-        let result = self
+        let mut upload_id = upload_id;
+        let mut result = self
             .send_parts_and_complete(object, file, scan, &upload_id, stored)
             .await;
+        if let Err(UploadError::Part { cause, .. }) = &result
+            && cause.no_such_upload()
+        {
+            // Aborted under our feet (an operator, a lifecycle rule): start the object afresh once.
+            tracing::warn!(key = %object.key, "upload vanished; starting the object afresh");
+            self.state.forget(&object.key).await;
+            upload_id = self.create(object, scan).await?;
+            result = self
+                .send_parts_and_complete(object, file, scan, &upload_id, HashMap::new())
+                .await;
+        }
         match result {
             Ok(outcome) => {
                 self.state.forget(&object.key).await;

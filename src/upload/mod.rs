@@ -211,6 +211,8 @@ pub async fn run_upload(args: UploadArgs) -> anyhow::Result<()> {
         Ok(report) => report.line(&args, started.elapsed()),
         Err(err) => format!("failed: {err}"),
     };
+    // The termination message is one line, whatever the server put in its error text.
+    let line = line.replace(['\r', '\n'], " ");
     if let Some(path) = termination_log
         && let Err(e) = std::fs::write(&path, format!("{line}\n"))
     {

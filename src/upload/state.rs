@@ -209,9 +209,11 @@ impl State {
             }
             Backend::Delivery { api, name, index } => {
                 let p = &self.progress;
+                let bytes_total = Progress::get(&p.bytes_total);
                 let mut shard = json!({
-                    "bytesDone": Progress::get(&p.bytes_done),
-                    "bytesTotal": Progress::get(&p.bytes_total),
+                    // An object restarted afresh counts its parts twice; never report above 100%.
+                    "bytesDone": Progress::get(&p.bytes_done).min(bytes_total),
+                    "bytesTotal": bytes_total,
                     "objectsDone": Progress::get(&p.objects_done),
                     "objectsTotal": Progress::get(&p.objects_total),
                     "uploads": uploads

@@ -33,6 +33,8 @@ pub struct Faults {
     pub stalls: AtomicU32,
     /// Answer every UploadPart `503 SlowDown`: a fault that never heals.
     pub parts_always_fail: AtomicBool,
+    /// Hold new UploadPart requests (not forwarded) while set.
+    pub hold_parts: AtomicBool,
     /// Bytes per second per connection from the client, 0 for no limit.
     pub rate: AtomicU64,
     /// Bytes clients sent through the proxy (heads and bodies).
@@ -85,6 +87,7 @@ impl Proxy {
             slowdowns: AtomicU32::new(0),
             stalls: AtomicU32::new(0),
             parts_always_fail: AtomicBool::new(false),
+            hold_parts: AtomicBool::new(false),
             rate: AtomicU64::new(0),
             bytes_up: AtomicU64::new(0),
             requests: Mutex::new(Vec::new()),
@@ -184,6 +187,9 @@ async fn connection(client: TcpStream, upstream: &str, faults: Arc<Faults>) -> s
                 .push(format!("{method} {path}"));
 
             let is_part = method == "PUT" && path.contains("partNumber=");
+            while is_part && faults.hold_parts.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             let targeted = match *faults.target.lock().unwrap() {
                 Target::Writes => method == "PUT" || method == "POST" && length > 0,
                 Target::All => true,
