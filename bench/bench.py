@@ -1,0 +1,715 @@
+#!/usr/bin/env python3
+"""`make bench`: Outbound's uploader against s5cmd, rclone and boto3's CRT transfer client.
+
+Run by scripts/bench.sh (which builds what is needed). Knobs (environment):
+  BENCH_SCALE      data size factor (1 = the issue's sizes: W1 4 GiB, W2 8 GiB, W3 64 x 64 MiB)
+  BENCH_RUNS       runs per configuration (median reported), default 5
+  BENCH_WORKLOADS  comma list out of ceiling,W1,W2,W3,W4 (default all)
+  BENCH_DATA_DIR   where source files are generated (disk), default /var/tmp/outbound-bench
+  BENCH_S3_DIR     versitygw's data folder (tmpfs), default /dev/shm/outbound-bench-s3
+  BENCH_OUT        the report, default docs/benchmarks.md
+  BENCH_RENDER     =1: only re-render the report from bench/results.json
+"""
+import base64
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.environ.get("OUTBOUND_CACHE", os.path.expanduser("~/.cache/outbound"))
+TOOLS = os.path.join(CACHE, "bin")
+PY = os.path.join(CACHE, "venv", "bin", "python")
+OUTBOUND = os.environ.get("OUTBOUND_BIN", os.path.join(REPO, "target", "release", "outbound"))
+BENCHTOOL = os.environ.get("BENCHTOOL_BIN", os.path.join(REPO, "target", "bench", "benchtool"))
+SCALE = float(os.environ.get("BENCH_SCALE", "1"))
+RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+WORKLOADS = os.environ.get("BENCH_WORKLOADS", "ceiling,W1,W2,W3,W4").split(",")
+DATA = os.environ.get("BENCH_DATA_DIR", "/var/tmp/outbound-bench")
+S3DIR = os.environ.get("BENCH_S3_DIR", "/dev/shm/outbound-bench-s3")
+OUT = os.environ.get("BENCH_OUT", os.path.join(REPO, "docs", "benchmarks.md"))
+RESULTS = os.path.join(REPO, "bench", "results.json")
+NOTES = os.path.join(REPO, "bench", "analysis.md")
+BUCKET = "bench"
+KEY, SECRET = "benchroot", "benchsecret-" + "%016x" % random.getrandbits(64)
+MiB, GiB = 1 << 20, 1 << 30
+
+# Outbound's defaults (src/upload/mod.rs): 16 MiB parts, 8 parts in flight, CRC64NVME.
+PART = 16 * MiB
+CONC = 8
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    except Exception as e:  # noqa: BLE001
+        return f"({e})"
+
+
+def loadavg():
+    return open("/proc/loadavg").read().split()[0]
+
+
+# ---------------------------------------------------------------- data
+
+
+def gen_lines_file(path, size, seed):
+    """Line-oriented text (base64 lines of 77 bytes) from a few random 16 MiB blocks, big writes."""
+    rnd = random.Random(seed)
+    blocks = []
+    for _ in range(4):
+        raw = rnd.randbytes(12 * MiB)
+        blocks.append(base64.encodebytes(raw))  # 76 chars + '\n' per line
+    with open(path, "wb", buffering=0) as f:
+        left, i = size, 0
+        while left > 0:
+            b = blocks[i % len(blocks)]
+            if left < len(b):
+                b = b[:left - 1] + b"\n" if left > 1 else b"\n"
+            f.write(b)
+            left -= len(b)
+            i += 1
+
+
+# ---------------------------------------------------------------- server
+
+
+class Server:
+    def __init__(self):
+        shutil.rmtree(S3DIR, ignore_errors=True)
+        os.makedirs(os.path.join(S3DIR, "data", BUCKET))
+        os.makedirs(os.path.join(S3DIR, "iam"))
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ, ROOT_ACCESS_KEY_ID=KEY, ROOT_SECRET_ACCESS_KEY=SECRET)
+        self.log = open(os.path.join(DATA, "versitygw.log"), "w")
+        self.proc = subprocess.Popen(
+            [os.path.join(TOOLS, "versitygw"), "--port", f"127.0.0.1:{self.port}",
+             "--iam-dir", os.path.join(S3DIR, "iam"), "--quiet", "posix", os.path.join(S3DIR, "data")],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise SystemExit("versitygw did not start")
+
+    def bucket_dir(self):
+        return os.path.join(S3DIR, "data", BUCKET)
+
+    def objects(self):
+        """key -> size of the bucket's objects (read on the server's folder)."""
+        out, root = {}, self.bucket_dir()
+        for d, dirs, files in os.walk(root):
+            dirs[:] = [x for x in dirs if not x.startswith(".sgw")]
+            for f in files:
+                p = os.path.join(d, f)
+                out[os.path.relpath(p, root)] = os.path.getsize(p)
+        return out
+
+    def clean(self):
+        root = self.bucket_dir()
+        for e in os.listdir(root):
+            p = os.path.join(root, e)
+            shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
+
+    def stop(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(10)
+        except Exception:  # noqa: BLE001
+            pass
+        shutil.rmtree(S3DIR, ignore_errors=True)
+
+
+class Proxy:
+    def __init__(self, upstream_port, dump=None):
+        self.count = os.path.join(DATA, "proxy.count")
+        portf = os.path.join(DATA, "proxy.port")
+        for f in (self.count, portf):
+            if os.path.exists(f):
+                os.unlink(f)
+        cmd = [BENCHTOOL, "proxy", "-upstream", f"127.0.0.1:{upstream_port}", "-port-file", portf,
+               "-count-file", self.count]
+        if dump:
+            cmd += ["-dump-headers", dump]
+        self.proc = subprocess.Popen(cmd, start_new_session=True)
+        for _ in range(200):
+            if os.path.exists(portf) and open(portf).read():
+                break
+            time.sleep(0.05)
+        self.port = int(open(portf).read())
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def up(self):
+        try:
+            return int(open(self.count).read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(10)
+        return self.up()
+
+
+# ---------------------------------------------------------------- tools
+
+
+def tool_env(server_endpoint):
+    return dict(
+        os.environ, AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET, AWS_REGION="us-east-1",
+        AWS_DEFAULT_REGION="us-east-1",
+        RCLONE_CONFIG="/dev/null", RCLONE_S3_PROVIDER="Other", RCLONE_S3_ENDPOINT=server_endpoint,
+        RCLONE_S3_ACCESS_KEY_ID=KEY, RCLONE_S3_SECRET_ACCESS_KEY=SECRET, RCLONE_S3_REGION="us-east-1",
+        RCLONE_S3_FORCE_PATH_STYLE="true")
+
+
+def spread(nfiles):
+    """Equal settings for several files: files side by side x parts per file = CONC in flight."""
+    files = max(1, min(CONC, nfiles))
+    return files, max(1, CONC // files)
+
+
+def commands(cfg, ep, src_dir, files, extra=None):
+    """The command (a list, or a shell string) for one configuration uploading `files` (relative
+    to src_dir) to keys of the same names. `extra` holds Outbound's split settings (W2)."""
+    nf = len(files)
+    fpar, per = spread(nf)
+    abspaths = [os.path.join(src_dir, f) for f in files]
+    if cfg == "outbound":
+        cmd = [OUTBOUND, "upload", "--bucket", BUCKET, "--endpoint", ep, "--force-path-style",
+               "--source", src_dir, "--credentials", "keys", "--termination-log", "/dev/null"]
+        return cmd + (extra or [])
+    if cfg.startswith("s5cmd"):
+        base = [os.path.join(TOOLS, "s5cmd"), "--endpoint-url", ep, "--log", "error"]
+        if cfg == "s5cmd@equal":
+            base += ["--numworkers", str(fpar)]
+            opts = ["-p", str(PART // MiB), "-c", str(per)]
+        else:
+            opts = []
+        target = f"s3://{BUCKET}/"
+        if nf == 1:
+            return base + ["cp"] + opts + [abspaths[0], target + files[0]]
+        return base + ["cp"] + opts + [src_dir.rstrip("/") + "/*", target]
+    if cfg.startswith("rclone"):
+        base = [os.path.join(TOOLS, "rclone"), "--config", "/dev/null", "-q", "--s3-no-check-bucket"]
+        if cfg == "rclone@equal":
+            base += ["--s3-chunk-size", f"{PART // MiB}M", "--s3-upload-cutoff", f"{PART // MiB}M",
+                     "--s3-upload-concurrency", str(per), "--transfers", str(fpar)]
+        if nf == 1:
+            return base + ["copyto", abspaths[0], f":s3:{BUCKET}/{files[0]}"]
+        return base + ["copy", src_dir, f":s3:{BUCKET}/"]
+    if cfg.startswith("crt"):
+        cmd = [PY, os.path.join(REPO, "bench", "crt_upload.py"), "--endpoint", ep, "--bucket", BUCKET]
+        if cfg == "crt@equal":
+            cmd += ["--part-size", str(PART), "--concurrency", str(CONC), "--checksum", "CRC64NVME"]
+        return cmd + [f"{p}={f}" for p, f in zip(abspaths, files)]
+    raise ValueError(cfg)
+
+
+CONFIGS = ["outbound", "s5cmd@equal", "rclone@equal", "crt@equal", "s5cmd@default", "rclone@default",
+           "crt@default"]
+INTEGRITY = {
+    "outbound": "CRC64NVME per part (x-amz-checksum-crc64nvme), full-object CRC64NVME compared after "
+                "completion; payload not SigV4-hashed (UNSIGNED-PAYLOAD)",
+    "s5cmd@equal": "whatever s5cmd sends (see the header census below); no flag for checksums",
+    "s5cmd@default": "as s5cmd@equal",
+    "rclone@equal": "rclone's defaults for provider Other: MD5 of the whole file read before the "
+                    "upload (stored as metadata), Content-MD5 per part (see census)",
+    "rclone@default": "as rclone@equal",
+    "crt@equal": "CRC64NVME trailer checksum per part (ChecksumAlgorithm=CRC64NVME)",
+    "crt@default": "CRC32 trailer checksum per part (the CRT transfer manager's default)",
+}
+
+
+def run_timed(cmd, env, kill_at=None, proxy=None):
+    """Runs cmd; returns (seconds, exit status, rusage). kill_at: SIGKILL once the proxy counted
+    that many bytes upstream."""
+    shell = isinstance(cmd, str)
+    out = open(os.path.join(DATA, "last-run.log"), "w")
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, env=env, shell=shell, executable="/bin/bash" if shell else None,
+                         stdout=out, stderr=subprocess.STDOUT)
+    killed = False
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG if kill_at else 0)
+        if pid:
+            break
+        if kill_at and proxy.up() >= kill_at and not killed:
+            os.kill(p.pid, signal.SIGKILL)
+            killed = True
+        time.sleep(0.01)
+    secs = time.monotonic() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    out.close()
+    if p.returncode != 0 and not killed:
+        log(open(os.path.join(DATA, "last-run.log")).read()[-3000:])
+    return secs, p.returncode, ru
+
+
+def measure(cmd, env, nbytes):
+    secs, rc, ru = run_timed(cmd, env)
+    cpu = ru.ru_utime + ru.ru_stime
+    return {"secs": secs, "rc": rc, "mbps": nbytes / secs / 1e6, "rss_mib": ru.ru_maxrss / 1024,
+            "cpu_s": cpu, "cpu_s_per_gb": cpu / (nbytes / 1e9)}
+
+
+def printable(cmd):
+    s = cmd if isinstance(cmd, str) else " ".join(cmd)
+    return (s.replace(REPO + "/", "").replace(TOOLS + "/", "").replace(PY, "python")
+            .replace(DATA, "$DATA"))
+
+
+# ---------------------------------------------------------------- workloads
+
+
+def check(server, want):
+    got = server.objects()
+    if got != want:
+        raise SystemExit(f"wrong objects on the server:\n got  {sorted(got.items())[:8]}\n want {sorted(want.items())[:8]}")
+
+
+def throughput_workload(name, server, src_dir, files, extra, want, nbytes, peer_prep=None,
+                        split_size=None):
+    """Every configuration RUNS times, in a rotated order per run; the bucket is emptied before each."""
+    env = tool_env(server.endpoint)
+    res = {c: [] for c in CONFIGS}
+    cmds = {}
+    for r in range(RUNS):
+        order = CONFIGS[r % len(CONFIGS):] + CONFIGS[:r % len(CONFIGS)]
+        for cfg in order:
+            server.clean()
+            if split_size and cfg != "outbound":
+                # What a user does without Outbound: GNU split -C, then the upload, timed together.
+                pieces = os.path.join(DATA, "pieces")
+                shutil.rmtree(pieces, ignore_errors=True)
+                os.makedirs(pieces)
+                stem, ext = files[0].split(".", 1)
+                npieces = len(want)
+                pfiles = [f"{stem}-{i:03d}.{ext}" for i in range(1, npieces + 1)]
+                up = commands(cfg, server.endpoint, pieces, pfiles)
+                up_s = up if isinstance(up, str) else " ".join(f"'{x}'" for x in up)
+                cmd = (f"set -e; split -C {split_size} -d -a 3 --numeric-suffixes=1 "
+                       f"--additional-suffix=.{ext} '{os.path.join(src_dir, files[0])}' '{pieces}/{stem}-' && {up_s}")
+            else:
+                cmd = commands(cfg, server.endpoint, src_dir, files, extra)
+            cmds[cfg] = printable(cmd)
+            m = measure(cmd, env, nbytes)
+            if m["rc"] != 0:
+                raise SystemExit(f"{name} {cfg} failed (exit {m['rc']})")
+            check(server, want)
+            m["load"] = loadavg()
+            res[cfg].append(m)
+            log(f"{name} run {r + 1}/{RUNS} {cfg:15s} {m['mbps']:8.1f} MB/s  rss {m['rss_mib']:6.1f} MiB  "
+                f"cpu {m['cpu_s_per_gb']:.2f} s/GB  load {m['load']}")
+            if split_size:
+                shutil.rmtree(os.path.join(DATA, "pieces"), ignore_errors=True)
+    server.clean()
+    return {"bytes": nbytes, "runs": res, "commands": cmds}
+
+
+def ceiling(server):
+    size = max(int(4 * GiB * SCALE), 64 * MiB)
+    env = tool_env(server.endpoint)
+    res = {}
+    cmds = {}
+    for conc in (CONC, 2 * CONC, 4 * CONC):
+        for part in (PART, 4 * PART):
+            name = f"ceiling@part={part // MiB}MiB,conc={conc}"
+            cmd = [BENCHTOOL, "ceiling", "-endpoint", server.endpoint, "-bucket", BUCKET, "-objects", "1",
+                   "-object-size", str(size), "-part-size", str(part), "-concurrency", str(conc)]
+            cmds[name] = printable(cmd)
+            res[name] = []
+            for r in range(RUNS):
+                server.clean()
+                m = measure(cmd, env, size)
+                if m["rc"] != 0:
+                    raise SystemExit("ceiling probe failed")
+                m["load"] = loadavg()
+                res[name].append(m)
+                log(f"ceiling {name} {m['mbps']:.1f} MB/s")
+    server.clean()
+    return {"bytes": size, "runs": res, "commands": cmds}
+
+
+def resume(server, src_dir, fname, size):
+    """W4: SIGKILL once half the file went through the counting proxy, restart, total bytes sent."""
+    env = tool_env(server.endpoint)
+    out = {}
+    for cfg in ["outbound", "s5cmd@equal", "rclone@equal", "crt@equal"]:
+        server.clean()
+        proxy = Proxy(server.port)
+        state = os.path.join(DATA, "w4.state")
+        if os.path.exists(state):
+            os.unlink(state)
+        cmd = commands(cfg, proxy.endpoint, src_dir, [fname])
+        if cfg == "outbound":
+            cmd += ["--state-file", state]
+        if cfg.startswith("rclone"):
+            env = dict(env, RCLONE_S3_ENDPOINT=proxy.endpoint)
+        t1, rc1, _ = run_timed(cmd, env, kill_at=size // 2, proxy=proxy)
+        time.sleep(0.2)
+        before = proxy.up()
+        t2, rc2, _ = run_timed(cmd, env)
+        total = proxy.stop()
+        ok = rc2 == 0 and server.objects().get(fname) == size
+        after = total - before
+        resent = max(0, total - size)
+        out[cfg] = {"before_kill": before, "after_restart": after, "total": total, "size": size,
+                    "resent": resent, "resent_frac_of_before": resent / before if before else None,
+                    "first_rc": rc1, "ok": ok, "secs_after_restart": t2, "command": printable(cmd)}
+        log(f"W4 {cfg}: before kill {before / MiB:.0f} MiB, after restart {after / MiB:.0f} MiB, "
+            f"re-sent {resent / MiB:.0f} MiB ({out[cfg]['resent_frac_of_before'] or 0:.1%} of the first leg), ok={ok}")
+        env = tool_env(server.endpoint)
+    server.clean()
+    return out
+
+
+def header_census(server, src_dir, fname):
+    """One small upload per tool through the proxy, recording which integrity headers it sends."""
+    out = {}
+    env = tool_env(server.endpoint)
+    for cfg in CONFIGS:
+        server.clean()
+        dump = os.path.join(DATA, "headers.txt")
+        if os.path.exists(dump):
+            os.unlink(dump)
+        proxy = Proxy(server.port, dump=dump)
+        e = dict(env, RCLONE_S3_ENDPOINT=proxy.endpoint) if cfg.startswith("rclone") else env
+        run_timed(commands(cfg, proxy.endpoint, src_dir, [fname]), e)
+        proxy.stop()
+        seen = {}
+        for block in open(dump).read().split("\n\n"):
+            lines = block.strip().splitlines()
+            if not lines or not lines[0].startswith("PUT") or f"/{BUCKET}/" not in lines[0]:
+                continue  # PutObject and UploadPart
+            for line in lines[1:]:
+                k, _, v = line.partition(":")
+                k = k.strip().lower()
+                if k.startswith("x-amz-checksum") or k in ("content-md5", "x-amz-content-sha256",
+                                                            "x-amz-trailer", "x-amz-sdk-checksum-algorithm",
+                                                            "content-encoding", "transfer-encoding"):
+                    v = v.strip()
+                    if k in ("content-md5",) or k.startswith("x-amz-checksum"):
+                        v = "(value)"
+                    if k == "x-amz-content-sha256" and len(v) == 64:
+                        v = "(SHA-256 of the body)"
+                    seen.setdefault(k, set()).add(v)
+        out[cfg] = {k: sorted(v) for k, v in sorted(seen.items())}
+        log(f"headers {cfg}: {out[cfg]}")
+    server.clean()
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def summarize(w):
+    runs = w["runs"]
+    peers = [c for c in runs if c != "outbound"]
+    medm = {c: med([m["mbps"] for m in runs[c]]) for c in runs}
+    best = max(peers, key=lambda c: medm[c])
+    best_eq = max([c for c in peers if c.endswith("@equal")], key=lambda c: medm[c])
+
+    def ratio(peer):
+        return med([o["mbps"] / p["mbps"] for o, p in zip(runs["outbound"], runs[peer])])
+
+    return medm, best, ratio(best), best_eq, ratio(best_eq)
+
+
+def summary_line(name, w):
+    medm, best, r, _, _ = summarize(w)
+    o = w["runs"]["outbound"]
+    return (f"{name} outbound={medm['outbound']:.0f} MB/s best_peer={best} {medm[best]:.0f} MB/s "
+            f"ratio={r:.2f} rss={med([m['rss_mib'] for m in o]):.0f} MiB "
+            f"cpu={med([m['cpu_s_per_gb'] for m in o]):.2f} s/GB")
+
+
+def render(R):
+    L = []
+    a = L.append
+    a("# Benchmarks")
+    a("")
+    a("Generated by `make bench` (`scripts/bench.sh` -> `bench/bench.py`); the analysis at the end is")
+    a("`bench/analysis.md`. Do not edit this file by hand: re-run, or `BENCH_RENDER=1 scripts/bench.sh`.")
+    a("")
+    m = R["machine"]
+    a(f"Run: {R['started']} to {R['finished']}; `BENCH_SCALE={R['scale']}`, `BENCH_RUNS={R['runs']}`"
+      + (" (a SMOKE run with small data: the figures are not the measurement)" if R["scale"] < 1 else ""))
+    a("")
+    a("## Machine")
+    a("")
+    for k, v in m.items():
+        a(f"- {k}: {v}")
+    a("")
+    a("## Tools")
+    a("")
+    for k, v in R["versions"].items():
+        a(f"- {k}: {v}")
+    a("")
+    a("## Method")
+    a("")
+    a(f"""- Server: versitygw (the ground's binary and version) started by the bench itself with its data
+  folder on tmpfs (`{S3DIR}`), on 127.0.0.1, so the other engineers' ground is not disturbed and
+  the server's disk is not the bottleneck. The bucket is emptied (on the server's folder) before
+  every upload; every upload is checked afterwards (object keys and sizes on the server).
+- Sources: generated line-oriented text (base64 lines of 77 bytes from four random 12 MiB blocks
+  repeated with large writes) in `{DATA}` on the local disk (page-cached after the first run).
+- Every configuration runs {R['runs']} times; within a run the configurations go in a rotated
+  order so that drift in the machine's load falls on all of them. Throughput is bytes of source /
+  wall time from process start to exit (the upload completed) in MB/s (10^6 bytes); peak RSS
+  (`ru_maxrss`) and CPU (user+system) come from `wait4()` on the child, so they include its children
+  (for W2 peers: GNU `split` + the upload). Medians over the runs. Ratios are computed run by run
+  (Outbound's run i against the peer's run i, the same round) and the median ratio is reported.
+- Configurations: `outbound` at its defaults ({PART // MiB} MiB parts, {CONC} parts in flight,
+  CRC64NVME). `@equal`: the peer at Outbound's part size and {CONC} parts in flight in total (for
+  several files: min(8, files) files side by side x 8/that parts per file). `@default`: the
+  peer's own defaults.
+- Ceiling: warp (AGPL) is not available on the build machines, so `benchtool ceiling`
+  (`tests/ground/cmd/benchtool`, aws-sdk-go-v2) does parallel multipart PUTs of one in-memory
+  buffer with no checksums and UNSIGNED-PAYLOAD (the cheapest client possible) against the same
+  server; the best configuration's median is the ceiling. Client and server share the 2 cores,
+  so this is the ceiling *of this machine* for this server, not of versitygw alone.
+- W4: the upload runs through `benchtool proxy` (a TCP proxy counting bytes client->server);
+  the client is SIGKILLed once half the file's bytes went through, then the same command runs
+  again. Outbound resumes from `--state-file`; the peers have no resume for a single upload and
+  start over. One run per tool.
+""")
+    a("## Summary")
+    a("")
+    a("```")
+    for s in R["summary"]:
+        a(s)
+    a("```")
+    a("")
+    if "ceiling" in R["results"]:
+        c = R["results"]["ceiling"]
+        a("## Server ceiling")
+        a("")
+        a("| probe | MB/s (median) | client CPU s/GB |")
+        a("|---|---:|---:|")
+        for k, v in c["runs"].items():
+            a(f"| `{k}` | {med([x['mbps'] for x in v]):.0f} | {med([x['cpu_s_per_gb'] for x in v]):.2f} |")
+        a("")
+        a(f"Ceiling: **{R['ceiling_mbps']:.0f} MB/s**. Command: `{list(c['commands'].values())[0]}` (and the other sizes).")
+        a("")
+    names = {"W1": "one 4 GiB file as one object", "W2": "one 8 GiB line-oriented file as four objects of at most 2 GiB (peers: `split -C` + upload)",
+             "W3": "64 files of 64 MiB"}
+    for wname in ("W1", "W2", "W3"):
+        if wname not in R["results"]:
+            continue
+        w = R["results"][wname]
+        medm, best, r, best_eq, r_eq = summarize(w)
+        a(f"## {wname}: {names[wname]} ({w['bytes'] / GiB:.3g} GiB at this scale)")
+        a("")
+        a("| config | MB/s (median) | min-max | % of ceiling | Outbound / this (median of per-run ratios) | peak RSS MiB | CPU s/GB |")
+        a("|---|---:|---:|---:|---:|---:|---:|")
+        for cfg, runs in w["runs"].items():
+            mb = [x["mbps"] for x in runs]
+            rr = "" if cfg == "outbound" else f"{med([o['mbps'] / p['mbps'] for o, p in zip(w['runs']['outbound'], runs)]):.2f}"
+            pc = f"{100 * med(mb) / R['ceiling_mbps']:.0f}%" if R.get("ceiling_mbps") else "n/a"
+            a(f"| {cfg} | {med(mb):.0f} | {min(mb):.0f}-{max(mb):.0f} | {pc} | {rr} | "
+              f"{med([x['rss_mib'] for x in runs]):.0f} | {med([x['cpu_s_per_gb'] for x in runs]):.2f} |")
+        a("")
+        a(f"Best peer: {best} (ratio {r:.2f}); best peer at equal part size: {best_eq} (ratio {r_eq:.2f}). "
+          f"Load average during the runs: {min(float(x['load']) for v in w['runs'].values() for x in v):.2f}-"
+          f"{max(float(x['load']) for v in w['runs'].values() for x in v):.2f}.")
+        a("")
+        a("Commands (`$DATA` is the source folder; keys in the environment):")
+        a("")
+        for cfg, cmd in w["commands"].items():
+            a(f"- {cfg}: `{cmd}`")
+        a("")
+    if "W4" in R["results"]:
+        w = R["results"]["W4"]
+        a(f"## W4: resume (SIGKILL at half, restart) of one {next(iter(w.values()))['size'] / GiB:.3g} GiB file")
+        a("")
+        a("| tool | sent before kill MiB | sent after restart MiB | total MiB | re-sent MiB | re-sent / first leg | object complete |")
+        a("|---|---:|---:|---:|---:|---:|---|")
+        for cfg, v in w.items():
+            a(f"| {cfg} | {v['before_kill'] / MiB:.0f} | {v['after_restart'] / MiB:.0f} | {v['total'] / MiB:.0f} | "
+              f"{v['resent'] / MiB:.0f} | {(v['resent_frac_of_before'] or 0):.1%} | {v['ok']} |")
+        a("")
+        a("Re-sent = total bytes through the proxy (HTTP heads included) minus the file's size.")
+        a("")
+        for cfg, v in w.items():
+            a(f"- {cfg}: `{v['command']}`")
+        a("")
+    a("## Integrity settings")
+    a("")
+    a("| config | what it uses | headers seen on PutObject/UploadPart (a 40 MiB file through the proxy) |")
+    a("|---|---|---|")
+    hc = R.get("headers", {})
+    for cfg in CONFIGS:
+        h = hc.get(cfg, {})
+        hs = "; ".join(f"`{k}: {', '.join(v)}`" for k, v in h.items()) or "(none of the integrity headers)"
+        a(f"| {cfg} | {INTEGRITY[cfg]} | {hs} |")
+    a("")
+    a("## Floors (issue 6)")
+    a("")
+    for f in R["floors"]:
+        a(f"- {f}")
+    a("")
+    if os.path.exists(NOTES):
+        a(open(NOTES).read().rstrip())
+        a("")
+    return "\n".join(L)
+
+
+def floors(R):
+    F = []
+    ceil = R.get("ceiling_mbps")
+    for wname in ("W1", "W2", "W3"):
+        w = R["results"].get(wname)
+        if not w:
+            continue
+        medm, best, r, best_eq, r_eq = summarize(w)
+        o = w["runs"]["outbound"]
+        rss = med([m["rss_mib"] for m in o])
+        cpu = med([m["cpu_s_per_gb"] for m in o])
+        budget = 64 + CONC * PART / MiB
+        F.append(f"{wname}: ratio at equal part size {r_eq:.2f} (floor 1.1): {'met' if r_eq >= 1.1 else 'NOT met'}")
+        if ceil:
+            frac = medm["outbound"] / ceil
+            F.append(f"{wname}: {frac:.0%} of the ceiling (floor 85%): {'met' if frac >= 0.85 else 'NOT met'}")
+        F.append(f"{wname}: peak RSS {rss:.0f} MiB (floor 64 + {CONC}x{PART // MiB} MiB in flight = {budget:.0f} MiB): "
+                 f"{'met' if rss <= budget else 'NOT met'}; CPU {cpu:.2f} s/GB (floor 0.5): {'met' if cpu <= 0.5 else 'NOT met'}")
+    w4 = R["results"].get("W4", {}).get("outbound")
+    if w4:
+        fr = w4["resent_frac_of_before"] or 0
+        F.append(f"W4: Outbound re-sent {fr:.1%} of what it sent before the kill (floor < 25%): {'met' if fr < 0.25 and w4['ok'] else 'NOT met'}")
+    return F
+
+
+def describe():
+    cpu = sh("lscpu | sed -n 's/^Model name: *//p' | head -1")
+    mem = sh("awk '/MemTotal/ {printf \"%.1f GiB\", $2/1048576}' /proc/meminfo")
+    return {
+        "nproc": sh("nproc"), "CPU": cpu, "memory": mem, "kernel": sh("uname -r"),
+        "tmpfs": sh(f"df -h {os.path.dirname(S3DIR)} | tail -1"),
+        "load average at start": open("/proc/loadavg").read().strip(),
+    }
+
+
+def versions():
+    return {
+        "outbound": sh(f"{OUTBOUND} --version") + f" (release build, git {sh(f'git -C {REPO} rev-parse --short HEAD')})",
+        "versitygw": sh(f"{TOOLS}/versitygw --version | head -3 | tr '\\n' ' '"),
+        "s5cmd": sh(f"{TOOLS}/s5cmd version"),
+        "rclone": sh(f"{TOOLS}/rclone version | head -1"),
+        "boto3 / botocore / s3transfer / awscrt": sh(
+            f"{PY} -c 'import boto3,botocore,s3transfer,awscrt;print(boto3.__version__,botocore.__version__,s3transfer.__version__,awscrt.__version__)'"),
+        "GNU split": sh("split --version | head -1"),
+        "benchtool (ceiling probe, proxy)": sh("cd tests/ground && go list -m github.com/aws/aws-sdk-go-v2") + ", " + sh("go version"),
+    }
+
+
+def main():
+    if os.environ.get("BENCH_RENDER") == "1":
+        R = json.load(open(RESULTS))
+        R["floors"] = floors(R)
+        open(OUT, "w").write(render(R) + "\n")
+        print("\n".join(R["summary"]))
+        return
+    os.makedirs(DATA, exist_ok=True)
+    R = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "scale": SCALE, "runs": RUNS,
+         "machine": describe(), "versions": versions(), "results": {}}
+    server = Server()
+    try:
+        w1size = max(int(4 * GiB * SCALE), 32 * MiB)
+        d1 = os.path.join(DATA, "w1")
+        os.makedirs(d1, exist_ok=True)
+        # Integrity header census on a small file (3 parts at 16 MiB).
+        dh = os.path.join(DATA, "hdr")
+        os.makedirs(dh, exist_ok=True)
+        gen_lines_file(os.path.join(dh, "h.sync"), 40 * MiB, 9)
+        R["headers"] = header_census(server, dh, "h.sync")
+        shutil.rmtree(dh)
+        if "ceiling" in WORKLOADS:
+            R["results"]["ceiling"] = ceiling(server)
+            R["ceiling_mbps"] = max(med([x["mbps"] for x in v]) for v in R["results"]["ceiling"]["runs"].values())
+        if "W1" in WORKLOADS or "W4" in WORKLOADS:
+            log(f"generating W1: {w1size / MiB:.0f} MiB")
+            gen_lines_file(os.path.join(d1, "w1.sync"), w1size, 1)
+        if "W1" in WORKLOADS:
+            R["results"]["W1"] = throughput_workload("W1", server, d1, ["w1.sync"], [], {"w1.sync": w1size}, w1size)
+        if "W4" in WORKLOADS:
+            R["results"]["W4"] = resume(server, d1, "w1.sync", w1size)
+        shutil.rmtree(d1, ignore_errors=True)
+        if "W2" in WORKLOADS:
+            size = max(int(8 * GiB * SCALE), 64 * MiB)
+            split = size // 4
+            d2 = os.path.join(DATA, "w2")
+            os.makedirs(d2, exist_ok=True)
+            log(f"generating W2: {size / MiB:.0f} MiB")
+            gen_lines_file(os.path.join(d2, "w2.sync"), size, 2)
+            # The four objects' sizes, as `split -C` (and Outbound's lines mode) cut them.
+            sizes, left = [], size
+            with open(os.path.join(d2, "w2.sync"), "rb") as f:
+                pos = 0
+                while left > 0:
+                    if left <= split:
+                        sizes.append(left)
+                        break
+                    f.seek(pos + split - 200)
+                    chunk = f.read(200)
+                    cut = chunk.rindex(b"\n") + 1 + split - 200
+                    sizes.append(cut)
+                    pos += cut
+                    left -= cut
+            want = {f"w2-{i + 1:03d}.sync": s for i, s in enumerate(sizes)}
+            R["results"]["W2"] = throughput_workload(
+                "W2", server, d2, ["w2.sync"], ["--split-size", str(split), "--split-on", "lines"], want, size,
+                split_size=split)
+            shutil.rmtree(d2, ignore_errors=True)
+        if "W3" in WORKLOADS:
+            fsz = max(int(64 * MiB * SCALE), 1 * MiB)
+            d3 = os.path.join(DATA, "w3")
+            os.makedirs(d3, exist_ok=True)
+            log(f"generating W3: 64 x {fsz / MiB:.1f} MiB")
+            files = [f"f{i:02d}.sync" for i in range(64)]
+            for i, f in enumerate(files):
+                gen_lines_file(os.path.join(d3, f), fsz, 100 + i)
+            R["results"]["W3"] = throughput_workload("W3", server, d3, files, [], {f: fsz for f in files}, fsz * 64)
+            shutil.rmtree(d3, ignore_errors=True)
+    finally:
+        server.stop()
+    R["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    R["machine"]["load average at end"] = open("/proc/loadavg").read().strip()
+    R["summary"] = [summary_line(w, R["results"][w]) for w in ("W1", "W2", "W3") if w in R["results"]]
+    w4 = R["results"].get("W4", {}).get("outbound")
+    if w4:
+        peers = {k: v for k, v in R["results"]["W4"].items() if k != "outbound"}
+        bp = min(peers, key=lambda k: peers[k]["total"]) if peers else None
+        R["summary"].append(
+            f"W4 outbound_total={w4['total'] / MiB:.0f} MiB resent={w4['resent'] / MiB:.0f} MiB "
+            f"({(w4['resent_frac_of_before'] or 0):.1%} of the {w4['before_kill'] / MiB:.0f} MiB sent before the kill)"
+            + (f" best_peer={bp} total={peers[bp]['total'] / MiB:.0f} MiB" if bp else ""))
+    R["floors"] = floors(R)
+    json.dump(R, open(RESULTS, "w"), indent=1, default=str)
+    open(OUT, "w").write(render(R) + "\n")
+    print("\n".join(R["summary"]))
+
+
+if __name__ == "__main__":
+    main()

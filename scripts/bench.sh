@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# `make bench`: Outbound's uploader against s5cmd, rclone and boto3's CRT transfer client on a
+# versitygw of its own (data on tmpfs), then docs/benchmarks.md. Knobs: see bench/bench.py
+# (BENCH_SCALE=0.02 BENCH_RUNS=1 for a smoke run of about a minute; the default is the full run).
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$repo"
+CACHE="${OUTBOUND_CACHE:-$HOME/.cache/outbound}"
+
+if [ "${BENCH_RENDER:-}" = 1 ]; then
+  exec "$CACHE/venv/bin/python" bench/bench.py
+fi
+
+tests/ground/scripts/tools.sh all >&2
+# Release build of the uploader (the Job's binary is the same code).
+if [ -z "${OUTBOUND_BIN:-}" ]; then
+  cargo build --release --bin outbound >&2
+fi
+mkdir -p target/bench
+(cd tests/ground && go build -o "$repo/target/bench/benchtool" ./cmd/benchtool)
+
+load=$(cut -d' ' -f1 /proc/loadavg)
+echo "bench: load average $load (the figures are only meaningful on a quiet machine)" >&2
+
+data="${BENCH_DATA_DIR:-/var/tmp/outbound-bench}"
+s3="${BENCH_S3_DIR:-/dev/shm/outbound-bench-s3}"
+cleanup() { rm -rf "$data" "$s3"; }
+trap cleanup EXIT
+cleanup
+"$CACHE/venv/bin/python" bench/bench.py
