@@ -268,6 +268,12 @@ async fn upload(args: &UploadArgs) -> Result<Report, UploadError> {
     let access = access(args)?;
     let plan = args.source.plan().await?;
 
+    let manifest_at = format!("{}{}", args.source.prefix, args.manifest_name);
+    if args.manifest && plan.objects.iter().any(|o| o.key == manifest_at) {
+        return Err(UploadError::Settings(format!(
+            "a source file would be written at the manifest's key {manifest_at}: rename it or set another manifest name"
+        )));
+    }
     let backend = match (&args.delivery, &args.state_file) {
         (Some(delivery), _) => {
             let (namespace, name) = delivery.split_once('/').ok_or_else(|| {
@@ -360,7 +366,7 @@ async fn upload(args: &UploadArgs) -> Result<Report, UploadError> {
 
     let mut manifest_key = None;
     if args.manifest && args.shard_index == 0 {
-        let key = format!("{}{}", args.source.prefix, args.manifest_name);
+        let key = manifest_at;
         let waited = wait_for_shards(&state, args.shard_count).await?;
         let manifest = loop {
             match manifest::build(&s3, &args.bucket, &plan, settings.checksum).await {
