@@ -57,8 +57,8 @@ pub struct Target {
 /// Builds the SDK configuration for an access mode. Assumed-role credentials are cached and
 /// refreshed by the SDK before they expire, so long uploads survive one-hour sessions.
 pub async fn sdk_config(access: &Access, target: &Target) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(target.region.clone()));
+    let mut loader =
+        aws_config::defaults(BehaviorVersion::latest()).region(Region::new(target.region.clone()));
     if let Some(endpoint) = &target.endpoint {
         loader = loader.endpoint_url(endpoint);
     }
@@ -91,9 +91,9 @@ pub async fn sdk_config(access: &Access, target: &Target) -> SdkConfig {
             }
             let provider = builder.configure(&base).build().await;
             base.into_builder()
-                .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
-                    provider,
-                ))
+                .credentials_provider(
+                    aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+                )
                 .build()
         }
     }

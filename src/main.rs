@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "outbound", version, about = "Delivers data files into S3 buckets from Kubernetes")]
+#[command(
+    name = "outbound",
+    version,
+    about = "Delivers data files into S3 buckets from Kubernetes"
+)]
 struct Cli {
     /// Log format: human-readable text or one JSON object per line.
     #[arg(long, env = "OUTBOUND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
