@@ -29,7 +29,9 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	scripts/check-crds.sh
-	cd $(GROUND) && gofmt -l . | (! grep .) && go vet ./...
+	$(GROUND)/scripts/tools.sh peers
+	"$${OUTBOUND_CACHE:-$$HOME/.cache/outbound}/bin/helm" lint --strict charts/outbound
+	cd $(GROUND) && gofmt -l . | (! grep .)
 
 fmt:
 	cargo fmt --all
