@@ -251,3 +251,46 @@ pub enum UploadError {
     #[error("stopped because another object failed")]
     Cancelled,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_found_in_unusual_error_bodies() {
+        let moto =
+            b"<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>User: x is not \
+                     authorized</Message></Error></Errors></ErrorResponse>";
+        assert_eq!(xml_field(moto, "Code").as_deref(), Some("AccessDenied"));
+        assert_eq!(
+            xml_field(moto, "Message").as_deref(),
+            Some("User: x is not authorized")
+        );
+        assert_eq!(xml_field(b"", "Code"), None);
+        assert_eq!(xml_field(b"<Code></Code>", "Code"), None);
+    }
+
+    #[test]
+    fn causes_read_well() {
+        let cause = S3Cause {
+            code: Some("SlowDown".into()),
+            status: Some(503),
+            message: "Please reduce your request rate.".into(),
+            retryable: true,
+        };
+        assert_eq!(
+            cause.to_string(),
+            "SlowDown (HTTP 503): Please reduce your request rate."
+        );
+        let err = UploadError::Part {
+            bucket: "b".into(),
+            key: "k-001.sync".into(),
+            part: 7,
+            cause,
+        };
+        assert_eq!(
+            err.to_string(),
+            "failed to upload part 7 of s3://b/k-001.sync: SlowDown (HTTP 503): Please reduce your request rate."
+        );
+    }
+}
