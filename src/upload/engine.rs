@@ -823,7 +823,7 @@ pub fn scan<R: ReadAt + ?Sized>(
     object: &PlannedObject,
     algorithm: ChecksumAlgorithm,
 ) -> Result<Scan, UploadError> {
-    let mut buf = vec![0u8; SCAN_CHUNK.min(object.part_size.max(1) as usize)];
+    let mut buf = vec![0u8; SCAN_CHUNK.min(object.size.max(1) as usize)];
     let mut lines = 0u64;
     let mut parts = Vec::with_capacity(object.parts as usize);
     for n in 1..=object.parts.max(1) {
