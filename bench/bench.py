@@ -241,18 +241,22 @@ INTEGRITY = {
 def run_timed(cmd, env, kill_at=None, proxy=None):
     """Runs cmd; returns (seconds, exit status, rusage). kill_at: SIGKILL once the proxy counted
     that many bytes upstream."""
-    shell = isinstance(cmd, str)
+    # /usr/bin/time measures: ru_maxrss of a process forked from this (large) Python process
+    # would count the fork's pre-exec pages; `time` is small, and it waits for the whole tree.
+    if isinstance(cmd, str):
+        cmd = ["/bin/bash", "-c", cmd]
+    tfile = os.path.join(DATA, "time.out")
+    cmd = ["/usr/bin/time", "-o", tfile, "-f", "%e %U %S %M"] + cmd
     out = open(os.path.join(DATA, "last-run.log"), "w")
     t0 = time.monotonic()
-    p = subprocess.Popen(cmd, env=env, shell=shell, executable="/bin/bash" if shell else None,
-                         stdout=out, stderr=subprocess.STDOUT)
+    p = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     killed = False
     while True:
         pid, status, ru = os.wait4(p.pid, os.WNOHANG if kill_at else 0)
         if pid:
             break
         if kill_at and proxy.up() >= kill_at and not killed:
-            os.kill(p.pid, signal.SIGKILL)
+            os.killpg(p.pid, signal.SIGKILL)  # the uploader, not only `time`
             killed = True
         time.sleep(0.01)
     secs = time.monotonic() - t0
@@ -260,13 +264,18 @@ def run_timed(cmd, env, kill_at=None, proxy=None):
     out.close()
     if p.returncode != 0 and not killed:
         log(open(os.path.join(DATA, "last-run.log")).read()[-3000:])
-    return secs, p.returncode, ru
+    try:
+        fields = open(tfile).read().strip().splitlines()[-1].split()
+        usage = {"cpu_s": float(fields[1]) + float(fields[2]), "rss_kib": int(fields[3])}
+    except (OSError, IndexError, ValueError):  # killed: `time` itself got the SIGKILL
+        usage = {"cpu_s": ru.ru_utime + ru.ru_stime, "rss_kib": ru.ru_maxrss}
+    return secs, p.returncode, usage
 
 
 def measure(cmd, env, nbytes):
     secs, rc, ru = run_timed(cmd, env)
-    cpu = ru.ru_utime + ru.ru_stime
-    return {"secs": secs, "rc": rc, "mbps": nbytes / secs / 1e6, "rss_mib": ru.ru_maxrss / 1024,
+    cpu = ru["cpu_s"]
+    return {"secs": secs, "rc": rc, "mbps": nbytes / secs / 1e6, "rss_mib": ru["rss_kib"] / 1024,
             "cpu_s": cpu, "cpu_s_per_gb": cpu / (nbytes / 1e9)}
 
 
@@ -329,21 +338,20 @@ def ceiling(server):
     env = tool_env(server.endpoint)
     res = {}
     cmds = {}
-    for conc in (CONC, 2 * CONC, 4 * CONC):
-        for part in (PART, 4 * PART):
-            name = f"ceiling@part={part // MiB}MiB,conc={conc}"
-            cmd = [BENCHTOOL, "ceiling", "-endpoint", server.endpoint, "-bucket", BUCKET, "-objects", "1",
-                   "-object-size", str(size), "-part-size", str(part), "-concurrency", str(conc)]
-            cmds[name] = printable(cmd)
-            res[name] = []
-            for r in range(RUNS):
-                server.clean()
-                m = measure(cmd, env, size)
-                if m["rc"] != 0:
-                    raise SystemExit("ceiling probe failed")
-                m["load"] = loadavg()
-                res[name].append(m)
-                log(f"ceiling {name} {m['mbps']:.1f} MB/s")
+    for conc, part in ((CONC, PART), (2 * CONC, PART), (2 * CONC, 4 * PART)):
+        name = f"ceiling@part={part // MiB}MiB,conc={conc}"
+        cmd = [BENCHTOOL, "ceiling", "-endpoint", server.endpoint, "-bucket", BUCKET, "-objects", "1",
+               "-object-size", str(size), "-part-size", str(part), "-concurrency", str(conc)]
+        cmds[name] = printable(cmd)
+        res[name] = []
+        for r in range(RUNS):
+            server.clean()
+            m = measure(cmd, env, size)
+            if m["rc"] != 0:
+                raise SystemExit("ceiling probe failed")
+            m["load"] = loadavg()
+            res[name].append(m)
+            log(f"ceiling {name} {m['mbps']:.1f} MB/s")
     server.clean()
     return {"bytes": size, "runs": res, "commands": cmds}
 
@@ -478,8 +486,8 @@ def render(R):
 - Every configuration runs {R['runs']} times; within a run the configurations go in a rotated
   order so that drift in the machine's load falls on all of them. Throughput is bytes of source /
   wall time from process start to exit (the upload completed) in MB/s (10^6 bytes); peak RSS
-  (`ru_maxrss`) and CPU (user+system) come from `wait4()` on the child, so they include its children
-  (for W2 peers: GNU `split` + the upload). Medians over the runs. Ratios are computed run by run
+  (`%M`, the largest process of the tree) and CPU (`%U + %S`, user+system of the whole tree) come
+  from GNU `/usr/bin/time` wrapped around the command, so for W2 peers they include GNU `split`. Medians over the runs. Ratios are computed run by run
   (Outbound's run i against the peer's run i, the same round) and the median ratio is reported.
 - Configurations: `outbound` at its defaults ({PART // MiB} MiB parts, {CONC} parts in flight,
   CRC64NVME). `@equal`: the peer at Outbound's part size and {CONC} parts in flight in total (for
@@ -611,12 +619,20 @@ def describe():
     }
 
 
+def pinned(tool):
+    """The version a cached tool was built at (its folder is NAME-VERSION)."""
+    target = os.path.realpath(os.path.join(TOOLS, tool))
+    return os.path.basename(os.path.dirname(target)).removeprefix(tool + "-")
+
+
 def versions():
     return {
-        "outbound": sh(f"{OUTBOUND} --version") + f" (release build, git {sh(f'git -C {REPO} rev-parse --short HEAD')})",
-        "versitygw": sh(f"{TOOLS}/versitygw --version | head -3 | tr '\\n' ' '"),
-        "s5cmd": sh(f"{TOOLS}/s5cmd version"),
-        "rclone": sh(f"{TOOLS}/rclone version | head -1"),
+        "outbound": sh(f"{OUTBOUND} --version") + f" (release build of the work tree at git "
+                    f"{sh(f'git -C {REPO} rev-parse --short HEAD')}; uncommitted changes in src/ then: "
+                    f"{sh(f'git -C {REPO} status --porcelain src | wc -l')} files)",
+        "versitygw": pinned("versitygw") + " (built from the module by tests/ground/scripts/tools.sh)",
+        "s5cmd": pinned("s5cmd") + " (idem)",
+        "rclone": pinned("rclone") + " (idem)",
         "boto3 / botocore / s3transfer / awscrt": sh(
             f"{PY} -c 'import boto3,botocore,s3transfer,awscrt;print(boto3.__version__,botocore.__version__,s3transfer.__version__,awscrt.__version__)'"),
         "GNU split": sh("split --version | head -1"),
@@ -657,8 +673,10 @@ def main():
             R["results"]["W4"] = resume(server, d1, "w1.sync", w1size)
         shutil.rmtree(d1, ignore_errors=True)
         if "W2" in WORKLOADS:
-            size = max(int(8 * GiB * SCALE), 64 * MiB)
-            split = size // 4
+            # Four objects of at most 2 GiB: a line-cut piece is a few bytes under the split size,
+            # so the file is 1 MiB under 4 x 2 GiB (an exact 8 GiB would leave a fifth sliver).
+            split = max(int(2 * GiB * SCALE), 16 * MiB)
+            size = 4 * split - MiB
             d2 = os.path.join(DATA, "w2")
             os.makedirs(d2, exist_ok=True)
             log(f"generating W2: {size / MiB:.0f} MiB")

@@ -49,7 +49,7 @@ def main():
         futs = []
         for f in a.files:
             src, key = f.split("=", 1)
-            futs.append(tm.upload(src, a.bucket, key, extra_args=extra))
+            futs.append(tm.upload(src, a.bucket, key, extra_args=dict(extra)))  # mutated by s3transfer
         for fu in futs:
             fu.result()
 
