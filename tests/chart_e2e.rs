@@ -1,6 +1,6 @@
 //! The Helm chart on the ground: its templates pass a server-side dry run, `helm install` runs the
 //! operator as a pod under the chart's own RBAC and a delivery succeeds, and `helm upgrade` with a
-//! changed CRD applies the new CRD.
+//! changed CRD applies the new CRD. Every example in `examples/` applies too.
 
 #[path = "operator_support/mod.rs"]
 mod operator_support;
@@ -338,4 +338,52 @@ fn add_marker_property(text: &str, marker: &str) -> String {
         ),
         1,
     )
+}
+
+/// Every file in `examples/` applies for real on the ground (schema, CEL rules and the admission
+/// policy included), in a fresh namespace instead of `deliveries`.
+#[tokio::test]
+async fn every_example_applies() {
+    let world = World::new("examples").await;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "examples: {files:?}");
+    let mut applied = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        assert!(
+            text.contains("namespace: deliveries"),
+            "{} should live in the deliveries namespace of the README",
+            file.display()
+        );
+        let local = world.dir.path().join(file.file_name().unwrap());
+        std::fs::write(
+            &local,
+            text.replace("namespace: deliveries", &format!("namespace: {}", world.ns)),
+        )
+        .unwrap();
+        let out = run(Command::new("kubectl").args(["apply", "-f", local.to_str().unwrap()]));
+        applied.extend(out.lines().map(str::to_owned));
+    }
+    for name in [
+        "outbounddestination.outbound.dev/acme",
+        "outbounddestination.outbound.dev/globex",
+        "outbounddestination.outbound.dev/initech",
+        "outbounddelivery.outbound.dev/segments-2026-11-27",
+        "secret/acme-keys",
+    ] {
+        assert!(
+            applied.iter().any(|l| l.starts_with(&format!("{name} "))),
+            "{name} was not applied: {applied:?}"
+        );
+    }
+    let got =
+        run(Command::new("kubectl").args(["get", "odest,odel", "-n", &world.ns, "-o", "name"]));
+    assert_eq!(got.lines().count(), 4, "{got}");
+    world.cleanup().await;
 }
