@@ -229,14 +229,17 @@ def commands(cfg, ep, src_dir, files, extra=None):
 CONFIGS = ["outbound", "s5cmd@equal", "rclone@equal", "crt@equal", "s5cmd@default", "rclone@default",
            "crt@default"]
 INTEGRITY = {
-    "outbound": "CRC64NVME per part (x-amz-checksum-crc64nvme), full-object CRC64NVME compared after "
-                "completion; payload not SigV4-hashed (UNSIGNED-PAYLOAD)",
-    "s5cmd@equal": "whatever s5cmd sends (see the header census below); no flag for checksums",
+    "outbound": "CRC64NVME of every part in x-amz-checksum-crc64nvme (computed in a scan pass "
+                "before the upload), the full-object CRC64NVME compared after completion; "
+                "UNSIGNED-PAYLOAD (no SigV4 body hash)",
+    "s5cmd@equal": "no option: aws-sdk-go v1 sends Content-MD5 per part and signs the body "
+                   "(SHA-256): two digests of every byte",
     "s5cmd@default": "as s5cmd@equal",
-    "rclone@equal": "rclone's defaults for provider Other: MD5 of the whole file read before the "
-                    "upload (stored as metadata), Content-MD5 per part (see census)",
-    "rclone@default": "as rclone@equal",
-    "crt@equal": "CRC64NVME trailer checksum per part (ChecksumAlgorithm=CRC64NVME)",
+    "rclone@equal": "provider Other: MD5 of the whole file read before the upload (metadata), "
+                    "Content-MD5 per part, SigV4 body SHA-256 on parts",
+    "rclone@default": "as rclone@equal (a single PUT below 200 MiB is UNSIGNED-PAYLOAD + Content-MD5)",
+    "crt@equal": "CRC64NVME trailer checksum per part (ChecksumAlgorithm=CRC64NVME), "
+                 "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
     "crt@default": "CRC32 trailer checksum per part (the CRT transfer manager's default)",
 }
 
