@@ -124,7 +124,10 @@ say "the bucket"
 s3 s3 ls --recursive "s3://$bucket/"
 manifest_key=$(kubectl -n "$ns" get odel segments-2026-11-27 -o jsonpath='{.status.manifestKey}')
 echo "manifest ($manifest_key):"
-s3 s3 cp "s3://$bucket/$manifest_key" - | python3 -m json.tool | head -n 40
+# Through a file: `head` on a pipe would end the pipeline early (SIGPIPE under pipefail).
+s3 s3 cp --quiet "s3://$bucket/$manifest_key" "$GROUND_STATE/demo-manifest.json"
+python3 -m json.tool "$GROUND_STATE/demo-manifest.json" > "$GROUND_STATE/demo-manifest.pretty.json"
+head -n 40 "$GROUND_STATE/demo-manifest.pretty.json"
 
 say "checking the bucket holds exactly what it should"
 target/debug/outbound plan --source "$data/2026-11-27" --include '*.sync' --prefix audience/2026-11-27/ \
