@@ -38,6 +38,29 @@ fn delivery_yaml_from(name: &str, destination: &str, source: &str, extra: &str) 
     )
 }
 
+/// The Secret `keys` and the destination `acme` that uses it (several tests start from these).
+async fn keyed_destination(world: &World, bkt: &str, endpoint: &str, key: &str, secret: &str) {
+    world
+        .secret(
+            "keys",
+            &[
+                ("AWS_ACCESS_KEY_ID", key),
+                ("AWS_SECRET_ACCESS_KEY", secret),
+            ],
+        )
+        .await;
+    world
+        .apply_yaml::<OutboundDestination>(&destination_yaml(
+            "acme",
+            bkt,
+            endpoint,
+            "{secret: {name: keys}}",
+            "",
+        ))
+        .await
+        .unwrap();
+}
+
 async fn bucket(s3: &aws_sdk_s3::Client, name: &str) {
     s3.create_bucket()
         .bucket(name)
@@ -665,25 +688,7 @@ async fn a_restarted_operator_creates_no_second_job() {
     for i in 0..8 {
         total += write_lines(&folder.join(format!("part{i}.sync")), 200_000);
     }
-    world
-        .secret(
-            "keys",
-            &[
-                ("AWS_ACCESS_KEY_ID", &key),
-                ("AWS_SECRET_ACCESS_KEY", &secret),
-            ],
-        )
-        .await;
-    world
-        .apply_yaml::<OutboundDestination>(&destination_yaml(
-            "acme",
-            &bkt,
-            &endpoint,
-            "{secret: {name: keys}}",
-            "",
-        ))
-        .await
-        .unwrap();
+    keyed_destination(&world, &bkt, &endpoint, &key, &secret).await;
     world.start_operator();
     world.wait_destination("acme", "True", "Validated").await;
     world
@@ -745,25 +750,7 @@ async fn deleting_a_delivery_mid_upload_leaves_no_open_multipart_upload() {
     for i in 0..4 {
         write_lines(&folder.join(format!("big{i}.sync")), 1_500_000);
     }
-    world
-        .secret(
-            "keys",
-            &[
-                ("AWS_ACCESS_KEY_ID", &key),
-                ("AWS_SECRET_ACCESS_KEY", &secret),
-            ],
-        )
-        .await;
-    world
-        .apply_yaml::<OutboundDestination>(&destination_yaml(
-            "acme",
-            &bkt,
-            &endpoint,
-            "{secret: {name: keys}}",
-            "",
-        ))
-        .await
-        .unwrap();
+    keyed_destination(&world, &bkt, &endpoint, &key, &secret).await;
     world.start_operator();
     world.wait_destination("acme", "True", "Validated").await;
     world
@@ -858,25 +845,7 @@ async fn a_second_replica_waits_for_the_lease() {
         read,
     )
     .await;
-    world
-        .secret(
-            "keys",
-            &[
-                ("AWS_ACCESS_KEY_ID", &key),
-                ("AWS_SECRET_ACCESS_KEY", &secret),
-            ],
-        )
-        .await;
-    world
-        .apply_yaml::<OutboundDestination>(&destination_yaml(
-            "acme",
-            &bkt,
-            &endpoint,
-            "{secret: {name: keys}}",
-            "",
-        ))
-        .await
-        .unwrap();
+    keyed_destination(&world, &bkt, &endpoint, &key, &secret).await;
     world.wait_destination("acme", "True", "Validated").await;
     let _ = standby.kill();
     let _ = standby.wait();
@@ -1003,25 +972,7 @@ async fn a_suspended_delivery_waits_and_resumes() {
     bucket(&gw, &bkt).await;
     let folder = world.volume("exports").await;
     write_lines(&folder.join("a.sync"), 100);
-    world
-        .secret(
-            "keys",
-            &[
-                ("AWS_ACCESS_KEY_ID", &key),
-                ("AWS_SECRET_ACCESS_KEY", &secret),
-            ],
-        )
-        .await;
-    world
-        .apply_yaml::<OutboundDestination>(&destination_yaml(
-            "acme",
-            &bkt,
-            &endpoint,
-            "{secret: {name: keys}}",
-            "",
-        ))
-        .await
-        .unwrap();
+    keyed_destination(&world, &bkt, &endpoint, &key, &secret).await;
     world
         .apply_yaml::<OutboundDelivery>(&delivery_yaml("d", "acme", "exports", "  suspend: true\n"))
         .await
