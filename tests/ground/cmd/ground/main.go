@@ -178,6 +178,7 @@ func up(args []string) error {
 		"GROUND_NODE=" + nodeName,
 		"GROUND_IMAGES=" + imagesFile,
 		"GROUND_API_SERVER=" + c.APIServer,
+		"GROUND_AUDIT_LOG=" + c.AuditLog,
 	}
 	var sb strings.Builder
 	sb.WriteString("# Written by `ground up`: source it to talk to the ground.\n")
