@@ -222,8 +222,29 @@ async fn shards_report_to_the_delivery_resume_from_it_and_manifest_waits_for_all
         manifest["Totals"]["TotalSize"],
         (a.len() + b.len() + c.len() + d.len()) as u64
     );
+    // Lines are counted while the bytes go out (b.bin: its stored parts while resuming, the rest
+    // while sending) and shard 1 hands its counts to shard 0 through its status.
+    for (key, data) in [
+        ("a.sync", &a),
+        ("b.bin", &b),
+        ("c.sync", &c),
+        ("d.sync", &d),
+    ] {
+        let entry = manifest["Files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["FileName"] == key)
+            .expect("the manifest lists every object");
+        assert_eq!(entry["NumRecords"], count_lines(data), "{key}: lines");
+    }
 
     let current = api.get("shards").await.unwrap();
+    assert_eq!(
+        shard(&current, 1)["lines"],
+        serde_json::json!({"1": count_lines(&b), "3": count_lines(&d)}),
+        "shard 1 reports its objects' lines by plan index"
+    );
     for index in [0, 1] {
         let s = shard(&current, index);
         assert_eq!(s["finished"], true, "{s}");

@@ -239,12 +239,25 @@ pub struct ShardStatus {
     /// Every object of this shard is complete.
     #[serde(default)]
     pub finished: bool,
+    /// Line counts of this shard's objects by plan index, reported once it finishes, for the
+    /// manifest (left out above 10,000 objects; the manifest's writer then counts them itself).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "line_counts_schema")]
+    pub lines: BTreeMap<String, u64>,
     /// The last error, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// When the pod last reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
+}
+
+/// Kubernetes knows int64, not schemars' `uint64`.
+fn line_counts_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "additionalProperties": {"type": "integer", "format": "int64", "minimum": 0}
+    })
 }
 
 /// An open multipart upload.

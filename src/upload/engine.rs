@@ -91,7 +91,7 @@ pub struct Engine {
     cancelled: AtomicBool,
 }
 
-/// Chunk size of the checksum scan.
+/// Chunk size of reads: hashed and counted while still in the CPU cache.
 const SCAN_CHUNK: usize = 1 << 20;
 
 impl Engine {
@@ -146,21 +146,23 @@ impl Engine {
                 source,
             })?,
         );
-        let scan = {
-            let (file, object, algorithm) =
-                (Arc::clone(&file), object.clone(), self.settings.checksum);
-            tokio::task::spawn_blocking(move || scan(&*file, &object, algorithm))
-                .await
-                .expect("the scan does not panic")?
-        };
-
         let resume = self.state.upload_for(&object.key);
+        // Only an object already at the key needs a read before the send (to compare it); every
+        // other object is read once, checksummed and counted from the buffers being sent.
         if let Some(found) = self.existing(object).await? {
+            let scan = {
+                let (file, object, algorithm) =
+                    (Arc::clone(&file), object.clone(), self.settings.checksum);
+                tokio::task::spawn_blocking(move || scan(&*file, &object, algorithm))
+                    .await
+                    .expect("the scan does not panic")?
+            };
             if found.matches(object.size, &scan.checksum) {
                 if let Some(upload_id) = resume {
                     self.abort(object, &upload_id).await;
                 }
                 Progress::add(&self.state.progress.bytes_done, object.size);
+                self.state.record_lines(object.index, scan.lines);
                 return Ok(Outcome::AlreadyPresent);
             }
             if !self.settings.overwrite {
@@ -168,9 +170,9 @@ impl Engine {
             }
         }
         if object.multipart {
-            self.multipart(object, &file, &scan, resume).await
+            self.multipart(object, &file, resume).await
         } else {
-            self.single_put(object, &file, &scan).await
+            self.single_put(object, &file).await
         }
     }
 
@@ -235,6 +237,7 @@ impl Engine {
         match self.existing(object).await? {
             Some(found) if found.matches(object.size, &scan.checksum) => {
                 Progress::add(&self.state.progress.bytes_done, object.size);
+                self.state.record_lines(object.index, scan.lines);
                 Ok(Outcome::AlreadyPresent)
             }
             Some(found) => Err(self.conflict(object, scan, &found)),
@@ -251,23 +254,35 @@ impl Engine {
         }
     }
 
-    fn metadata(&self, object: &PlannedObject, scan: &Scan) -> HashMap<String, String> {
-        HashMap::from([
-            ("outbound-lines".to_string(), scan.lines.to_string()),
+    /// User metadata of the object; `outbound-lines` only where the count is known before the
+    /// request (a single PUT): a multipart object's lines are counted while its parts go out.
+    fn metadata(&self, object: &PlannedObject, lines: Option<u64>) -> HashMap<String, String> {
+        let mut metadata = HashMap::from([
             ("outbound-source".to_string(), header_safe(&object.source)),
             ("outbound-sequence".to_string(), object.sequence.to_string()),
-        ])
+        ]);
+        if let Some(lines) = lines {
+            metadata.insert("outbound-lines".to_string(), lines.to_string());
+        }
+        metadata
     }
 
     async fn single_put(
         &self,
         object: &PlannedObject,
         file: &Arc<File>,
-        scan: &Scan,
     ) -> Result<Outcome, UploadError> {
         let (_permit, buf) = self.buffers.take().await;
-        let body = read_part(file, object, buf, object.offset, object.size).await?;
-        let digest = checksum::to_base64(&scan.part_digests[0]);
+        let algorithm = self.settings.checksum;
+        let read = read_part(file, object, buf, object.offset, object.size, algorithm).await?;
+        let lines = read.newlines + u64::from(read.ends_open);
+        let body = read.body;
+        let digest = checksum::to_base64(&read.digest);
+        let scan = &Scan {
+            lines,
+            checksum: digest.clone(),
+            part_digests: vec![read.digest],
+        };
         let mut attempt = 0;
         loop {
             let mut request = self
@@ -277,7 +292,7 @@ impl Engine {
                 .key(&object.key)
                 .content_length(object.size as i64)
                 .body(ByteStream::from(body.clone()))
-                .set_metadata(Some(self.metadata(object, scan)))
+                .set_metadata(Some(self.metadata(object, Some(lines))))
                 .set_acl(self.settings.acl.clone())
                 .set_server_side_encryption(self.settings.sse.clone())
                 .set_ssekms_key_id(self.settings.sse_kms_key_id.clone())
@@ -303,6 +318,7 @@ impl Engine {
                         ChecksumAlgorithm::Sha256 => out.checksum_sha256,
                     };
                     self.verify(object, scan, stored).await?;
+                    self.state.record_lines(object.index, lines);
                     return Ok(Outcome::Sent);
                 }
                 Err(err) => {
@@ -357,30 +373,15 @@ impl Engine {
         &self,
         object: &PlannedObject,
         file: &Arc<File>,
-        scan: &Scan,
         resume: Option<String>,
     ) -> Result<Outcome, UploadError> {
-        let algorithm = self.settings.checksum;
         // Parts a previous run stored, if its upload is still open.
-        let mut stored: HashMap<i32, CompletedPart> = HashMap::new();
+        let mut stored = HashMap::new();
         let mut upload_id = None;
         if let Some(id) = resume {
             match self.list_parts(object, &id).await {
                 Ok(parts) => {
-                    for (number, size, part) in parts {
-                        let n = number as u64;
-                        let good = n >= 1
-                            && n <= object.parts
-                            && size == object.part_range(n).1
-                            && stored_checksum(&part, algorithm).as_deref()
-                                == Some(
-                                    checksum::to_base64(&scan.part_digests[(n - 1) as usize])
-                                        .as_str(),
-                                );
-                        if good {
-                            stored.insert(number, part);
-                        }
-                    }
+                    stored = self.keep_stored_parts(object, file, parts).await?;
                     tracing::info!(key = %object.key, stored = stored.len(), parts = object.parts, "resuming upload");
                     upload_id = Some(id);
                 }
@@ -399,12 +400,12 @@ impl Engine {
         }
         let upload_id = match upload_id {
             Some(id) => id,
-            None => self.create(object, scan).await?,
+            None => self.create(object).await?,
         };
 
         let mut upload_id = upload_id;
         let mut result = self
-            .send_parts_and_complete(object, file, scan, &upload_id, stored)
+            .send_parts_and_complete(object, file, &upload_id, stored)
             .await;
         if let Err(UploadError::Part { cause, .. }) = &result
             && cause.no_such_upload()
@@ -412,9 +413,9 @@ impl Engine {
             // Aborted under our feet (an operator, a lifecycle rule): start the object afresh once.
             tracing::warn!(key = %object.key, "upload vanished; starting the object afresh");
             self.state.forget(&object.key).await;
-            upload_id = self.create(object, scan).await?;
+            upload_id = self.create(object).await?;
             result = self
-                .send_parts_and_complete(object, file, scan, &upload_id, HashMap::new())
+                .send_parts_and_complete(object, file, &upload_id, HashMap::new())
                 .await;
         }
         match result {
@@ -432,7 +433,49 @@ impl Engine {
         }
     }
 
-    async fn create(&self, object: &PlannedObject, scan: &Scan) -> Result<String, UploadError> {
+    /// Of the parts a previous run stored, keeps those whose size and checksum match what the
+    /// file holds now (each read once, never sent); the rest are sent again.
+    async fn keep_stored_parts(
+        &self,
+        object: &PlannedObject,
+        file: &Arc<File>,
+        parts: Vec<(i32, u64, CompletedPart)>,
+    ) -> Result<HashMap<u64, SentPart>, UploadError> {
+        let algorithm = self.settings.checksum;
+        let candidates = parts.into_iter().filter(|(number, size, _)| {
+            let n = *number as u64;
+            n >= 1 && n <= object.parts && *size == object.part_range(n).1
+        });
+        let mut checks = futures::stream::iter(candidates)
+            .map(|(number, _, part)| async move {
+                let n = number as u64;
+                let (_permit, buf) = self.buffers.take().await;
+                let (offset, len) = object.part_range(n);
+                let read = read_part(file, object, buf, offset, len, algorithm).await?;
+                let digest = checksum::to_base64(&read.digest);
+                let good = stored_checksum(&part, algorithm).as_deref() == Some(digest.as_str());
+                self.buffers.give(read.body);
+                Ok::<_, UploadError>(good.then_some((
+                    n,
+                    SentPart {
+                        part,
+                        digest: read.digest,
+                        newlines: read.newlines,
+                        ends_open: read.ends_open,
+                    },
+                )))
+            })
+            .buffer_unordered(self.concurrency);
+        let mut kept = HashMap::new();
+        while let Some(checked) = checks.next().await {
+            if let Some((n, part)) = checked? {
+                kept.insert(n, part);
+            }
+        }
+        Ok(kept)
+    }
+
+    async fn create(&self, object: &PlannedObject) -> Result<String, UploadError> {
         let algorithm = self.settings.checksum;
         let mut attempt = 0;
         let upload_id = loop {
@@ -441,7 +484,7 @@ impl Engine {
                 .create_multipart_upload()
                 .bucket(&self.bucket)
                 .key(&object.key)
-                .set_metadata(Some(self.metadata(object, scan)))
+                .set_metadata(Some(self.metadata(object, None)))
                 .set_acl(self.settings.acl.clone())
                 .set_server_side_encryption(self.settings.sse.clone())
                 .set_ssekms_key_id(self.settings.sse_kms_key_id.clone())
@@ -539,48 +582,71 @@ impl Engine {
         &self,
         object: &PlannedObject,
         file: &Arc<File>,
-        scan: &Scan,
         upload_id: &str,
-        stored: HashMap<i32, CompletedPart>,
+        mut parts: HashMap<u64, SentPart>,
     ) -> Result<Outcome, UploadError> {
-        let mut completed: Vec<CompletedPart> = Vec::with_capacity(object.parts as usize);
         let mut missing = Vec::new();
         for n in 1..=object.parts {
-            match stored.get(&(n as i32)) {
-                Some(part) => {
-                    Progress::add(&self.state.progress.bytes_done, object.part_range(n).1);
-                    completed.push(part.clone());
-                }
-                None => missing.push(n),
+            if parts.contains_key(&n) {
+                Progress::add(&self.state.progress.bytes_done, object.part_range(n).1);
+            } else {
+                missing.push(n);
             }
         }
         let mut sends = futures::stream::iter(missing)
-            .map(|n| self.send_part(object, file, scan, upload_id, n))
+            .map(|n| async move { (n, self.send_part(object, file, upload_id, n).await) })
             .buffer_unordered(self.concurrency);
-        while let Some(result) = sends.next().await {
-            completed.push(result?);
+        while let Some((n, result)) = sends.next().await {
+            parts.insert(n, result?);
         }
         drop(sends);
-        completed.sort_by_key(|p| p.part_number());
-        self.complete(object, scan, upload_id, completed).await
+        // Every byte of the object went through exactly one part: its digests and line counts
+        // give the object's checksum and lines without another read.
+        let mut numbered: Vec<(u64, SentPart)> = parts.into_iter().collect();
+        numbered.sort_by_key(|(n, _)| *n);
+        let algorithm = self.settings.checksum;
+        let lines = numbered.iter().map(|(_, p)| p.newlines).sum::<u64>()
+            + numbered.last().map_or(0, |(_, p)| u64::from(p.ends_open));
+        let sized: Vec<(Vec<u8>, u64)> = numbered
+            .iter()
+            .map(|(n, p)| (p.digest.clone(), object.part_range(*n).1))
+            .collect();
+        let checksum = match algorithm.multipart_kind() {
+            ChecksumKind::FullObject => {
+                checksum::to_base64(&checksum::combine(algorithm, &sized).expect("CRCs combine"))
+            }
+            ChecksumKind::Composite => {
+                let digests: Vec<Vec<u8>> = sized.iter().map(|(d, _)| d.clone()).collect();
+                checksum::composite(algorithm, &digests)
+            }
+        };
+        let scan = Scan {
+            lines,
+            part_digests: sized.into_iter().map(|(d, _)| d).collect(),
+            checksum,
+        };
+        let completed = numbered.into_iter().map(|(_, p)| p.part).collect();
+        let outcome = self.complete(object, &scan, upload_id, completed).await?;
+        self.state.record_lines(object.index, lines);
+        Ok(outcome)
     }
 
     async fn send_part(
         &self,
         object: &PlannedObject,
         file: &Arc<File>,
-        scan: &Scan,
         upload_id: &str,
         number: u64,
-    ) -> Result<CompletedPart, UploadError> {
+    ) -> Result<SentPart, UploadError> {
         let algorithm = self.settings.checksum;
         let (_permit, buf) = self.buffers.take().await;
         if self.is_cancelled() {
             return Err(UploadError::Cancelled);
         }
         let (offset, len) = object.part_range(number);
-        let body = read_part(file, object, buf, offset, len).await?;
-        let digest = checksum::to_base64(&scan.part_digests[(number - 1) as usize]);
+        let read = read_part(file, object, buf, offset, len, algorithm).await?;
+        let body = read.body;
+        let digest = checksum::to_base64(&read.digest);
         let mut attempt = 0;
         loop {
             let mut request = self
@@ -606,7 +672,12 @@ impl Engine {
                     let part = CompletedPart::builder()
                         .part_number(number as i32)
                         .set_e_tag(out.e_tag);
-                    return Ok(with_checksum(part, algorithm, &digest).build());
+                    return Ok(SentPart {
+                        part: with_checksum(part, algorithm, &digest).build(),
+                        digest: read.digest,
+                        newlines: read.newlines,
+                        ends_open: read.ends_open,
+                    });
                 }
                 Err(err) => {
                     let cause = cause(&err);
@@ -781,36 +852,74 @@ async fn backoff(attempt: u32) {
     tokio::time::sleep(wait).await;
 }
 
-/// Reads `len` bytes at `offset` into a reused buffer (pread, on a blocking thread).
+/// A part stored in S3 and what its bytes gave.
+struct SentPart {
+    part: CompletedPart,
+    digest: Vec<u8>,
+    newlines: u64,
+    ends_open: bool,
+}
+
+/// A range read for sending: its bytes, digest and newline count.
+struct PartRead {
+    body: Bytes,
+    digest: Vec<u8>,
+    newlines: u64,
+    /// The range is not empty and its last byte is not a newline.
+    ends_open: bool,
+}
+
+/// Reads `len` bytes at `offset` into a reused buffer (pread, on a blocking thread), hashing and
+/// counting newlines chunk by chunk while each chunk is still in the CPU cache: the only pass
+/// over the bytes.
 async fn read_part(
     file: &Arc<File>,
     object: &PlannedObject,
     mut buf: Vec<u8>,
     offset: u64,
     len: u64,
-) -> Result<Bytes, UploadError> {
+    algorithm: ChecksumAlgorithm,
+) -> Result<PartRead, UploadError> {
     let file = Arc::clone(file);
     let source = object.source.clone();
     tokio::task::spawn_blocking(move || {
+        // A recycled buffer already has the part's length: no zero-filling after the first use.
         buf.resize(len as usize, 0);
-        let n = file
-            .read_full_at(&mut buf, offset)
-            .map_err(|e| UploadError::Read {
-                file: source.clone(),
-                offset,
-                source: e,
-            })?;
-        if n as u64 != len {
-            return Err(UploadError::Read {
-                file: source,
-                offset: offset + n as u64,
-                source: std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the file shrank during the upload",
-                ),
-            });
+        let mut hasher = Hasher::new(algorithm);
+        let mut newlines = 0u64;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let end = (done + SCAN_CHUNK).min(buf.len());
+            let at = offset + done as u64;
+            let n = file
+                .read_full_at(&mut buf[done..end], at)
+                .map_err(|e| UploadError::Read {
+                    file: source.clone(),
+                    offset: at,
+                    source: e,
+                })?;
+            if n < end - done {
+                return Err(UploadError::Read {
+                    file: source,
+                    offset: at + n as u64,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the file shrank during the upload",
+                    ),
+                });
+            }
+            let chunk = &buf[done..end];
+            hasher.update(chunk);
+            newlines += memchr::memchr_iter(b'\n', chunk).count() as u64;
+            done = end;
         }
-        Ok(Bytes::from(buf))
+        let ends_open = buf.last().is_some_and(|&b| b != b'\n');
+        Ok(PartRead {
+            body: Bytes::from(buf),
+            digest: hasher.finish(),
+            newlines,
+            ends_open,
+        })
     })
     .await
     .expect("reading does not panic")

@@ -9,7 +9,8 @@ use futures::StreamExt as _;
 use super::engine::ObjectSettings;
 use super::error::{UploadError, cause};
 use crate::checksum::{self, ChecksumAlgorithm};
-use crate::plan::Plan;
+use crate::plan::{Plan, PlannedObject, ReadAt as _};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -50,12 +51,15 @@ pub struct Totals {
 }
 
 /// HEADs every object of the plan and builds the manifest from what is stored; fails when an
-/// object is missing or differs in size from the plan.
+/// object is missing or differs in size from the plan. Line counts come from `known` (counted
+/// while the objects were sent, by plan index), else from the object's `outbound-lines` metadata
+/// (single PUTs carry it), else from counting the source's bytes here.
 pub async fn build(
     s3: &Client,
     bucket: &str,
     plan: &Plan,
     algorithm: ChecksumAlgorithm,
+    known: &BTreeMap<usize, u64>,
 ) -> Result<Manifest, UploadError> {
     let heads = futures::stream::iter(plan.objects.iter())
         .map(|object| async move {
@@ -98,11 +102,20 @@ pub async fn build(
                 .checksum_type()
                 .map(|t| t.as_str().to_string())
                 .unwrap_or_else(|| "FULL_OBJECT".to_string());
-            let meta = head.metadata();
-            let lines = meta
-                .and_then(|m| m.get("outbound-lines"))
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| incomplete("object has no outbound-lines metadata".into()))?;
+            let from_metadata = || {
+                head.metadata()
+                    .and_then(|m| m.get("outbound-lines"))
+                    .and_then(|v| v.parse().ok())
+            };
+            let lines = match known.get(&object.index).copied().or_else(from_metadata) {
+                Some(lines) => lines,
+                None => {
+                    let object = object.clone();
+                    tokio::task::spawn_blocking(move || count_lines(&object))
+                        .await
+                        .expect("counting does not panic")?
+                }
+            };
             Ok(ManifestFile {
                 file_name: object.key.clone(),
                 file_sequence_number: object.sequence,
@@ -126,6 +139,37 @@ pub async fn build(
         total_size: files.iter().map(|f| f.file_size).sum(),
     };
     Ok(Manifest { files, totals })
+}
+
+/// Counts the lines of a planned object by reading its bytes (a last line without a newline
+/// counts).
+pub fn count_lines(object: &PlannedObject) -> Result<u64, UploadError> {
+    let failed = |offset: u64, source: std::io::Error| UploadError::Read {
+        file: object.source.clone(),
+        offset,
+        source,
+    };
+    let file = std::fs::File::open(&object.path).map_err(|e| failed(0, e))?;
+    let mut buf = vec![0u8; (1 << 20).min(object.size.max(1) as usize)];
+    let (mut lines, mut done, mut last) = (0u64, 0u64, b'\n');
+    while done < object.size {
+        let want = (object.size - done).min(buf.len() as u64) as usize;
+        let at = object.offset + done;
+        let got = file
+            .read_full_at(&mut buf[..want], at)
+            .map_err(|e| failed(at, e))?;
+        if got < want {
+            let eof = std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file is shorter than planned",
+            );
+            return Err(failed(at + got as u64, eof));
+        }
+        lines += memchr::memchr_iter(b'\n', &buf[..want]).count() as u64;
+        last = buf[want - 1];
+        done += want as u64;
+    }
+    Ok(lines + u64::from(last != b'\n'))
 }
 
 /// Writes the manifest with If-None-Match; an identical manifest already there counts as written.

@@ -2,12 +2,14 @@
 //! and `outbound plan`.
 //!
 //! Decisions worth knowing:
-//! - Each object is read once before it is sent ([`engine::scan`]): its line count must be known
-//!   when the upload starts (user metadata `outbound-lines` is set at CreateMultipartUpload), and
-//!   the part digests it yields let a resumed upload compare stored parts (ListParts checksums)
-//!   without reading them again. The send pass then only reads and sends; S3 checks every part
-//!   against its digest and the whole object against the full-object checksum, so bytes that
-//!   changed between the passes fail the upload loudly. Objects scan and send side by side.
+//! - Each byte is read once: a part is pread into a reused buffer in 1 MiB chunks, and each chunk
+//!   is checksummed and its newlines counted while it is still in the CPU cache; the part digests
+//!   combine into the object's checksum, the counts into its lines. Only an object already at its
+//!   key is read before sending ([`engine::scan`], to compare it), and only the stored parts of a
+//!   resumed upload are read without being sent (to check them against ListParts' checksums).
+//! - Line counts reach the manifest from the run that counted them: shard 0's own, the other
+//!   shards' from their `status.shards.<i>.lines`, the `outbound-lines` metadata of single PUTs,
+//!   and failing all of those, a count of the source's bytes by the manifest's writer.
 //! - CRC64NVME and CRC32C uploads ask for FULL_OBJECT checksums (computed locally by combining the
 //!   part CRCs); SHA256 can only be COMPOSITE (`digest-of-digests-N`). versitygw 1.8 supports all
 //!   three, returns them from CompleteMultipartUpload, HEAD and ListParts.
@@ -368,8 +370,13 @@ async fn upload(args: &UploadArgs) -> Result<Report, UploadError> {
     if args.manifest && args.shard_index == 0 {
         let key = manifest_at;
         let waited = wait_for_shards(&state, args.shard_count).await?;
+        let mut lines = state.reported_lines().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "failed to read the shards' line counts; counting here");
+            Default::default()
+        });
+        lines.extend(state.lines());
         let manifest = loop {
-            match manifest::build(&s3, &args.bucket, &plan, settings.checksum).await {
+            match manifest::build(&s3, &args.bucket, &plan, settings.checksum, &lines).await {
                 // Standalone shards have no status to wait on: the objects' presence is the signal.
                 Err(UploadError::Head { cause, .. }) if !waited && cause.not_found() => {
                     tracing::info!("waiting for the other shards' objects");

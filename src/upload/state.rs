@@ -34,6 +34,9 @@ pub fn delivery_resource() -> ApiResource {
     }
 }
 
+/// At most this many per-object line counts go into a shard's status (etcd objects are small).
+const MAX_REPORTED_LINES: usize = 10_000;
+
 /// Counters of this shard's work.
 #[derive(Default, Debug)]
 pub struct Progress {
@@ -75,6 +78,8 @@ pub enum Backend {
 pub struct State {
     backend: Backend,
     uploads: Mutex<BTreeMap<String, String>>,
+    /// Line counts of this run's objects (sent or found), by plan index, for the manifest.
+    lines: Mutex<BTreeMap<usize, u64>>,
     pub progress: Progress,
     message: Mutex<Option<String>>,
     finished: AtomicBool,
@@ -135,6 +140,7 @@ impl State {
         Ok(Arc::new(State {
             backend,
             uploads: Mutex::new(uploads),
+            lines: Mutex::new(BTreeMap::new()),
             progress: Progress::default(),
             message: Mutex::new(None),
             finished: AtomicBool::new(false),
@@ -168,6 +174,16 @@ impl State {
                 }
             }
         }
+    }
+
+    /// Remembers an object's line count (counted while it was sent or compared).
+    pub fn record_lines(&self, index: usize, lines: u64) {
+        self.lines.lock().unwrap().insert(index, lines);
+    }
+
+    /// The line counts this run knows, by plan index.
+    pub fn lines(&self) -> BTreeMap<usize, u64> {
+        self.lines.lock().unwrap().clone()
     }
 
     pub fn mark_changed(&self) {
@@ -226,6 +242,16 @@ impl State {
                 if let Some(message) = self.message.lock().unwrap().clone() {
                     shard["message"] = json!(message);
                 }
+                let lines = self.lines();
+                if self.finished.load(Ordering::Relaxed) && lines.len() <= MAX_REPORTED_LINES {
+                    // For shard 0's manifest; above the bound, shard 0 counts those lines itself.
+                    shard["lines"] = json!(
+                        lines
+                            .iter()
+                            .map(|(index, n)| (index.to_string(), *n))
+                            .collect::<BTreeMap<_, _>>()
+                    );
+                }
                 let patch = json!({
                     "apiVersion": format!("{GROUP}/{VERSION}"),
                     "kind": KIND,
@@ -267,6 +293,30 @@ impl State {
                 }
             }
         })
+    }
+
+    /// The line counts every shard of the delivery reported when it finished (Kubernetes only).
+    pub async fn reported_lines(&self) -> Result<BTreeMap<usize, u64>, UploadError> {
+        let Backend::Delivery { api, name, .. } = &self.backend else {
+            return Ok(BTreeMap::new());
+        };
+        let delivery = api
+            .get(name)
+            .await
+            .map_err(|e| UploadError::State(format!("failed to read delivery {name}: {e}")))?;
+        let mut lines = BTreeMap::new();
+        if let Some(shards) = delivery.data["status"]["shards"].as_object() {
+            for shard in shards.values() {
+                if let Some(reported) = shard["lines"].as_object() {
+                    for (index, n) in reported {
+                        if let (Ok(index), Some(n)) = (index.parse(), n.as_u64()) {
+                            lines.insert(index, n);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(lines)
     }
 
     /// Whether every shard of the delivery reports `finished` (Kubernetes only).

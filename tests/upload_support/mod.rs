@@ -150,6 +150,12 @@ pub fn write_random(path: &Path, size: usize, seed: u64) -> Vec<u8> {
     data
 }
 
+/// Lines as the manifest counts them: newlines, plus a last line without one.
+pub fn count_lines(data: &[u8]) -> u64 {
+    let newlines = data.iter().filter(|&&b| b == b'\n').count() as u64;
+    newlines + u64::from(data.last().is_some_and(|&b| b != b'\n'))
+}
+
 pub fn write(path: &Path, data: &[u8]) {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).unwrap();
