@@ -229,8 +229,9 @@ def commands(cfg, ep, src_dir, files, extra=None):
 CONFIGS = ["outbound", "s5cmd@equal", "rclone@equal", "crt@equal", "s5cmd@default", "rclone@default",
            "crt@default"]
 INTEGRITY = {
-    "outbound": "CRC64NVME of every part in x-amz-checksum-crc64nvme (computed in a scan pass "
-                "before the upload), the full-object CRC64NVME compared after completion; "
+    "outbound": "CRC64NVME of every part in x-amz-checksum-crc64nvme (computed from the mapped "
+                "part just before it is sent), the full-object CRC64NVME (combined from the "
+                "parts) checked by the server at completion and compared after; "
                 "UNSIGNED-PAYLOAD (no SigV4 body hash)",
     "s5cmd@equal": "no option: aws-sdk-go v1 sends Content-MD5 per part and signs the body "
                    "(SHA-256): two digests of every byte",
