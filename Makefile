@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GROUND := tests/ground
 ENV := $(GROUND)/.state/env
 
-.PHONY: build test unit-test ground-up ground-down ground-test lint fmt crds demo bench clean-cache
+.PHONY: build test unit-test ground-up ground-down ground-test lint fmt crds demo bench bench-controller clean-cache
 
 build:
 	cargo build --bins
@@ -45,3 +45,7 @@ demo:
 
 bench:
 	scripts/bench.sh
+
+# 1,000 deliveries at once against the operator on the ground: time to Jobs, RSS, API requests.
+bench-controller:
+	scripts/bench-controller.sh

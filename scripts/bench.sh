@@ -28,3 +28,5 @@ cleanup() { rm -rf "$data" "$s3"; }
 trap cleanup EXIT
 cleanup
 "$CACHE/venv/bin/python" bench/bench.py
+# Then the controller at scale: 1,000 deliveries on the ground (docs/benchmarks-controller.md).
+scripts/bench-controller.sh
