@@ -28,8 +28,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Release name of the chart's RBAC: the ServiceAccount, ClusterRole and bindings are named so.
-const RELEASE: &str = "outbound-bench";
+/// Prefix of the bench namespace, whose name is also the chart's release name: the operator's
+/// ServiceAccount, ClusterRole and bindings are named after it, so two runs never share them.
+const NS_PREFIX: &str = "outbound-bench";
 const DESTINATION: &str = "acme";
 const CLAIM: &str = "exports";
 /// The floors of issue 6.
@@ -439,7 +440,7 @@ fn apply_chart_rbac(ns: &str) {
     let rendered = run(
         Command::new("helm").args([
             "template",
-            RELEASE,
+            ns,
             "charts/outbound",
             "--kube-version",
             "1.37.0",
@@ -475,7 +476,7 @@ async fn operator_kubeconfig(client: &Client, ns: &str, dir: &Path) -> PathBuf {
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
     let token = sas
         .create_token_request(
-            RELEASE,
+            ns,
             &PostParams::default(),
             &TokenRequest {
                 spec: Some(TokenRequestSpec {
@@ -694,8 +695,8 @@ async fn main() {
         .await
         .expect("a client for the ground");
     apply_crds(&client).await;
-    let ns = format!("{RELEASE}-{:06x}", rand::random::<u32>() & 0xffffff);
-    let user = format!("system:serviceaccount:{ns}:{RELEASE}");
+    let ns = format!("{NS_PREFIX}-{:06x}", rand::random::<u32>() & 0xffffff);
+    let user = format!("system:serviceaccount:{ns}:{ns}");
     Api::<Namespace>::all(client.clone())
         .create(
             &PostParams::default(),
@@ -705,8 +706,7 @@ async fn main() {
         .expect("the bench namespace");
     let work = PathBuf::from("target/bench-controller");
     std::fs::create_dir_all(&work).unwrap();
-    let log = work.join("operator.log");
-    let _ = std::fs::remove_file(&log);
+    let log = work.join(format!("{ns}.log"));
     eprintln!(
         "bench-controller: namespace {ns}; operator log {}",
         log.display()
@@ -1015,10 +1015,10 @@ async fn cleanup(client: &Client, ns: &str, concurrency: usize) {
         .delete(ns, &DeleteParams::default())
         .await;
     let _ = Api::<ClusterRoleBinding>::all(client.clone())
-        .delete(RELEASE, &DeleteParams::default())
+        .delete(ns, &DeleteParams::default())
         .await;
     let _ = Api::<ClusterRole>::all(client.clone())
-        .delete(RELEASE, &DeleteParams::default())
+        .delete(ns, &DeleteParams::default())
         .await;
 }
 
