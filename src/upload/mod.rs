@@ -345,9 +345,11 @@ async fn upload(args: &UploadArgs) -> Result<Report, UploadError> {
     );
 
     // Objects run side by side so small ones keep the pipe full; parts share one memory budget.
+    // An object between requests (HEAD, create, completion) holds no part slot, so twice as many
+    // objects as slots keep every slot busy; memory stays bounded by the slots.
     let results: Vec<Result<Outcome, UploadError>> = futures::stream::iter(mine.iter())
         .map(|object| engine.deliver(object))
-        .buffer_unordered(args.concurrency.clamp(1, 8))
+        .buffer_unordered((2 * args.concurrency).clamp(2, 32))
         .collect()
         .await;
     let failure = results
