@@ -19,6 +19,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,57 +117,63 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
     let name = delivery.name_any();
     let uid = delivery.uid().unwrap_or_default();
 
-    // Dereference.
-    let job_name = delivery
-        .status
-        .as_ref()
-        .and_then(|s| s.job_name.clone())
+    // Dereference, from the stores the controller's watches fill.
+    ctx.stores.ready().await;
+    let recorded = delivery.status.as_ref().and_then(|s| s.job_name.clone());
+    let job_name = recorded
+        .clone()
         .unwrap_or_else(|| super::validate::child_name(&name, &uid));
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-    let mut job = get_opt(&jobs, "Job", &job_name).await?;
-    let destination = get_opt(
-        &Api::<OutboundDestination>::namespaced(client.clone(), &ns),
-        "OutboundDestination",
-        &delivery.spec.destination_ref.name,
-    )
-    .await?;
-    let secret = match destination
-        .as_ref()
-        .and_then(|d| d.spec.credentials.secret.as_ref())
-    {
-        Some(keys) => {
-            get_opt(
-                &Api::<Secret>::namespaced(client.clone(), &ns),
-                "Secret",
-                &keys.name,
-            )
-            .await?
-        }
+    let mut job = match ctx.stores.jobs.get(&ObjectRef::new(&job_name).within(&ns)) {
+        Some(cached) => Some((*cached).clone()),
+        // Recorded but not (yet) seen: created a moment ago, or deleted. Ask.
+        None if recorded.is_some() => get_opt(&jobs, "Job", &job_name).await?,
+        // Never recorded: create it; a create that finds one already (409) reads that one.
         None => None,
     };
-    let pvc = get_opt(
-        &Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns),
-        "PersistentVolumeClaim",
-        &delivery.spec.source.volume.claim_name,
-    )
-    .await?;
+    let destination = ctx
+        .stores
+        .destinations
+        .get(&ObjectRef::new(&delivery.spec.destination_ref.name).within(&ns));
 
-    // Validate (pure). A Job that exists already was decided earlier: it is observed, not rebuilt.
-    let validated = validate(
-        &delivery,
-        destination.as_ref(),
-        secret.as_ref(),
-        pvc.as_ref(),
-    );
+    // A Job that exists already was decided earlier: it is observed, not rebuilt, so nothing
+    // else needs reading. Else validate (pure) and create.
     let mut blocked = None;
     let mut manifest_key = None;
-    match (&job, validated) {
-        (Some(_), Ok(v)) => manifest_key = v.manifest_key,
-        (Some(_), Err(_)) => {}
-        (None, Err(b)) => blocked = Some(b),
-        (None, Ok(v)) => {
-            manifest_key = v.manifest_key.clone();
-            job = Some(create_children(&ctx, &v).await?);
+    if job.is_some() {
+        manifest_key = super::validate::manifest_key(&delivery, destination.as_deref());
+    } else {
+        let secret = match destination
+            .as_ref()
+            .and_then(|d| d.spec.credentials.secret.as_ref())
+        {
+            Some(keys) => ctx
+                .stores
+                .secret_key_names(client, &ns, &keys.name)
+                .await
+                .map_err(|e| Error::Fetch(format!("Secret {ns}/{}", keys.name), e))?
+                .map(|names| secret_with_keys(&keys.name, names)),
+            None => None,
+        };
+        let pvc = ctx
+            .stores
+            .claims
+            .get(&ObjectRef::new(&delivery.spec.source.volume.claim_name).within(&ns))
+            .map(|meta| PersistentVolumeClaim {
+                metadata: meta.metadata.clone(),
+                ..Default::default()
+            });
+        match validate(
+            &delivery,
+            destination.as_deref(),
+            secret.as_ref(),
+            pvc.as_ref(),
+        ) {
+            Err(b) => blocked = Some(b),
+            Ok(v) => {
+                manifest_key = v.manifest_key.clone();
+                job = Some(create_children(&ctx, &v).await?);
+            }
         }
     }
 
@@ -262,52 +269,79 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
     })
 }
 
-/// Creates the pods' ServiceAccount, Role and RoleBinding (server-side apply) and then the Job,
-/// once: an existing Job is returned as it is, never updated.
+/// A Secret that carries only the key names of the real one (values never leave the API server
+/// for validation).
+fn secret_with_keys(name: &str, keys: Vec<String>) -> Secret {
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        data: Some(
+            keys.into_iter()
+                .map(|k| (k, k8s_openapi::ByteString(Vec::new())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// Creates the pods' ServiceAccount, Role and RoleBinding (server-side apply; the account along
+/// with the other two) and then the Job, once: an existing Job is returned as it is, never updated.
 async fn create_children(ctx: &Context, v: &ValidatedDelivery) -> Result<Job, Error> {
     let client = &ctx.client;
     let ns = &v.namespace;
     let pp = PatchParams::apply(CONTROLLER_MANAGER).force();
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    if v.create_service_account {
-        sas.patch(
-            &v.service_account,
-            &pp,
-            &Patch::Apply(job::build_service_account(v)),
-        )
-        .await
-        .map_err(|e| Error::ApplyRbac(format!("ServiceAccount {ns}/{}", v.service_account), e))?;
-    } else if get_opt(&sas, "ServiceAccount", &v.service_account)
-        .await?
-        .is_none()
-    {
-        // A named workload-identity account that does not exist yet: create it, unowned, so that
-        // it outlives this delivery (its IRSA annotation is the platform team's business).
-        let sa = ServiceAccount {
-            metadata: kube::api::ObjectMeta {
-                name: Some(v.service_account.clone()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        sas.create(&PostParams::default(), &sa)
+    let service_account = async {
+        let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+        if v.create_service_account {
+            sas.patch(
+                &v.service_account,
+                &pp,
+                &Patch::Apply(job::build_service_account(v)),
+            )
             .await
-            .or_else(|e| match e {
-                kube::Error::Api(ref a) if a.code == 409 => Ok(sa.clone()),
-                e => Err(e),
-            })
             .map_err(|e| {
                 Error::ApplyRbac(format!("ServiceAccount {ns}/{}", v.service_account), e)
             })?;
-    }
-    Api::<Role>::namespaced(client.clone(), ns)
-        .patch(&v.job_name, &pp, &Patch::Apply(job::build_role(v)))
-        .await
-        .map_err(|e| Error::ApplyRbac(format!("Role {ns}/{}", v.job_name), e))?;
-    Api::<RoleBinding>::namespaced(client.clone(), ns)
-        .patch(&v.job_name, &pp, &Patch::Apply(job::build_role_binding(v)))
-        .await
-        .map_err(|e| Error::ApplyRbac(format!("RoleBinding {ns}/{}", v.job_name), e))?;
+        } else if get_opt(&sas, "ServiceAccount", &v.service_account)
+            .await?
+            .is_none()
+        {
+            // A named workload-identity account that does not exist yet: create it, unowned, so
+            // that it outlives this delivery (its IRSA annotation is the platform team's business).
+            let sa = ServiceAccount {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(v.service_account.clone()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            sas.create(&PostParams::default(), &sa)
+                .await
+                .or_else(|e| match e {
+                    kube::Error::Api(ref a) if a.code == 409 => Ok(sa.clone()),
+                    e => Err(e),
+                })
+                .map_err(|e| {
+                    Error::ApplyRbac(format!("ServiceAccount {ns}/{}", v.service_account), e)
+                })?;
+        }
+        Ok::<(), Error>(())
+    };
+    // The Role before its RoleBinding: the API server resolves the Role to check that we may
+    // grant it (no `bind` verb), and refuses a binding to a Role that does not exist yet.
+    let role_and_binding = async {
+        Api::<Role>::namespaced(client.clone(), ns)
+            .patch(&v.job_name, &pp, &Patch::Apply(job::build_role(v)))
+            .await
+            .map_err(|e| Error::ApplyRbac(format!("Role {ns}/{}", v.job_name), e))?;
+        Api::<RoleBinding>::namespaced(client.clone(), ns)
+            .patch(&v.job_name, &pp, &Patch::Apply(job::build_role_binding(v)))
+            .await
+            .map_err(|e| Error::ApplyRbac(format!("RoleBinding {ns}/{}", v.job_name), e))
+    };
+    futures::try_join!(service_account, role_and_binding)?;
 
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
     let desired = job::build_job(v, &ctx.args.uploader_image);

@@ -11,10 +11,10 @@ use crate::metrics::Metrics;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -51,6 +51,12 @@ pub struct RunArgs {
     /// This replica's identity in the Lease (default: the pod name or host name plus a random suffix).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Deliveries reconciled at the same time. Each in-flight reconcile holds its own HTTP/1.1
+    /// connection to the API server, so this bounds the operator's memory and the burst it sends
+    /// (unbounded, 1,000 new deliveries opened about 1,000 connections; see
+    /// docs/benchmarks-controller.md for how the value was chosen).
+    #[arg(long, env = "OUTBOUND_DELIVERY_CONCURRENCY", default_value_t = 32)]
+    pub delivery_concurrency: u16,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -77,8 +83,121 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
     pub args: RunArgs,
+    /// What the delivery controller watches anyway, so that a reconcile reads it instead of
+    /// asking the API server again (a resync of N deliveries would otherwise cost 4N GETs).
+    pub stores: Stores,
     /// Consecutive failures per object, for the backoff of transient errors.
     failures: Mutex<HashMap<String, u32>>,
+}
+
+/// Caches filled by the delivery controller's watches. Each is updated before the event that
+/// triggers a reconcile is delivered, so a reconcile never sees an older object than its trigger.
+pub struct Stores {
+    /// Upload Jobs, without their pod template and managed fields (not needed to fold status).
+    pub jobs: Store<Job>,
+    pub destinations: Store<OutboundDestination>,
+    pub claims: Store<PartialObjectMeta<PersistentVolumeClaim>>,
+    pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// Key names (never values) of Secrets, by namespace/name, at a resourceVersion: whether a
+    /// Secret has the keys a destination names is read once per Secret version, not per delivery.
+    secret_keys: Mutex<HashMap<(String, String), SecretKeyNames>>,
+}
+
+/// A Secret's resourceVersion and its key names.
+type SecretKeyNames = (String, Vec<String>);
+
+/// The writers of `Stores`, driven by the delivery controller's watch streams.
+struct StoreWriters {
+    jobs: reflector::store::Writer<Job>,
+    destinations: reflector::store::Writer<OutboundDestination>,
+    claims: reflector::store::Writer<PartialObjectMeta<PersistentVolumeClaim>>,
+    secrets: reflector::store::Writer<PartialObjectMeta<Secret>>,
+}
+
+impl Stores {
+    fn new() -> (Stores, StoreWriters) {
+        let (jobs, jobs_w) = reflector::store();
+        let (destinations, destinations_w) = reflector::store();
+        let (claims, claims_w) = reflector::store();
+        let (secrets, secrets_w) = reflector::store();
+        (
+            Stores {
+                jobs,
+                destinations,
+                claims,
+                secrets,
+                secret_keys: Mutex::default(),
+            },
+            StoreWriters {
+                jobs: jobs_w,
+                destinations: destinations_w,
+                claims: claims_w,
+                secrets: secrets_w,
+            },
+        )
+    }
+
+    /// Waits until every store has its first full list (a reconcile must not read an empty
+    /// store as "does not exist" just after a start).
+    pub async fn ready(&self) {
+        let _ = futures::join!(
+            self.jobs.wait_until_ready(),
+            self.destinations.wait_until_ready(),
+            self.claims.wait_until_ready(),
+            self.secrets.wait_until_ready(),
+        );
+    }
+
+    /// The key names of Secret `ns/name` when it exists, read from the API server only when
+    /// its resourceVersion is not the one last read.
+    pub async fn secret_key_names(
+        &self,
+        client: &Client,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<Vec<String>>, kube::Error> {
+        let key = (ns.to_string(), name.to_string());
+        let Some(meta) = self.secrets.get(&ObjectRef::new(name).within(ns)) else {
+            self.secret_keys
+                .lock()
+                .expect("secret keys lock")
+                .remove(&key);
+            return Ok(None);
+        };
+        let version = meta.resource_version().unwrap_or_default();
+        if let Some((seen, keys)) = self.secret_keys.lock().expect("secret keys lock").get(&key)
+            && *seen == version
+        {
+            return Ok(Some(keys.clone()));
+        }
+        let Some(secret) = Api::<Secret>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut keys: Vec<String> = secret
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.extend(secret.string_data.iter().flatten().map(|(k, _)| k.clone()));
+        self.secret_keys.lock().expect("secret keys lock").insert(
+            key,
+            (secret.resource_version().unwrap_or_default(), keys.clone()),
+        );
+        Ok(Some(keys))
+    }
+}
+
+/// Drops what the status fold never reads from a cached Job: the pod template (most of its
+/// size: env, volumes, security context) and the managed fields.
+fn trim_job(job: &mut Job) {
+    job.metadata.managed_fields = None;
+    if let Some(spec) = job.spec.as_mut() {
+        spec.template = Default::default();
+    }
 }
 
 impl Context {
@@ -121,7 +240,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     lease.acquire().await;
     metrics.set_leader(true);
 
+    let (stores, writers) = Stores::new();
     let ctx = Arc::new(Context {
+        stores,
         recorder: Recorder::new(
             client.clone(),
             Reporter {
@@ -136,7 +257,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
 
     let destinations = destination_controller(ctx.clone());
-    let deliveries = delivery_controller(ctx.clone());
+    let deliveries = delivery_controller(ctx.clone(), writers);
     tokio::select! {
         _ = destinations => anyhow::bail!("the destination controller stopped"),
         _ = deliveries => anyhow::bail!("the delivery controller stopped"),
@@ -186,21 +307,48 @@ async fn destination_controller(ctx: Arc<Context>) {
         .await;
 }
 
-async fn delivery_controller(ctx: Arc<Context>) {
+async fn delivery_controller(ctx: Arc<Context>, writers: StoreWriters) {
     use futures::StreamExt;
-    let controller = Controller::new(scoped::<OutboundDelivery>(&ctx), watcher::Config::default());
+    let controller = Controller::new(scoped::<OutboundDelivery>(&ctx), watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(ctx.args.delivery_concurrency));
     let by_destination = controller.store();
     let by_claim = controller.store();
     let by_secret = controller.store();
-    let claims = scoped::<PartialObjectMeta<PersistentVolumeClaim>>(&ctx);
-    let secrets = scoped::<PartialObjectMeta<Secret>>(&ctx);
-    let dest_api: Api<OutboundDestination> = scoped(&ctx);
+    // Every related watch fills a store (reflect) before it triggers, so the reconcile reads
+    // what triggered it from memory.
+    let jobs = watcher(
+        scoped::<Job>(&ctx),
+        watcher::Config::default().labels(crate::api::DELIVERY_LABEL),
+    )
+    .default_backoff()
+    .modify(trim_job)
+    .reflect(writers.jobs)
+    .touched_objects();
+    let destinations = watcher(
+        scoped::<OutboundDestination>(&ctx),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writers.destinations)
+    .touched_objects();
+    let claims = watcher(
+        scoped::<PartialObjectMeta<PersistentVolumeClaim>>(&ctx),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writers.claims)
+    .touched_objects();
+    // Secret metadata only: the controller never caches secret values.
+    let secrets = watcher(
+        scoped::<PartialObjectMeta<Secret>>(&ctx),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writers.secrets)
+    .touched_objects();
     controller
-        .owns(
-            scoped::<Job>(&ctx),
-            watcher::Config::default().labels(crate::api::DELIVERY_LABEL),
-        )
-        .watches(dest_api, watcher::Config::default(), move |dest| {
+        .owns_stream(jobs)
+        .watches_stream(destinations, move |dest| {
             let ns = dest.namespace();
             let name = dest.name_any();
             by_destination
@@ -210,7 +358,7 @@ async fn delivery_controller(ctx: Arc<Context>) {
                 .map(|d| ObjectRef::from_obj(&*d))
                 .collect::<Vec<_>>()
         })
-        .watches(claims, watcher::Config::default(), move |claim| {
+        .watches_stream(claims, move |claim| {
             let ns = claim.namespace();
             let name = claim.name_any();
             by_claim
@@ -221,7 +369,7 @@ async fn delivery_controller(ctx: Arc<Context>) {
                 .collect::<Vec<_>>()
         })
         // A Secret created or fixed: deliveries of that namespace that wait on one look again.
-        .watches(secrets, watcher::Config::default(), move |secret| {
+        .watches_stream(secrets, move |secret| {
             let ns = secret.namespace();
             by_secret
                 .state()

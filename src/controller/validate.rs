@@ -106,6 +106,22 @@ fn join_prefix(destination: Option<&str>, delivery: Option<&str>) -> String {
     prefix
 }
 
+/// The key of a delivery's manifest (destination prefix + keyPrefix + `manifest.json`), when it
+/// writes one and its destination exists.
+pub fn manifest_key(
+    delivery: &OutboundDelivery,
+    destination: Option<&OutboundDestination>,
+) -> Option<String> {
+    let prefix = join_prefix(
+        destination?.spec.s3.prefix.as_deref(),
+        delivery.spec.key_prefix.as_deref(),
+    );
+    delivery
+        .spec
+        .manifest
+        .then(|| format!("{prefix}manifest.json"))
+}
+
 /// Validates a delivery against what it references. `destination`, `secret` and `pvc` are
 /// `None` when they do not exist.
 pub fn validate(
@@ -270,7 +286,7 @@ pub fn validate(
         region: dspec.s3.region.clone(),
         endpoint: dspec.s3.endpoint.clone(),
         force_path_style: dspec.s3.force_path_style.unwrap_or(false),
-        manifest_key: spec.manifest.then(|| format!("{prefix}manifest.json")),
+        manifest_key: manifest_key(delivery, Some(destination)),
         prefix,
         claim_name: claim_name.clone(),
         source_path: spec.source.volume.path.trim_matches('/').to_string(),
