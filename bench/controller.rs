@@ -294,21 +294,8 @@ impl Operator {
         (field("VmHWM:"), field("VmRSS:"))
     }
 
-    /// User + system CPU seconds so far.
     fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // Fields after the command (which may hold spaces) start after the last ')'.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        // utime and stime are fields 14 and 15 of /proc/PID/stat, 12 and 13 after the ')'.
-        (ticks(11) + ticks(12)) / 100.0
+        cpu_seconds(self.pid())
     }
 
     /// A counter of the operator's /metrics, summed over its label sets that contain `labels`.
@@ -343,6 +330,44 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// User + system CPU seconds of a process so far (0 when it is gone).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of /proc/PID/stat, 12 and 13 after the ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The ground's processes whose CPU the deliveries cost: the API server, the controller
+/// manager, and the supervisor (embedded etcd and the node).
+fn ground_processes() -> Vec<(&'static str, u32)> {
+    let state = PathBuf::from(var("GROUND_STATE"));
+    let pid = |file: &str| {
+        std::fs::read_to_string(state.join(file))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+    };
+    [
+        ("kube-apiserver", "pids/kube-apiserver.pid"),
+        ("etcd and node", "ground.pid"),
+        (
+            "kube-controller-manager",
+            "pids/kube-controller-manager.pid",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, file)| pid(file).map(|p| (name, p)))
+    .collect()
 }
 
 fn free_port() -> u16 {
@@ -660,6 +685,11 @@ struct Results {
     rss_peak_mib: f64,
     rss_after_mib: f64,
     cpu_s: f64,
+    /// CPU seconds from the first create until every delivery had its Job: the ground's
+    /// processes, then the operator.
+    ground_cpu: Vec<(String, f64)>,
+    operator_cpu_to_jobs: f64,
+    bench_cpu_to_jobs: f64,
     create_tally: Tally,
     reconciles: f64,
     resync_rss_peak_mib: f64,
@@ -845,6 +875,9 @@ async fn bench(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let deliveries: Api<OutboundDelivery> = Api::namespaced(client.clone(), ns);
     let cpu_before = operator.cpu_seconds();
+    let bench_before = cpu_seconds(std::process::id());
+    let ground = ground_processes();
+    let ground_before: Vec<f64> = ground.iter().map(|(_, p)| cpu_seconds(*p)).collect();
     let start = Instant::now();
     let created = futures::stream::iter(0..n)
         .map(|i| {
@@ -896,6 +929,13 @@ async fn bench(
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let (to_jobs_s, each) = to_jobs;
+    let ground_cpu: Vec<(String, f64)> = ground
+        .iter()
+        .zip(&ground_before)
+        .map(|((name, pid), before)| (name.to_string(), cpu_seconds(*pid) - before))
+        .collect();
+    let operator_cpu_to_jobs = operator.cpu_seconds() - cpu_before;
+    let bench_cpu_to_jobs = cpu_seconds(std::process::id()) - bench_before;
     eprintln!("bench-controller: every delivery has its Job and status after {to_jobs_s:.2} s");
     // The Job controller's own status updates come back as events: count until quiet.
     let (rest, last) =
@@ -974,6 +1014,9 @@ async fn bench(
         rss_peak_mib,
         rss_after_mib,
         cpu_s,
+        ground_cpu,
+        operator_cpu_to_jobs,
+        bench_cpu_to_jobs,
         create_tally,
         reconciles,
         resync_rss_peak_mib,
@@ -1117,6 +1160,33 @@ fn report(r: &Results, doc: &Path) {
     md.push_str(&format!(
         "Details: the {} creates (admin, {} at a time) took {:.2} s; a delivery had its Job and status after {:.2} s at the median and {:.2} s at the 90th percentile; the operator was quiet (no request for 5 s) {:.1} s after the first create, having run {:.0} delivery reconciles and used {:.1} s of CPU; its RSS then was {:.1} MiB. Requests answered with an error status (404 of a Job not created yet is expected; 409 and 422 are conflicts): {}.\n\n",
         r.n, knob("BENCH_CREATE_CONCURRENCY", 64), r.create_s, r.p50_s, r.p90_s, r.settle_s, r.reconciles, r.cpu_s, r.rss_after_mib, r.create_tally.failures()
+    ));
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut cpu_line: Vec<String> = r
+        .ground_cpu
+        .iter()
+        .map(|(name, s)| {
+            format!(
+                "{name} {s:.1} s ({:.1} ms per delivery)",
+                s * 1000.0 / r.n as f64
+            )
+        })
+        .collect();
+    cpu_line.push(format!(
+        "the operator {:.1} s and this benchmark {:.1} s",
+        r.operator_cpu_to_jobs, r.bench_cpu_to_jobs
+    ));
+    let total: f64 = r.ground_cpu.iter().map(|(_, s)| s).sum::<f64>()
+        + r.operator_cpu_to_jobs
+        + r.bench_cpu_to_jobs;
+    md.push_str(&format!(
+        "Where the time went: from the first create until every delivery had its Job, the machine's {cores} cores had {:.1} CPU-seconds. CPU used in that time: {}, {}; {:.1} CPU-seconds together (the rest: the kernel, idle moments and whatever else ran).\n\n",
+        r.to_jobs_s * cores as f64,
+        cpu_line[..cpu_line.len() - 1].join(", "),
+        cpu_line[cpu_line.len() - 1],
+        total,
     ));
     md.push_str(&format!(
         "### The operator's API requests for {} deliveries, by verb and resource\n\nLease requests (leader election: one renewal every 5 s) are in the table; the per-delivery figure leaves them out ({} here).\n\n",
