@@ -155,6 +155,18 @@ pub fn combine(algorithm: ChecksumAlgorithm, parts: &[(Vec<u8>, u64)]) -> Option
     Some(total.to_be_bytes()[8 - width..].to_vec())
 }
 
+/// The checksum S3 reports for a multipart object of these parts (digest, length), base64: the
+/// combined full-object CRC, or the composite for SHA-256.
+pub fn multipart_checksum(algorithm: ChecksumAlgorithm, parts: &[(Vec<u8>, u64)]) -> String {
+    match algorithm.multipart_kind() {
+        ChecksumKind::FullObject => to_base64(&combine(algorithm, parts).expect("CRCs combine")),
+        ChecksumKind::Composite => {
+            let digests: Vec<Vec<u8>> = parts.iter().map(|(d, _)| d.clone()).collect();
+            composite(algorithm, &digests)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -582,26 +582,16 @@ impl Engine {
         // give the object's checksum and lines without another read.
         let mut numbered: Vec<(u64, SentPart)> = parts.into_iter().collect();
         numbered.sort_by_key(|(n, _)| *n);
-        let algorithm = self.settings.checksum;
         let lines = numbered.iter().map(|(_, p)| p.newlines).sum::<u64>()
             + numbered.last().map_or(0, |(_, p)| u64::from(p.ends_open));
         let sized: Vec<(Vec<u8>, u64)> = numbered
             .iter()
             .map(|(n, p)| (p.digest.clone(), object.part_range(*n).1))
             .collect();
-        let checksum = match algorithm.multipart_kind() {
-            ChecksumKind::FullObject => {
-                checksum::to_base64(&checksum::combine(algorithm, &sized).expect("CRCs combine"))
-            }
-            ChecksumKind::Composite => {
-                let digests: Vec<Vec<u8>> = sized.iter().map(|(d, _)| d.clone()).collect();
-                checksum::composite(algorithm, &digests)
-            }
-        };
         let scan = Scan {
             lines,
+            checksum: checksum::multipart_checksum(self.settings.checksum, &sized),
             part_digests: sized.into_iter().map(|(d, _)| d).collect(),
-            checksum,
         };
         let completed = numbered.into_iter().map(|(_, p)| p.part).collect();
         let outcome = self.complete(object, &scan, upload_id, completed).await?;
@@ -960,15 +950,7 @@ pub fn scan<R: ReadAt + ?Sized>(
     let checksum = if !object.multipart {
         checksum::to_base64(&parts[0].0)
     } else {
-        match algorithm.multipart_kind() {
-            ChecksumKind::FullObject => {
-                checksum::to_base64(&checksum::combine(algorithm, &parts).expect("CRCs combine"))
-            }
-            ChecksumKind::Composite => {
-                let digests: Vec<Vec<u8>> = parts.iter().map(|(d, _)| d.clone()).collect();
-                checksum::composite(algorithm, &digests)
-            }
-        }
+        checksum::multipart_checksum(algorithm, &parts)
     };
     // A file that does not end with a newline still has a last line.
     if object.size > 0 {

@@ -9,7 +9,7 @@ use futures::StreamExt as _;
 use super::engine::ObjectSettings;
 use super::error::{UploadError, cause};
 use crate::checksum::{self, ChecksumAlgorithm};
-use crate::plan::{Plan, PlannedObject, ReadAt as _};
+use crate::plan::{Plan, PlannedObject};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -142,34 +142,14 @@ pub async fn build(
 }
 
 /// Counts the lines of a planned object by reading its bytes (a last line without a newline
-/// counts).
+/// counts). Rare (only counts no shard reported), so the scan's checksum is simply not used.
 pub fn count_lines(object: &PlannedObject) -> Result<u64, UploadError> {
-    let failed = |offset: u64, source: std::io::Error| UploadError::Read {
+    let file = std::fs::File::open(&object.path).map_err(|source| UploadError::Read {
         file: object.source.clone(),
-        offset,
+        offset: 0,
         source,
-    };
-    let file = std::fs::File::open(&object.path).map_err(|e| failed(0, e))?;
-    let mut buf = vec![0u8; (1 << 20).min(object.size.max(1) as usize)];
-    let (mut lines, mut done, mut last) = (0u64, 0u64, b'\n');
-    while done < object.size {
-        let want = (object.size - done).min(buf.len() as u64) as usize;
-        let at = object.offset + done;
-        let got = file
-            .read_full_at(&mut buf[..want], at)
-            .map_err(|e| failed(at, e))?;
-        if got < want {
-            let eof = std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the file is shorter than planned",
-            );
-            return Err(failed(at + got as u64, eof));
-        }
-        lines += memchr::memchr_iter(b'\n', &buf[..want]).count() as u64;
-        last = buf[want - 1];
-        done += want as u64;
-    }
-    Ok(lines + u64::from(last != b'\n'))
+    })?;
+    Ok(super::engine::scan(&file, object, ChecksumAlgorithm::Crc32C)?.lines)
 }
 
 /// Writes the manifest with If-None-Match; an identical manifest already there counts as written.
@@ -234,5 +214,38 @@ pub async fn write(
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_counted_from_the_source_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"skip\na\nb\nlast without newline").unwrap();
+        let object = |offset: u64, size: u64| PlannedObject {
+            index: 0,
+            key: "k".into(),
+            source: "f".into(),
+            path: path.clone(),
+            sequence: 1,
+            offset,
+            size,
+            multipart: false,
+            part_size: 0,
+            parts: 1,
+        };
+        assert_eq!(count_lines(&object(5, 4)).unwrap(), 2, "a\\nb\\n");
+        assert_eq!(
+            count_lines(&object(5, 24)).unwrap(),
+            3,
+            "the open last line counts"
+        );
+        assert_eq!(count_lines(&object(0, 0)).unwrap(), 0);
+        let err = count_lines(&object(5, 100)).unwrap_err();
+        assert!(err.to_string().contains("shorter than planned"), "{err}");
     }
 }
