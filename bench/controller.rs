@@ -1054,9 +1054,16 @@ async fn cleanup(client: &Client, ns: &str, concurrency: usize) {
             .collect::<Vec<_>>()
             .await;
     }
-    let _ = Api::<Namespace>::all(client.clone())
-        .delete(ns, &DeleteParams::default())
-        .await;
+    let namespaces = Api::<Namespace>::all(client.clone());
+    let _ = namespaces.delete(ns, &DeleteParams::default()).await;
+    // Wait until it is gone: a run that follows at once would otherwise be measured against the
+    // namespace controller deleting thousands of objects.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(300)
+        && namespaces.get_opt(ns).await.ok().flatten().is_some()
+    {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let _ = Api::<ClusterRoleBinding>::all(client.clone())
         .delete(ns, &DeleteParams::default())
         .await;
