@@ -503,8 +503,9 @@ def render(R):
   (Outbound's run i against the peer's run i, the same round) and the median ratio is reported.
 - Configurations: `outbound` at its defaults ({PART // MiB} MiB parts, {CONC} parts in flight,
   CRC64NVME). `@equal`: the peer at Outbound's part size and {CONC} parts in flight in total (for
-  several files: min(8, files) files side by side x 8/that parts per file). `@default`: the
-  peer's own defaults.
+  several files: min(8, files) files side by side x 8/that parts per file; the CRT client takes
+  every file at once and is capped at {CONC} connections in all by its client-wide
+  `max_active_connections_override`; boto3's `max_concurrency` caps each file only). `@default`: the peer's own defaults.
 - Ceiling: warp (AGPL) is not available on the build machines, so `benchtool ceiling`
   (`tests/ground/cmd/benchtool`, aws-sdk-go-v2) does parallel multipart PUTs of one in-memory
   buffer with no checksums and UNSIGNED-PAYLOAD (the cheapest client possible) against the same

@@ -3,7 +3,9 @@
 usage: crt_upload.py --endpoint URL --bucket B [--part-size BYTES] [--concurrency N]
                      [--checksum ALGO] SRC=KEY [SRC=KEY ...]
 Without --part-size/--concurrency the CRT picks its own (its defaults); without --checksum
-the CRT transfer manager sends its default CRC32 trailer checksum.
+the CRT transfer manager sends its default CRC32 trailer checksum. --concurrency caps the
+connections of the whole client (all files together), as Outbound's parts in flight are; the
+transfer config's max_concurrency alone caps each file, not the total.
 Keys come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
 """
 import argparse
@@ -12,6 +14,8 @@ import sys
 import os
 
 import awscrt.auth
+import awscrt.io
+import awscrt.s3
 import botocore.session
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
@@ -32,9 +36,20 @@ def main():
     # endpoint_url), so build the same pieces as it does, with our endpoint (as the AWS CLI does).
     creds = awscrt.auth.AwsCredentialsProvider.new_static(
         os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
-    crt = create_s3_crt_client(a.region, crt_credentials_provider=creds,
-                               part_size=a.part_size or 8 * 1024 * 1024,
-                               use_ssl=a.endpoint.startswith("https"))
+    if a.concurrency:
+        # create_s3_crt_client() has no connection cap: build the same client with one.
+        elg = awscrt.io.EventLoopGroup()
+        bootstrap = awscrt.io.ClientBootstrap(elg, awscrt.io.DefaultHostResolver(elg))
+        crt = awscrt.s3.S3Client(
+            bootstrap=bootstrap, region=a.region, credential_provider=creds,
+            part_size=a.part_size or 8 * 1024 * 1024,
+            tls_mode=(awscrt.s3.S3RequestTlsMode.ENABLED if a.endpoint.startswith("https")
+                      else awscrt.s3.S3RequestTlsMode.DISABLED),
+            throughput_target_gbps=10.0, max_active_connections_override=a.concurrency)
+    else:
+        crt = create_s3_crt_client(a.region, crt_credentials_provider=creds,
+                                   part_size=a.part_size or 8 * 1024 * 1024,
+                                   use_ssl=a.endpoint.startswith("https"))
     serializer = BotocoreCRTRequestSerializer(botocore.session.Session(), {
         "region_name": a.region, "endpoint_url": a.endpoint,
         "config": Config(s3={"addressing_style": "path"})})
