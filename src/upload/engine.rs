@@ -877,14 +877,16 @@ async fn read_part(
         // SAFETY: the mapping is read-only and private to this part; the source is a read-only
         // file that is not written during the delivery (the contract of a source volume), and a
         // shorter file was refused just above.
+        // Populated at once: one call maps the whole part instead of a page fault every few
+        // pages while it is checksummed.
         let map = unsafe {
             memmap2::MmapOptions::new()
                 .offset(offset)
                 .len(len as usize)
+                .populate()
                 .map(&*file)
         }
         .map_err(|e| failed(offset, e))?;
-        let _ = map.advise(memmap2::Advice::Sequential);
         let mut newlines = 0u64;
         for chunk in map.chunks(SCAN_CHUNK) {
             hasher.update(chunk);
