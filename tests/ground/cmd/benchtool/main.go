@@ -105,6 +105,12 @@ func ceiling(args []string) error {
 	jobs := make(chan job)
 	var wg sync.WaitGroup
 	var firstErr atomic.Value
+	// Each object is completed as soon as its last part is stored, by the worker that stored it,
+	// so with several objects the server's completion work overlaps the other objects' parts.
+	left := make([]atomic.Int64, *objects)
+	for o := range left {
+		left[o].Store(int64(nparts))
+	}
 	for w := 0; w < *conc; w++ {
 		wg.Add(1)
 		go func() {
@@ -117,6 +123,12 @@ func ceiling(args []string) error {
 					continue
 				}
 				etags[j.obj][j.part-1] = types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(int32(j.part))}
+				if left[j.obj].Add(-1) == 0 {
+					if _, err := cli.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: bucket, Key: aws.String(fmt.Sprintf("%s%04d", *prefix, j.obj)),
+						UploadId: &j.id, MultipartUpload: &types.CompletedMultipartUpload{Parts: etags[j.obj]}}); err != nil {
+						firstErr.CompareAndSwap(nil, err)
+					}
+				}
 			}
 		}()
 	}
@@ -133,12 +145,6 @@ func ceiling(args []string) error {
 	wg.Wait()
 	if e := firstErr.Load(); e != nil {
 		return e.(error)
-	}
-	for o := range ids {
-		if _, err := cli.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: bucket, Key: aws.String(fmt.Sprintf("%s%04d", *prefix, o)),
-			UploadId: &ids[o], MultipartUpload: &types.CompletedMultipartUpload{Parts: etags[o]}}); err != nil {
-			return err
-		}
 	}
 	secs := time.Since(start).Seconds()
 	total := float64(*objSize) * float64(*objects)
