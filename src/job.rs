@@ -306,7 +306,7 @@ mod tests {
         let mut d = delivery();
         d.spec.parallelism = parallelism;
         let keys = secret(&["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]);
-        validate(&d, Some(&destination(true)), Some(&keys), Some(&pvc())).unwrap()
+        validate(&d, Some(&destination(true)), Some(&keys[..]), Some(&pvc())).unwrap()
     }
 
     fn env_of(job: &Job) -> Vec<EnvVar> {

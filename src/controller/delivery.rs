@@ -12,7 +12,7 @@ use crate::credentials::{s3_client, sdk_config};
 use crate::job;
 use crate::status::{DeliveryObservation, delivery_patch, delivery_status};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -143,7 +143,7 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
     if job.is_some() {
         manifest_key = super::validate::manifest_key(&delivery, destination.as_deref());
     } else {
-        let secret = match destination
+        let secret_keys = match destination
             .as_ref()
             .and_then(|d| d.spec.credentials.secret.as_ref())
         {
@@ -151,8 +151,7 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
                 .stores
                 .secret_key_names(client, &ns, &keys.name)
                 .await
-                .map_err(|e| Error::Fetch(format!("Secret {ns}/{}", keys.name), e))?
-                .map(|names| secret_with_keys(&keys.name, names)),
+                .map_err(|e| Error::Fetch(format!("Secret {ns}/{}", keys.name), e))?,
             None => None,
         };
         let pvc = ctx
@@ -166,7 +165,7 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
         match validate(
             &delivery,
             destination.as_deref(),
-            secret.as_ref(),
+            secret_keys.as_deref(),
             pvc.as_ref(),
         ) {
             Err(b) => blocked = Some(b),
@@ -267,23 +266,6 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
         (None, Some(Phase::Succeeded | Phase::Failed)) => Action::await_change(),
         _ => Action::requeue(Duration::from_secs(300)),
     })
-}
-
-/// A Secret that carries only the key names of the real one (values never leave the API server
-/// for validation).
-fn secret_with_keys(name: &str, keys: Vec<String>) -> Secret {
-    Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.to_string()),
-            ..Default::default()
-        },
-        data: Some(
-            keys.into_iter()
-                .map(|k| (k, k8s_openapi::ByteString(Vec::new())))
-                .collect(),
-        ),
-        ..Default::default()
-    }
 }
 
 /// Creates the pods' ServiceAccount, Role and RoleBinding (server-side apply; the account along

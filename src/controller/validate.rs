@@ -5,7 +5,7 @@ use crate::api::{
     ChecksumAlgorithm, DELIVERY_LABEL, MAX_SPLIT_BYTES, OutboundDelivery, OutboundDestination,
     SplitOn, condition,
 };
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::ResourceExt;
 
 /// Everything the builders need, defaults applied and invariants checked, decided once.
@@ -122,12 +122,13 @@ pub fn manifest_key(
         .then(|| format!("{prefix}manifest.json"))
 }
 
-/// Validates a delivery against what it references. `destination`, `secret` and `pvc` are
-/// `None` when they do not exist.
+/// Validates a delivery against what it references. `destination`, `secret_keys` (the key names
+/// of the destination's Secret; values are never needed) and `pvc` are `None` when they do not
+/// exist.
 pub fn validate(
     delivery: &OutboundDelivery,
     destination: Option<&OutboundDestination>,
-    secret: Option<&Secret>,
+    secret_keys: Option<&[String]>,
     pvc: Option<&PersistentVolumeClaim>,
 ) -> Result<ValidatedDelivery, Blocked> {
     let namespace = delivery.namespace().unwrap_or_default();
@@ -178,7 +179,7 @@ pub fn validate(
     let cross = dspec.credentials.cross_account.as_ref();
     let credentials = match (&dspec.credentials.secret, cross) {
         (Some(keys), None) => {
-            let Some(secret) = secret else {
+            let Some(present) = secret_keys else {
                 return Err(Blocked::new(
                     "SecretNotFound",
                     format!(
@@ -187,13 +188,7 @@ pub fn validate(
                     ),
                 ));
             };
-            let has = |key: &str| {
-                secret.data.as_ref().is_some_and(|d| d.contains_key(key))
-                    || secret
-                        .string_data
-                        .as_ref()
-                        .is_some_and(|d| d.contains_key(key))
-            };
+            let has = |key: &str| present.iter().any(|k| k == key);
             let mut wanted = vec![
                 keys.access_key_id_key.as_str(),
                 keys.secret_access_key_key.as_str(),
@@ -318,9 +313,7 @@ pub fn validate(
 pub(crate) mod tests {
     use super::*;
     use crate::api::*;
-    use k8s_openapi::ByteString;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-    use std::collections::BTreeMap;
 
     pub fn destination(ready: bool) -> OutboundDestination {
         let mut d = OutboundDestination::new(
@@ -392,22 +385,16 @@ pub(crate) mod tests {
         d
     }
 
-    pub fn secret(keys: &[&str]) -> Secret {
-        Secret {
-            data: Some(
-                keys.iter()
-                    .map(|k| (k.to_string(), ByteString(b"value".to_vec())))
-                    .collect::<BTreeMap<_, _>>(),
-            ),
-            ..Secret::default()
-        }
+    /// The key names of a Secret.
+    pub fn secret(keys: &[&str]) -> Vec<String> {
+        keys.iter().map(|k| k.to_string()).collect()
     }
 
     pub fn pvc() -> PersistentVolumeClaim {
         PersistentVolumeClaim::default()
     }
 
-    fn all_keys() -> Secret {
+    fn all_keys() -> Vec<String> {
         secret(&["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"])
     }
 
@@ -416,7 +403,7 @@ pub(crate) mod tests {
         let v = validate(
             &delivery(),
             Some(&destination(true)),
-            Some(&all_keys()),
+            Some(&all_keys()[..]),
             Some(&pvc()),
         )
         .unwrap();
@@ -440,7 +427,7 @@ pub(crate) mod tests {
         let dest = destination(true);
         let reason = |r: Result<ValidatedDelivery, Blocked>| r.unwrap_err().reason;
         assert_eq!(
-            reason(validate(&d, None, Some(&all_keys()), Some(&pvc()))),
+            reason(validate(&d, None, Some(&all_keys()[..]), Some(&pvc()))),
             "DestinationNotFound"
         );
         assert_eq!(
@@ -451,20 +438,20 @@ pub(crate) mod tests {
             reason(validate(
                 &d,
                 Some(&dest),
-                Some(&secret(&["AWS_ACCESS_KEY_ID"])),
+                Some(&secret(&["AWS_ACCESS_KEY_ID"])[..]),
                 Some(&pvc())
             )),
             "SecretKeyMissing"
         );
         assert_eq!(
-            reason(validate(&d, Some(&dest), Some(&all_keys()), None)),
+            reason(validate(&d, Some(&dest), Some(&all_keys()[..]), None)),
             "PersistentVolumeClaimNotFound"
         );
         assert_eq!(
             reason(validate(
                 &d,
                 Some(&destination(false)),
-                Some(&all_keys()),
+                Some(&all_keys()[..]),
                 Some(&pvc())
             )),
             "DestinationNotReady"
@@ -478,7 +465,7 @@ pub(crate) mod tests {
         let b = validate(
             &d,
             Some(&destination(true)),
-            Some(&all_keys()),
+            Some(&all_keys()[..]),
             Some(&pvc()),
         )
         .unwrap_err();
@@ -489,7 +476,7 @@ pub(crate) mod tests {
         let v = validate(
             &d,
             Some(&destination(true)),
-            Some(&all_keys()),
+            Some(&all_keys()[..]),
             Some(&pvc()),
         )
         .unwrap();
