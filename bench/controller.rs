@@ -1072,7 +1072,7 @@ async fn cleanup(client: &Client, ns: &str, concurrency: usize) {
         .await;
 }
 
-/// The CRDs and the split-size admission policy, server-side applied, then served.
+/// The CRDs and their admission policies, server-side applied, then served.
 async fn apply_crds(client: &Client) {
     use k8s_openapi::api::admissionregistration::v1::{
         ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
@@ -1085,15 +1085,16 @@ async fn apply_crds(client: &Client) {
             .await
             .expect("failed to apply the CRDs");
     }
-    let (policy, binding) = outbound::api::split_size_policy();
-    Api::<ValidatingAdmissionPolicy>::all(client.clone())
-        .patch(&policy.name_any(), &pp, &Patch::Apply(&policy))
-        .await
-        .expect("failed to apply the admission policy");
-    Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
-        .patch(&binding.name_any(), &pp, &Patch::Apply(&binding))
-        .await
-        .expect("failed to apply the admission policy binding");
+    for (policy, binding) in outbound::api::policies() {
+        Api::<ValidatingAdmissionPolicy>::all(client.clone())
+            .patch(&policy.name_any(), &pp, &Patch::Apply(&policy))
+            .await
+            .expect("failed to apply an admission policy");
+        Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+            .patch(&binding.name_any(), &pp, &Patch::Apply(&binding))
+            .await
+            .expect("failed to apply an admission policy binding");
+    }
     let all: Api<OutboundDelivery> = Api::all(client.clone());
     wait_until("the CRDs to be served", Duration::from_secs(30), || async {
         all.list(&ListParams::default().limit(1)).await.is_ok()

@@ -1,5 +1,5 @@
-//! Pure: a `ValidatedDelivery` -> the upload Job and the upload pods' ServiceAccount, Role and
-//! RoleBinding. No client here; the controller applies what these return.
+//! Pure: a `ValidatedDelivery` -> the upload Job; a namespace -> the upload pods' shared
+//! ServiceAccount, Role and RoleBinding. No client here; the controller applies what these return.
 
 use crate::api::{CONTROLLER_MANAGER, DELIVERY_LABEL, GROUP, OutboundDelivery};
 use crate::controller::validate::{JobCredentials, ValidatedDelivery};
@@ -246,31 +246,53 @@ pub fn build_job(v: &ValidatedDelivery, image: &str) -> Job {
     }
 }
 
-/// The per-delivery ServiceAccount of the upload pods.
-pub fn build_service_account(v: &ValidatedDelivery) -> ServiceAccount {
+/// Name of the upload pods' Role, and of the RoleBinding for the default ServiceAccount.
+pub const UPLOAD_ROLE: &str = "outbound-upload";
+
+/// Labels of the per-namespace objects the upload pods share (no delivery, no owner: they outlive
+/// any one delivery).
+fn shared_meta(namespace: &str, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(namespace.to_string()),
+        labels: Some(BTreeMap::from([
+            ("app.kubernetes.io/name".into(), "outbound".into()),
+            ("app.kubernetes.io/component".into(), "uploader".into()),
+            (
+                "app.kubernetes.io/managed-by".into(),
+                CONTROLLER_MANAGER.into(),
+            ),
+        ])),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The upload pods' ServiceAccount in a namespace (`UPLOAD_SERVICE_ACCOUNT`).
+pub fn build_service_account(namespace: &str) -> ServiceAccount {
     ServiceAccount {
-        metadata: meta(v, &v.service_account),
+        metadata: shared_meta(namespace, crate::api::UPLOAD_SERVICE_ACCOUNT),
         ..ServiceAccount::default()
     }
 }
 
-/// A Role that lets the upload pods read their own delivery and patch its status, nothing else.
-pub fn build_role(v: &ValidatedDelivery) -> Role {
+/// The upload pods' Role in a namespace: read deliveries and patch their status, nothing else.
+/// RBAC cannot say "only your own delivery" without a Role per delivery (two writes each, whose
+/// escalation checks grow with the namespace's RoleBindings); the chart's admission policy
+/// (templates/admission.yaml) lets a pod write only the status of the delivery its Job serves.
+pub fn build_role(namespace: &str) -> Role {
     let plural = <OutboundDelivery as kube::Resource>::plural(&()).to_string();
     Role {
-        metadata: meta(v, &v.job_name),
+        metadata: shared_meta(namespace, UPLOAD_ROLE),
         rules: Some(vec![
             PolicyRule {
                 api_groups: Some(vec![GROUP.into()]),
                 resources: Some(vec![plural.clone()]),
-                resource_names: Some(vec![v.name.clone()]),
                 verbs: vec!["get".into()],
                 ..PolicyRule::default()
             },
             PolicyRule {
                 api_groups: Some(vec![GROUP.into()]),
                 resources: Some(vec![format!("{plural}/status")]),
-                resource_names: Some(vec![v.name.clone()]),
                 verbs: vec!["get".into(), "patch".into()],
                 ..PolicyRule::default()
             },
@@ -278,19 +300,34 @@ pub fn build_role(v: &ValidatedDelivery) -> Role {
     }
 }
 
-/// Binds the Role to the upload pods' service account.
-pub fn build_role_binding(v: &ValidatedDelivery) -> RoleBinding {
+/// The RoleBinding that gives `service_account` the upload Role: `outbound-upload` for the
+/// default account, `outbound-upload-<account>` for one a destination names.
+pub fn role_binding_name(service_account: &str) -> String {
+    if service_account == crate::api::UPLOAD_SERVICE_ACCOUNT {
+        UPLOAD_ROLE.to_string()
+    } else {
+        // Object names may have 253 characters, account names too: cut, the account stays in
+        // the subject.
+        format!("{UPLOAD_ROLE}-{service_account}")
+            .chars()
+            .take(253)
+            .collect()
+    }
+}
+
+/// Binds the upload Role to one service account of the namespace.
+pub fn build_role_binding(namespace: &str, service_account: &str) -> RoleBinding {
     RoleBinding {
-        metadata: meta(v, &v.job_name),
+        metadata: shared_meta(namespace, &role_binding_name(service_account)),
         role_ref: RoleRef {
             api_group: Some("rbac.authorization.k8s.io".into()),
             kind: "Role".into(),
-            name: v.job_name.clone(),
+            name: UPLOAD_ROLE.into(),
         },
         subjects: Some(vec![Subject {
             kind: "ServiceAccount".into(),
-            name: v.service_account.clone(),
-            namespace: Some(v.namespace.clone()),
+            name: service_account.to_string(),
+            namespace: Some(namespace.to_string()),
             ..Subject::default()
         }]),
     }
@@ -340,7 +377,7 @@ mod tests {
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         assert_eq!(
             pod.service_account_name.as_deref(),
-            Some(v.job_name.as_str())
+            Some(crate::api::UPLOAD_SERVICE_ACCOUNT)
         );
         let c = &pod.containers[0];
         assert_eq!(c.command, None, "the image's entrypoint runs");
@@ -426,19 +463,26 @@ mod tests {
     }
 
     #[test]
-    fn pods_may_only_report_their_own_delivery() {
-        let v = validated(1);
-        let role = build_role(&v);
+    fn the_shared_role_only_reads_deliveries_and_patches_their_status() {
+        let role = build_role("team");
         for rule in role.rules.unwrap() {
-            assert_eq!(rule.resource_names.as_deref(), Some(&[v.name.clone()][..]));
+            assert_eq!(rule.api_groups.as_deref(), Some(&[GROUP.to_string()][..]));
             assert!(
                 rule.verbs
                     .iter()
                     .all(|verb| verb == "get" || verb == "patch")
             );
+            assert!(rule.verbs.iter().all(|verb| verb == "get")
+                || rule.resources.as_deref() == Some(&["outbounddeliveries/status".to_string()][..]));
         }
-        let binding = build_role_binding(&v);
-        assert_eq!(binding.subjects.unwrap()[0].name, v.service_account);
-        assert_eq!(binding.role_ref.name, v.job_name);
+        assert!(role.metadata.owner_references.is_none(), "shared: no one delivery owns it");
+        let binding = build_role_binding("team", "outbound-upload");
+        assert_eq!(binding.metadata.name.as_deref(), Some("outbound-upload"));
+        assert_eq!(binding.role_ref.name, UPLOAD_ROLE);
+        let named = build_role_binding("team", "irsa");
+        assert_eq!(named.metadata.name.as_deref(), Some("outbound-upload-irsa"));
+        let subject = &named.subjects.unwrap()[0];
+        assert_eq!((subject.name.as_str(), subject.namespace.as_deref()), ("irsa", Some("team")));
+        assert_eq!(role_binding_name(&"a".repeat(253)).len(), 253);
     }
 }

@@ -1019,3 +1019,232 @@ async fn a_suspended_delivery_waits_and_resumes() {
     );
     world.cleanup().await;
 }
+
+/// A client that authenticates with `token` instead of the ground's admin certificate.
+async fn client_with_token(token: String) -> kube::Client {
+    let mut config = kube::Config::infer()
+        .await
+        .expect("the ground's KUBECONFIG");
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.into()),
+        ..Default::default()
+    };
+    kube::Client::try_from(config).expect("a client with a token")
+}
+
+/// A token of the upload pods' ServiceAccount, bound to `pod` (as the kubelet gives a pod), or
+/// bound to nothing.
+async fn upload_token(world: &World, pod: Option<&Pod>) -> String {
+    use k8s_openapi::api::authentication::v1::{
+        BoundObjectReference, TokenRequest, TokenRequestSpec,
+    };
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(600),
+            bound_object_ref: pod.map(|p| BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: p.metadata.name.clone(),
+                uid: p.metadata.uid.clone(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    world
+        .api::<ServiceAccount>()
+        .create_token_request(
+            outbound::api::UPLOAD_SERVICE_ACCOUNT,
+            &Default::default(),
+            &request,
+        )
+        .await
+        .expect("a token request for the upload account")
+        .status
+        .expect("a token")
+        .token
+        .expect("a token")
+}
+
+/// A pod named as the Job controller names the pods of `job`, under the upload account, that no
+/// scheduler takes (it only has to exist for a token to be bound to it).
+async fn stand_in_pod(world: &World, name: &str) -> Pod {
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {
+            "serviceAccountName": outbound::api::UPLOAD_SERVICE_ACCOUNT,
+            "schedulerName": "nobody",
+            "containers": [{"name": "c", "image": "never-runs"}],
+        },
+    }))
+    .unwrap();
+    world
+        .api::<Pod>()
+        .create(&Default::default(), &pod)
+        .await
+        .expect("the stand-in pod")
+}
+
+/// What an upload pod writes: its shard's progress, server-side applied under its own manager.
+async fn report_as(
+    client: &kube::Client,
+    ns: &str,
+    delivery: &str,
+    status: serde_json::Value,
+) -> Result<(), kube::Error> {
+    let patch = serde_json::json!({
+        "apiVersion": "outbound.dev/v1alpha1", "kind": "OutboundDelivery",
+        "metadata": {"name": delivery},
+        "status": status,
+    });
+    kube::Api::<OutboundDelivery>::namespaced(client.clone(), ns)
+        .patch_status(
+            delivery,
+            &PatchParams::apply("outbound-upload-0").force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map(|_| ())
+}
+
+fn shard(bytes_done: u64) -> serde_json::Value {
+    serde_json::json!({"shards": {"0": {
+        "bytesDone": bytes_done, "bytesTotal": 100, "objectsDone": 0, "objectsTotal": 1,
+        "uploads": [], "finished": false, "updatedAt": "2026-11-28T10:00:00Z",
+    }}})
+}
+
+fn assert_refused(result: Result<(), kube::Error>, words: &str) {
+    match result {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 403, "{status:?}");
+            assert!(status.message.contains(words), "{}", status.message);
+        }
+        other => panic!("expected a refusal saying {words:?}, got {other:?}"),
+    }
+}
+
+/// The upload pods of a namespace share one ServiceAccount, Role and RoleBinding, whatever the
+/// number of deliveries; the upload-pods admission policy keeps each pod to its own delivery's
+/// status: a pod of A's Job may report on A, not on B, and may not re-point A's jobName; a token of
+/// the upload account that is not bound to a pod of the Job may report on nothing.
+#[tokio::test]
+async fn an_upload_pod_may_report_on_its_own_delivery_only() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let mut world = World::new("isolation").await;
+    let env = &world.env;
+    let (endpoint, key, secret) = (
+        env.s3_endpoint.clone(),
+        env.s3_access_key.clone(),
+        env.s3_secret_key.clone(),
+    );
+    let gw = s3(&endpoint, &env.s3_region, &key, &secret).await;
+    let bkt = format!("isolation-{}", suffix());
+    bucket(&gw, &bkt).await;
+    world.volume("exports").await;
+    keyed_destination(&world, &bkt, &endpoint, &key, &secret).await;
+    for name in ["a", "b", "c"] {
+        world
+            .apply_yaml::<OutboundDelivery>(&delivery_yaml(
+                name,
+                "acme",
+                "exports",
+                "  suspend: true\n",
+            ))
+            .await
+            .unwrap();
+    }
+    world.start_operator();
+    let mut job = std::collections::BTreeMap::new();
+    for name in ["a", "b", "c"] {
+        let d = world
+            .wait_delivery(name, "Pending", Some("Suspended"), Duration::from_secs(60))
+            .await;
+        job.insert(name, d.status.unwrap().job_name.expect("a recorded Job"));
+    }
+    assert_eq!(jobs_in(&world).await.len(), 3);
+    let roles: Vec<String> = world
+        .api::<Role>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|r| r.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(roles, ["outbound-upload"], "one Role for the namespace");
+    let bindings: Vec<String> = world
+        .api::<RoleBinding>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|r| r.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(bindings, ["outbound-upload"], "one RoleBinding");
+    assert!(
+        world
+            .api::<ServiceAccount>()
+            .get_opt(outbound::api::UPLOAD_SERVICE_ACCOUNT)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let pod = stand_in_pod(&world, &format!("{}-x7k2q", job["a"])).await;
+    let as_pod_of_a = client_with_token(upload_token(&world, Some(&pod)).await).await;
+    let ns = world.ns.clone();
+    // The policy may take a moment to be enforced after it was first applied on this ground.
+    wait_for(
+        "the upload-pods policy to refuse a report on another delivery",
+        Duration::from_secs(30),
+        || async { report_as(&as_pod_of_a, &ns, "b", shard(7)).await.is_err().then_some(()) },
+        || world.diagnose(),
+    )
+    .await;
+    assert_refused(
+        report_as(&as_pod_of_a, &ns, "b", shard(7)).await,
+        "may only report on the delivery whose Job it belongs to, not on b",
+    );
+    report_as(&as_pod_of_a, &ns, "a", shard(42))
+        .await
+        .expect("a pod of A's Job reports on A");
+    assert_eq!(
+        world.delivery("a").await.status.unwrap().shards["0"].bytes_done,
+        42
+    );
+    assert!(world.delivery("b").await.status.unwrap().shards.is_empty());
+    let mut repoint = shard(43);
+    repoint["jobName"] = serde_json::json!(job["c"]);
+    assert_refused(
+        report_as(&as_pod_of_a, &ns, "a", repoint).await,
+        "may not change status.jobName",
+    );
+    assert_eq!(
+        world.delivery("a").await.status.unwrap().job_name.as_deref(),
+        Some(job["a"].as_str())
+    );
+
+    // A pod named like another Job's pods but one character off is not one of them.
+    let near = stand_in_pod(&world, &format!("{}-x7k2qq", job["a"])).await;
+    let as_near = client_with_token(upload_token(&world, Some(&near)).await).await;
+    assert_refused(
+        report_as(&as_near, &ns, "a", shard(44)).await,
+        "may only report on the delivery whose Job it belongs to, not on a",
+    );
+    // The account's token without a pod: nothing.
+    let unbound = client_with_token(upload_token(&world, None).await).await;
+    assert_refused(
+        report_as(&unbound, &ns, "a", shard(45)).await,
+        "only with the token of a pod of its Job",
+    );
+    assert_eq!(
+        world.delivery("a").await.status.unwrap().shards["0"].bytes_done,
+        42,
+        "no refused report changed anything"
+    );
+    world.cleanup().await;
+}

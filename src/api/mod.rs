@@ -7,7 +7,10 @@ mod quantity;
 
 pub use delivery::*;
 pub use destination::*;
-pub use policy::{SPLIT_SIZE_POLICY, split_size_policy};
+pub use policy::{
+    JOB_NAME_PREFIX, MAX_JOB_NAME, SPLIT_SIZE_POLICY, UPLOAD_PODS_POLICY, UPLOAD_SERVICE_ACCOUNT,
+    policies, split_size_policy, upload_pods_policy,
+};
 pub use quantity::{MAX_SPLIT_BYTES, SplitSize};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -39,13 +42,14 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![OutboundDestination::crd(), OutboundDelivery::crd()]
 }
 
-/// All CustomResourceDefinitions, then the admission policy that goes with them, as one
+/// All CustomResourceDefinitions, then the admission policies that go with them, as one
 /// multi-document YAML stream.
 pub fn crds_yaml() -> String {
-    let (policy, binding) = split_size_policy();
     let mut docs: Vec<String> = crds().iter().map(crd_yaml).collect();
-    docs.push(serde_yaml::to_string(&policy).expect("a policy always serializes"));
-    docs.push(serde_yaml::to_string(&binding).expect("a binding always serializes"));
+    for (policy, binding) in policies() {
+        docs.push(serde_yaml::to_string(&policy).expect("a policy always serializes"));
+        docs.push(serde_yaml::to_string(&binding).expect("a binding always serializes"));
+    }
     docs.join("---\n")
 }
 

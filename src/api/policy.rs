@@ -1,5 +1,6 @@
-//! The admission policy that lets the API server refuse a delivery whose split size is above its
-//! destination's: CEL on the CRD cannot read another object, a ValidatingAdmissionPolicy can.
+//! The admission policies that ship with the CRDs: one lets the API server refuse a delivery whose
+//! split size is above its destination's (CEL on the CRD cannot read another object, a policy
+//! can); the other keeps each upload pod to its own delivery's status.
 
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
@@ -55,6 +56,93 @@ pub fn split_size_policy() -> (ValidatingAdmissionPolicy, ValidatingAdmissionPol
             // No destination yet: the controller reports DestinationNotFound instead.
             "paramRef": {"selector": {}, "parameterNotFoundAction": "Allow"},
         },
+    }))
+    .expect("the binding is a valid ValidatingAdmissionPolicyBinding");
+    (policy, binding)
+}
+
+/// Every admission policy with its binding, as `crds_yaml` and the tests apply them.
+pub fn policies() -> Vec<(ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding)> {
+    vec![split_size_policy(), upload_pods_policy()]
+}
+
+/// The upload pods' ServiceAccount, one per namespace, unless the destination names its own.
+pub const UPLOAD_SERVICE_ACCOUNT: &str = "outbound-upload";
+
+/// Every upload Job's name starts so (and so every upload pod's).
+pub const JOB_NAME_PREFIX: &str = "odel-";
+
+/// The longest Job name: the Job controller names pods `<job>-<index>-<5 chars>` and cuts the
+/// stem above 58 characters before the 5; with indexes below 1,000 (the parallelism limit) a name
+/// of 53 is never cut, so the upload-pods policy can tell a delivery's pods by their name.
+pub const MAX_JOB_NAME: usize = 53;
+
+/// Name of the upload-pods policy and, with `-binding`, of its binding.
+pub const UPLOAD_PODS_POLICY: &str = "outbounddeliveries.outbound.dev-upload-pods";
+
+const POD_NAME: &str = "authentication.kubernetes.io/pod-name";
+
+/// The policy and its binding that keep each upload pod to its own delivery. The pods share one
+/// ServiceAccount, Role and RoleBinding per namespace (RBAC cannot name the one delivery a pod
+/// works for without two objects per delivery, whose writes cost the API server more than the
+/// rest of a delivery). So a status write by the upload account, or by any pod of an upload Job
+/// (whatever account a destination gives it), must come with the token of a pod of the Job that
+/// the delivery's `status.jobName` names, and must leave `status.jobName` as it is. A pod token
+/// carries its pod's name; the Job controller names pods `<job>-<5 chars>`, or
+/// `<job>-<index>-<5 chars>` when Indexed. Nothing here depends on a release: two agree.
+pub fn upload_pods_policy() -> (ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding) {
+    let is_upload_pod = format!(
+        "request.userInfo.username.startsWith('system:serviceaccount:') \
+&& (request.userInfo.username.endsWith(':{UPLOAD_SERVICE_ACCOUNT}') \
+|| (has(request.userInfo.extra) && '{POD_NAME}' in request.userInfo.extra \
+&& request.userInfo.extra['{POD_NAME}'].exists(p, p.startsWith('{JOB_NAME_PREFIX}'))))"
+    );
+    let pod = format!(
+        "has(request.userInfo.extra) && '{POD_NAME}' in request.userInfo.extra \
+? request.userInfo.extra['{POD_NAME}'][0] : ''"
+    );
+    let policy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": UPLOAD_PODS_POLICY},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["outbound.dev"],
+                "apiVersions": ["*"],
+                "operations": ["UPDATE"],
+                "resources": ["outbounddeliveries/status"],
+            }]},
+            "matchConditions": [{"name": "an-upload-pod", "expression": is_upload_pod}],
+            "variables": [
+                {"name": "pod", "expression": pod},
+                {"name": "job", "expression": "has(oldObject.status) && has(oldObject.status.jobName) ? oldObject.status.jobName : ''"},
+                {"name": "indexed", "expression": "has(oldObject.spec.parallelism) && oldObject.spec.parallelism > 1"},
+            ],
+            "validations": [
+                {
+                    "expression": "variables.job != '' && variables.pod.matches('^' + variables.job \
++ (variables.indexed ? '-[0-9]{1,3}' : '') + '-[a-z0-9]{5}$')",
+                    "messageExpression": "variables.pod == '' \
+? 'the upload account may write a delivery status only with the token of a pod of its Job' \
+: 'pod ' + variables.pod + ' may only report on the delivery whose Job it belongs to, not on ' \
++ oldObject.metadata.name",
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": "has(object.status) && has(object.status.jobName) && object.status.jobName == variables.job",
+                    "message": "upload pods may not change status.jobName",
+                    "reason": "Forbidden",
+                },
+            ],
+        },
+    }))
+    .expect("the policy is a valid ValidatingAdmissionPolicy");
+    let binding = serde_json::from_value(serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": format!("{UPLOAD_PODS_POLICY}-binding")},
+        "spec": {"policyName": UPLOAD_PODS_POLICY, "validationActions": ["Deny"]},
     }))
     .expect("the binding is a valid ValidatingAdmissionPolicyBinding");
     (policy, binding)

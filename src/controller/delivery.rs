@@ -10,6 +10,7 @@ use crate::api::{
 };
 use crate::credentials::{s3_client, sdk_config};
 use crate::job;
+use crate::api::OutboundDeliveryStatus;
 use crate::status::{DeliveryObservation, delivery_patch, delivery_status};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ServiceAccount};
@@ -140,6 +141,7 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
     // else needs reading. Else validate (pure) and create.
     let mut blocked = None;
     let mut manifest_key = None;
+    let mut written = None;
     if job.is_some() {
         manifest_key = super::validate::manifest_key(&delivery, destination.as_deref());
     } else {
@@ -171,7 +173,19 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
             Err(b) => blocked = Some(b),
             Ok(v) => {
                 manifest_key = v.manifest_key.clone();
-                job = Some(create_children(&ctx, &v).await?);
+                ensure_upload_access(&ctx, &v).await?;
+                let desired = job::build_job(&v, &ctx.args.uploader_image);
+                if recorded.is_none() {
+                    // The status names the Job before the Job exists: the chart's admission
+                    // policy lets a pod write status only once it names the pod's Job, and a
+                    // restart, whatever happens in between, finds the same name.
+                    let observation = DeliveryObservation::Job { job: &desired };
+                    written =
+                        write_status(&ctx, &delivery, &observation, manifest_key.as_deref())
+                            .await?
+                            .1;
+                }
+                job = Some(create_job(&ctx, &v, desired).await?);
             }
         }
     }
@@ -194,7 +208,6 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
         }
     }
 
-    // Fold status (pure) and write it only when something but time changed.
     let observation = match (&blocked, &job) {
         (Some(b), _) => DeliveryObservation::Blocked {
             reason: b.reason,
@@ -203,61 +216,15 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
         (None, Some(j)) => DeliveryObservation::Job { job: j },
         (None, None) => unreachable!("either blocked or a Job exists"),
     };
-    let now = Time(jiff::Timestamp::now());
-    let current = delivery.status.as_ref();
-    let desired = delivery_status(
-        current,
-        delivery.meta().generation,
-        &observation,
-        manifest_key.as_deref(),
-        &now,
-    );
-    let previous_phase = current.and_then(|s| s.phase);
-    let phase = desired.phase;
-    ctx.metrics.delivery_phase(&uid, phase);
-    if let Some(status) = delivery_patch(current, desired.clone()) {
-        let patch = serde_json::json!({
-            "apiVersion": "outbound.dev/v1alpha1",
-            "kind": "OutboundDelivery",
-            "status": status,
-        });
-        Api::<OutboundDelivery>::namespaced(client.clone(), &ns)
-            .patch_status(
-                &name,
-                &PatchParams::apply(CONTROLLER_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-            .map_err(|e| Error::PatchStatus(format!("{ns}/{name}"), e))?;
-        if previous_phase != phase {
-            let ready = desired.conditions.first();
-            tracing::info!(namespace = %ns, name = %name, phase = ?phase, reason = ?ready.map(|c| &c.reason), "delivery phase");
-            if phase == Some(Phase::Succeeded) {
-                ctx.metrics
-                    .delivered(desired.progress.as_ref().map(|p| p.bytes_done).unwrap_or(0));
-            }
-            if let Some(c) = ready {
-                let event = Event {
-                    type_: if matches!(phase, Some(Phase::Failed)) || blocked.is_some() {
-                        EventType::Warning
-                    } else {
-                        EventType::Normal
-                    },
-                    reason: c.reason.clone(),
-                    note: Some(c.message.chars().take(1000).collect()),
-                    action: phase.map(|p| p.as_str()).unwrap_or("Reconcile").into(),
-                    secondary: None,
-                };
-                if let Err(e) = ctx
-                    .recorder
-                    .publish(&event, &delivery.object_ref(&()))
-                    .await
-                {
-                    tracing::warn!(error = %e, "failed to publish an event");
-                }
-            }
-        }
-    }
+    let delivery = match written {
+        // Fold onto what was just written, not onto the status this reconcile started from.
+        Some(status) => Arc::new(OutboundDelivery {
+            status: Some(status),
+            ..(*delivery).clone()
+        }),
+        None => delivery,
+    };
+    let (phase, _) = write_status(&ctx, &delivery, &observation, manifest_key.as_deref()).await?;
 
     // Blocked: wait for a change of the delivery or of what it references (watched). Running:
     // the Job and the pods' reports trigger us; a slow resync guards against lost events.
@@ -268,65 +235,153 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
     })
 }
 
-/// Creates the pods' ServiceAccount, Role and RoleBinding (server-side apply; the account along
-/// with the other two) and then the Job, once: an existing Job is returned as it is, never updated.
-async fn create_children(ctx: &Context, v: &ValidatedDelivery) -> Result<Job, Error> {
+/// Folds an observation into the delivery's status (pure) and writes it only when something but
+/// time changed; a new phase is logged and published as an event. Returns the phase and the
+/// status written, if any.
+async fn write_status(
+    ctx: &Context,
+    delivery: &OutboundDelivery,
+    observation: &DeliveryObservation<'_>,
+    manifest_key: Option<&str>,
+) -> Result<(Option<Phase>, Option<OutboundDeliveryStatus>), Error> {
+    let ns = delivery.namespace().unwrap_or_default();
+    let name = delivery.name_any();
+    let now = Time(jiff::Timestamp::now());
+    let current = delivery.status.as_ref();
+    let desired = delivery_status(
+        current,
+        delivery.meta().generation,
+        observation,
+        manifest_key,
+        &now,
+    );
+    let previous_phase = current.and_then(|s| s.phase);
+    let phase = desired.phase;
+    ctx.metrics
+        .delivery_phase(&delivery.uid().unwrap_or_default(), phase);
+    let Some(status) = delivery_patch(current, desired.clone()) else {
+        return Ok((phase, None));
+    };
+    let patch = serde_json::json!({
+        "apiVersion": "outbound.dev/v1alpha1",
+        "kind": "OutboundDelivery",
+        "status": status,
+    });
+    Api::<OutboundDelivery>::namespaced(ctx.client.clone(), &ns)
+        .patch_status(
+            &name,
+            &PatchParams::apply(CONTROLLER_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|e| Error::PatchStatus(format!("{ns}/{name}"), e))?;
+    if previous_phase != phase {
+        let ready = desired.conditions.first();
+        tracing::info!(namespace = %ns, name = %name, phase = ?phase, reason = ?ready.map(|c| &c.reason), "delivery phase");
+        if phase == Some(Phase::Succeeded) {
+            ctx.metrics
+                .delivered(desired.progress.as_ref().map(|p| p.bytes_done).unwrap_or(0));
+        }
+        if let Some(c) = ready {
+            let blocked = matches!(observation, DeliveryObservation::Blocked { .. });
+            let event = Event {
+                type_: if matches!(phase, Some(Phase::Failed)) || blocked {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: c.reason.clone(),
+                note: Some(c.message.chars().take(1000).collect()),
+                action: phase.map(|p| p.as_str()).unwrap_or("Reconcile").into(),
+                secondary: None,
+            };
+            if let Err(e) = ctx
+                .recorder
+                .publish(&event, &delivery.object_ref(&()))
+                .await
+            {
+                tracing::warn!(error = %e, "failed to publish an event");
+            }
+        }
+    }
+    Ok((phase, Some(desired)))
+}
+
+/// How long the operator trusts that a namespace's upload ServiceAccount, Role and RoleBinding,
+/// applied by it, still exist; after that the next new Job there applies them again.
+const UPLOAD_ACCESS_RECHECK: Duration = Duration::from_secs(600);
+
+/// Makes sure the upload pods' ServiceAccount, Role and RoleBinding exist in the delivery's
+/// namespace (server-side apply), once per namespace and account per `UPLOAD_ACCESS_RECHECK`, not
+/// once per delivery: 1,000 deliveries in a namespace cost three writes, not 3,000.
+async fn ensure_upload_access(ctx: &Context, v: &ValidatedDelivery) -> Result<(), Error> {
+    let key = (v.namespace.clone(), v.service_account.clone());
+    // Held across the writes, so that many new deliveries in one namespace apply them once.
+    let mut applied = ctx.upload_access.lock().await;
+    if applied
+        .get(&key)
+        .is_some_and(|at| at.elapsed() < UPLOAD_ACCESS_RECHECK)
+    {
+        return Ok(());
+    }
     let client = &ctx.client;
     let ns = &v.namespace;
     let pp = PatchParams::apply(CONTROLLER_MANAGER).force();
-    let service_account = async {
-        let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-        if v.create_service_account {
-            sas.patch(
-                &v.service_account,
-                &pp,
-                &Patch::Apply(job::build_service_account(v)),
-            )
-            .await
-            .map_err(|e| {
-                Error::ApplyRbac(format!("ServiceAccount {ns}/{}", v.service_account), e)
-            })?;
-        } else if get_opt(&sas, "ServiceAccount", &v.service_account)
-            .await?
-            .is_none()
-        {
-            // A named workload-identity account that does not exist yet: create it, unowned, so
-            // that it outlives this delivery (its IRSA annotation is the platform team's business).
-            let sa = ServiceAccount {
-                metadata: kube::api::ObjectMeta {
-                    name: Some(v.service_account.clone()),
-                    ..Default::default()
-                },
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let sa_error = |e| Error::ApplyRbac(format!("ServiceAccount {ns}/{}", v.service_account), e);
+    if v.create_service_account {
+        sas.patch(
+            &v.service_account,
+            &pp,
+            &Patch::Apply(job::build_service_account(ns)),
+        )
+        .await
+        .map_err(sa_error)?;
+    } else if get_opt(&sas, "ServiceAccount", &v.service_account)
+        .await?
+        .is_none()
+    {
+        // A named workload-identity account that does not exist yet: create it bare, so that
+        // the pods can start (its IRSA annotation is the platform team's business).
+        let sa = ServiceAccount {
+            metadata: kube::api::ObjectMeta {
+                name: Some(v.service_account.clone()),
                 ..Default::default()
-            };
-            sas.create(&PostParams::default(), &sa)
-                .await
-                .or_else(|e| match e {
-                    kube::Error::Api(ref a) if a.code == 409 => Ok(sa.clone()),
-                    e => Err(e),
-                })
-                .map_err(|e| {
-                    Error::ApplyRbac(format!("ServiceAccount {ns}/{}", v.service_account), e)
-                })?;
-        }
-        Ok::<(), Error>(())
-    };
+            },
+            ..Default::default()
+        };
+        sas.create(&PostParams::default(), &sa)
+            .await
+            .map(|_| ())
+            .or_else(|e| match e {
+                kube::Error::Api(ref a) if a.code == 409 => Ok(()),
+                e => Err(e),
+            })
+            .map_err(sa_error)?;
+    }
     // The Role before its RoleBinding: the API server resolves the Role to check that we may
     // grant it (no `bind` verb), and refuses a binding to a Role that does not exist yet.
-    let role_and_binding = async {
-        Api::<Role>::namespaced(client.clone(), ns)
-            .patch(&v.job_name, &pp, &Patch::Apply(job::build_role(v)))
-            .await
-            .map_err(|e| Error::ApplyRbac(format!("Role {ns}/{}", v.job_name), e))?;
-        Api::<RoleBinding>::namespaced(client.clone(), ns)
-            .patch(&v.job_name, &pp, &Patch::Apply(job::build_role_binding(v)))
-            .await
-            .map_err(|e| Error::ApplyRbac(format!("RoleBinding {ns}/{}", v.job_name), e))
-    };
-    futures::try_join!(service_account, role_and_binding)?;
+    Api::<Role>::namespaced(client.clone(), ns)
+        .patch(job::UPLOAD_ROLE, &pp, &Patch::Apply(job::build_role(ns)))
+        .await
+        .map_err(|e| Error::ApplyRbac(format!("Role {ns}/{}", job::UPLOAD_ROLE), e))?;
+    let binding = job::role_binding_name(&v.service_account);
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .patch(
+            &binding,
+            &pp,
+            &Patch::Apply(job::build_role_binding(ns, &v.service_account)),
+        )
+        .await
+        .map_err(|e| Error::ApplyRbac(format!("RoleBinding {ns}/{binding}"), e))?;
+    applied.insert(key, std::time::Instant::now());
+    Ok(())
+}
 
-    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
-    let desired = job::build_job(v, &ctx.args.uploader_image);
+/// Creates the Job, once: an existing Job is returned as it is, never updated.
+async fn create_job(ctx: &Context, v: &ValidatedDelivery, desired: Job) -> Result<Job, Error> {
+    let ns = &v.namespace;
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     match jobs
         .create(
             &PostParams {

@@ -88,6 +88,9 @@ pub struct Context {
     pub stores: Stores,
     /// Consecutive failures per object, for the backoff of transient errors.
     failures: Mutex<HashMap<String, u32>>,
+    /// When the upload pods' ServiceAccount, Role and RoleBinding were last applied, by
+    /// (namespace, service account).
+    pub upload_access: tokio::sync::Mutex<HashMap<(String, String), std::time::Instant>>,
 }
 
 /// Caches filled by the delivery controller's watches. Each is updated before the event that
@@ -254,6 +257,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         args: args.clone(),
         failures: Mutex::default(),
+        upload_access: Default::default(),
     });
 
     let destinations = destination_controller(ctx.clone());

@@ -2,8 +2,8 @@
 //! or the reason it cannot start yet. No client here.
 
 use crate::api::{
-    ChecksumAlgorithm, DELIVERY_LABEL, MAX_SPLIT_BYTES, OutboundDelivery, OutboundDestination,
-    SplitOn, condition,
+    ChecksumAlgorithm, DELIVERY_LABEL, JOB_NAME_PREFIX, MAX_JOB_NAME, MAX_SPLIT_BYTES,
+    OutboundDelivery, OutboundDestination, SplitOn, UPLOAD_SERVICE_ACCOUNT, condition,
 };
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::ResourceExt;
@@ -14,7 +14,7 @@ pub struct ValidatedDelivery {
     pub namespace: String,
     pub name: String,
     pub uid: String,
-    /// Name of the Job, and of the per-delivery ServiceAccount, Role and RoleBinding.
+    /// Name of the Job: the one the status records, else a new one from the name and uid.
     pub job_name: String,
     /// The service account the upload pods run as.
     pub service_account: String,
@@ -78,8 +78,8 @@ impl Blocked {
     }
 }
 
-/// The name of everything the controller creates for a delivery: deterministic (a restart finds
-/// the same Job), unique per incarnation (uid), and a valid 63-character label value.
+/// The name of the Job the controller creates for a delivery: deterministic (a restart finds the
+/// same Job), unique per incarnation (uid), and at most `MAX_JOB_NAME` characters.
 pub fn child_name(delivery_name: &str, uid: &str) -> String {
     // FNV-1a: stable across Rust versions, unlike DefaultHasher.
     let mut hash: u64 = 0xcbf29ce484222325;
@@ -90,9 +90,13 @@ pub fn child_name(delivery_name: &str, uid: &str) -> String {
     let stem: String = delivery_name
         .chars()
         .map(|c| if c == '.' { '-' } else { c })
-        .take(49)
+        .take(MAX_JOB_NAME - JOB_NAME_PREFIX.len() - "-01234567".len())
         .collect();
-    format!("odel-{}-{:08x}", stem.trim_end_matches('-'), hash as u32)
+    format!(
+        "{JOB_NAME_PREFIX}{}-{:08x}",
+        stem.trim_end_matches('-'),
+        hash as u32
+    )
 }
 
 fn join_prefix(destination: Option<&str>, delivery: Option<&str>) -> String {
@@ -175,7 +179,11 @@ pub fn validate(
         ));
     }
 
-    let job_name = child_name(&delivery.name_any(), &delivery.uid().unwrap_or_default());
+    let job_name = delivery
+        .status
+        .as_ref()
+        .and_then(|s| s.job_name.clone())
+        .unwrap_or_else(|| child_name(&delivery.name_any(), &delivery.uid().unwrap_or_default()));
     let cross = dspec.credentials.cross_account.as_ref();
     let credentials = match (&dspec.credentials.secret, cross) {
         (Some(keys), None) => {
@@ -262,7 +270,7 @@ pub fn validate(
     let (service_account, create_service_account) =
         match cross.and_then(|c| c.service_account_name.clone()) {
             Some(sa) => (sa, false),
-            None => (job_name.clone(), true),
+            None => (UPLOAD_SERVICE_ACCOUNT.to_string(), true),
         };
     let acl = upload
         .acl
@@ -418,7 +426,7 @@ pub(crate) mod tests {
         assert_eq!(v.source_path, "2026-11-27");
         assert_eq!(v.acl, None, "no ACL by default with keys");
         assert!(v.create_service_account);
-        assert_eq!(v.service_account, v.job_name);
+        assert_eq!(v.service_account, UPLOAD_SERVICE_ACCOUNT);
     }
 
     #[test]
@@ -502,12 +510,26 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_recorded_job_name_wins_over_a_new_one() {
+        let mut d = delivery();
+        let keys = all_keys();
+        let fresh = validate(&d, Some(&destination(true)), Some(&keys[..]), Some(&pvc())).unwrap();
+        assert_eq!(fresh.job_name, child_name(&d.name_any(), &d.uid().unwrap()));
+        d.status = Some(crate::api::OutboundDeliveryStatus {
+            job_name: Some("odel-named-by-an-older-version-0123abcd".into()),
+            ..Default::default()
+        });
+        let v = validate(&d, Some(&destination(true)), Some(&keys[..]), Some(&pvc())).unwrap();
+        assert_eq!(v.job_name, "odel-named-by-an-older-version-0123abcd");
+    }
+
+    #[test]
     fn child_names_are_deterministic_short_and_per_incarnation() {
         let a = child_name("segments-2026-11-27", "uid-1");
         assert_eq!(a, child_name("segments-2026-11-27", "uid-1"));
         assert_ne!(a, child_name("segments-2026-11-27", "uid-2"));
         let long = child_name(&"x".repeat(253), "uid");
-        assert!(long.len() <= 63, "{long}");
+        assert_eq!(long.len(), MAX_JOB_NAME, "{long}");
         assert!(!child_name("a.b", "u").contains('.'));
     }
 }

@@ -369,16 +369,17 @@ pub async fn apply_crds(client: &Client) {
     use k8s_openapi::api::admissionregistration::v1::{
         ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
     };
-    let (policy, binding) = outbound::api::split_size_policy();
     let params = PatchParams::apply("outbound-test").force();
-    Api::<ValidatingAdmissionPolicy>::all(client.clone())
-        .patch(&policy.name_any(), &params, &Patch::Apply(&policy))
-        .await
-        .expect("failed to apply the admission policy");
-    Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
-        .patch(&binding.name_any(), &params, &Patch::Apply(&binding))
-        .await
-        .expect("failed to apply the admission policy binding");
+    for (policy, binding) in outbound::api::policies() {
+        Api::<ValidatingAdmissionPolicy>::all(client.clone())
+            .patch(&policy.name_any(), &params, &Patch::Apply(&policy))
+            .await
+            .expect("failed to apply an admission policy");
+        Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+            .patch(&binding.name_any(), &params, &Patch::Apply(&binding))
+            .await
+            .expect("failed to apply an admission policy binding");
+    }
     wait_for(
         "CRDs established",
         Duration::from_secs(30),
