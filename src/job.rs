@@ -472,17 +472,26 @@ mod tests {
                     .iter()
                     .all(|verb| verb == "get" || verb == "patch")
             );
-            assert!(rule.verbs.iter().all(|verb| verb == "get")
-                || rule.resources.as_deref() == Some(&["outbounddeliveries/status".to_string()][..]));
+            assert!(
+                rule.verbs.iter().all(|verb| verb == "get")
+                    || rule.resources.as_deref()
+                        == Some(&["outbounddeliveries/status".to_string()][..])
+            );
         }
-        assert!(role.metadata.owner_references.is_none(), "shared: no one delivery owns it");
+        assert!(
+            role.metadata.owner_references.is_none(),
+            "shared: no one delivery owns it"
+        );
         let binding = build_role_binding("team", "outbound-upload");
         assert_eq!(binding.metadata.name.as_deref(), Some("outbound-upload"));
         assert_eq!(binding.role_ref.name, UPLOAD_ROLE);
         let named = build_role_binding("team", "irsa");
         assert_eq!(named.metadata.name.as_deref(), Some("outbound-upload-irsa"));
         let subject = &named.subjects.unwrap()[0];
-        assert_eq!((subject.name.as_str(), subject.namespace.as_deref()), ("irsa", Some("team")));
+        assert_eq!(
+            (subject.name.as_str(), subject.namespace.as_deref()),
+            ("irsa", Some("team"))
+        );
         assert_eq!(role_binding_name(&"a".repeat(253)).len(), 253);
     }
 }

@@ -155,11 +155,12 @@ pub fn delivery_status(
                 .or_else(|| job.metadata.creation_timestamp.clone())
                 .or_else(|| Some(now.clone()));
             status.manifest_key = status.manifest_key.or(manifest_key.map(str::to_string));
-            if let Some(js) = &job.status {
-                let started =
-                    js.failed.unwrap_or(0) + js.succeeded.unwrap_or(0) + js.active.unwrap_or(0);
-                status.attempts = Some(started.max(status.attempts.unwrap_or(0)));
-            }
+            // A Job without status (the one about to be created) has started no pod: the same
+            // as the empty status the API server returns, so that the two fold alike.
+            let started = job.status.as_ref().map_or(0, |js| {
+                js.failed.unwrap_or(0) + js.succeeded.unwrap_or(0) + js.active.unwrap_or(0)
+            });
+            status.attempts = Some(started.max(status.attempts.unwrap_or(0)));
             let last_error = current
                 .shards
                 .values()
@@ -553,6 +554,29 @@ mod tests {
             t("2026-11-27T13:00:00Z")
         );
         assert!(delivery_patch(Some(&first), changed).is_some());
+    }
+
+    #[test]
+    fn the_job_about_to_be_created_and_the_created_job_fold_alike() {
+        // The controller writes the status from the Job it is about to create (no status, no
+        // creation time), then folds the created one (empty status): no second write.
+        let mut created = job(0, None);
+        created.status = Some(JobStatus::default());
+        let mut desired = created.clone();
+        desired.status = None;
+        desired.metadata.creation_timestamp = None;
+        let now = t("2026-11-27T12:00:01Z");
+        let before = DeliveryObservation::Job { job: &desired };
+        let first = delivery_status(None, Some(1), &before, Some("m.json"), &now);
+        assert_eq!(
+            (first.phase, first.attempts),
+            (Some(Phase::Uploading), Some(0))
+        );
+        assert_eq!(first.job_name.as_deref(), Some("odel-x-1"));
+        let after = DeliveryObservation::Job { job: &created };
+        let later = t("2026-11-27T12:00:02Z");
+        let second = delivery_status(Some(&first), Some(1), &after, Some("m.json"), &later);
+        assert_eq!(delivery_patch(Some(&first), second), None);
     }
 
     #[test]

@@ -1201,7 +1201,12 @@ async fn an_upload_pod_may_report_on_its_own_delivery_only() {
     wait_for(
         "the upload-pods policy to refuse a report on another delivery",
         Duration::from_secs(30),
-        || async { report_as(&as_pod_of_a, &ns, "b", shard(7)).await.is_err().then_some(()) },
+        || async {
+            report_as(&as_pod_of_a, &ns, "b", shard(7))
+                .await
+                .is_err()
+                .then_some(())
+        },
         || world.diagnose(),
     )
     .await;
@@ -1224,7 +1229,13 @@ async fn an_upload_pod_may_report_on_its_own_delivery_only() {
         "may not change status.jobName",
     );
     assert_eq!(
-        world.delivery("a").await.status.unwrap().job_name.as_deref(),
+        world
+            .delivery("a")
+            .await
+            .status
+            .unwrap()
+            .job_name
+            .as_deref(),
         Some(job["a"].as_str())
     );
 

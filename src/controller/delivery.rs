@@ -5,12 +5,12 @@
 use super::destination::{probe_target, resolve_access};
 use super::validate::{ValidatedDelivery, validate};
 use super::{Context, requeue_for};
+use crate::api::OutboundDeliveryStatus;
 use crate::api::{
     CONTROLLER_MANAGER, DELIVERY_FINALIZER, OutboundDelivery, OutboundDestination, Phase,
 };
 use crate::credentials::{s3_client, sdk_config};
 use crate::job;
-use crate::api::OutboundDeliveryStatus;
 use crate::status::{DeliveryObservation, delivery_patch, delivery_status};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ServiceAccount};
@@ -180,10 +180,9 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
                     // policy lets a pod write status only once it names the pod's Job, and a
                     // restart, whatever happens in between, finds the same name.
                     let observation = DeliveryObservation::Job { job: &desired };
-                    written =
-                        write_status(&ctx, &delivery, &observation, manifest_key.as_deref())
-                            .await?
-                            .1;
+                    written = write_status(&ctx, &delivery, &observation, manifest_key.as_deref())
+                        .await?
+                        .1;
                 }
                 job = Some(create_job(&ctx, &v, desired).await?);
             }
