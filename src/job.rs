@@ -277,8 +277,8 @@ pub fn build_service_account(namespace: &str) -> ServiceAccount {
 
 /// The upload pods' Role in a namespace: read deliveries and patch their status, nothing else.
 /// RBAC cannot say "only your own delivery" without a Role per delivery (two writes each, whose
-/// escalation checks grow with the namespace's RoleBindings); the chart's admission policy
-/// (templates/admission.yaml) lets a pod write only the status of the delivery its Job serves.
+/// escalation checks grow with the namespace's RoleBindings); the upload-pods admission policy
+/// (`crate::api::upload_pods_policy`) lets a pod write only the status of its own delivery.
 pub fn build_role(namespace: &str) -> Role {
     let plural = <OutboundDelivery as kube::Resource>::plural(&()).to_string();
     Role {

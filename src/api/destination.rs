@@ -143,8 +143,8 @@ pub struct CrossAccount {
     #[schemars(length(min = 2, max = 1224))]
     pub external_id: Option<String>,
     /// Service account the upload pods run as, carrying the workload identity (e.g. annotated
-    /// for IRSA). Unset: a per-delivery service account that the operator creates, which uses the
-    /// node's or the default chain's identity.
+    /// for IRSA). Unset: the namespace's `outbound-upload` service account, which the operator
+    /// creates and which uses the node's or the default chain's identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
 }
