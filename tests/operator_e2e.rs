@@ -1259,3 +1259,40 @@ async fn an_upload_pod_may_report_on_its_own_delivery_only() {
     );
     world.cleanup().await;
 }
+
+/// The finalizer policy gives a delivery its finalizer as the API server creates it (no operator
+/// running here), so the operator never writes it; a delivery that already names it keeps one.
+#[tokio::test]
+async fn a_new_delivery_has_its_finalizer_from_creation() {
+    let world = World::new("finalizer").await;
+    let finalizers = |d: &OutboundDelivery| d.metadata.finalizers.clone().unwrap_or_default();
+    let created = world
+        .apply_yaml::<OutboundDelivery>(&delivery_yaml("plain", "acme", "exports", ""))
+        .await
+        .unwrap();
+    assert_eq!(finalizers(&created), [outbound::api::DELIVERY_FINALIZER]);
+    let with_other = world
+        .apply_yaml::<OutboundDelivery>(&format!(
+            "{}metadata:\n  name: other\n  finalizers: [example.com/keep]\n",
+            delivery_yaml("other", "acme", "exports", "").replace("metadata: {name: other}\n", "")
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        finalizers(&with_other),
+        ["example.com/keep", outbound::api::DELIVERY_FINALIZER]
+    );
+    // Cleanup without an operator: drop the finalizers by hand.
+    for name in ["plain", "other"] {
+        world
+            .api::<OutboundDelivery>()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+            )
+            .await
+            .unwrap();
+    }
+    world.cleanup().await;
+}
