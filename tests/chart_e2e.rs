@@ -177,7 +177,10 @@ async fn helm_template_passes_a_server_side_dry_run() {
         "1.33.0",
     ]));
     assert!(!older.contains("kind: MutatingAdmissionPolicy"), "{older}");
-    assert!(older.contains("kind: ValidatingAdmissionPolicy\n"), "{older}");
+    assert!(
+        older.contains("kind: ValidatingAdmissionPolicy\n"),
+        "{older}"
+    );
     world.cleanup().await;
 }
 

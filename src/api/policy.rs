@@ -174,13 +174,13 @@ pub fn finalizer_policy() -> (MutatingAdmissionPolicy, MutatingAdmissionPolicyBi
             "matchConditions": [{
                 "name": "no-finalizer-yet",
                 "expression": format!("!has(object.metadata.finalizers) \
-|| !object.metadata.finalizers.exists(f, f == '{f}')"),
+    || !object.metadata.finalizers.exists(f, f == '{f}')"),
             }],
             "mutations": [{
                 "patchType": "JSONPatch",
                 "jsonPatch": {"expression": format!("has(object.metadata.finalizers) \
-? [JSONPatch{{op: 'add', path: '/metadata/finalizers/-', value: '{f}'}}] \
-: [JSONPatch{{op: 'add', path: '/metadata/finalizers', value: ['{f}']}}]")},
+    ? [JSONPatch{{op: 'add', path: '/metadata/finalizers/-', value: '{f}'}}] \
+    : [JSONPatch{{op: 'add', path: '/metadata/finalizers', value: ['{f}']}}]")},
             }],
         },
     }))

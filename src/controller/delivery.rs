@@ -125,10 +125,27 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
         .clone()
         .unwrap_or_else(|| super::validate::child_name(&name, &uid));
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let created_key = (ns.clone(), job_name.clone());
     let mut job = match ctx.stores.jobs.get(&ObjectRef::new(&job_name).within(&ns)) {
-        Some(cached) => Some((*cached).clone()),
-        // Recorded but not (yet) seen: created a moment ago, or deleted. Ask.
-        None if recorded.is_some() => get_opt(&jobs, "Job", &job_name).await?,
+        Some(cached) => {
+            ctx.created_jobs.lock().unwrap().remove(&created_key);
+            Some((*cached).clone())
+        }
+        // Recorded but not (yet) seen: created a moment ago (by us, or before a restart), or
+        // deleted. What this process created it knows; else ask.
+        None if recorded.is_some() => {
+            let created = ctx
+                .created_jobs
+                .lock()
+                .unwrap()
+                .get(&created_key)
+                .filter(|(at, _)| at.elapsed() < CREATED_JOB_MEMORY)
+                .map(|(_, j)| j.clone());
+            match created {
+                Some(j) => Some(j),
+                None => get_opt(&jobs, "Job", &job_name).await?,
+            }
+        }
         // Never recorded: create it; a create that finds one already (409) reads that one.
         None => None,
     };
@@ -184,7 +201,12 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
                         .await?
                         .1;
                 }
-                job = Some(create_job(&ctx, &v, desired).await?);
+                let created = create_job(&ctx, &v, desired).await?;
+                let mut memory = ctx.created_jobs.lock().unwrap();
+                memory.retain(|_, (at, _)| at.elapsed() < CREATED_JOB_MEMORY);
+                memory.insert(created_key, (std::time::Instant::now(), created.clone()));
+                drop(memory);
+                job = Some(created);
             }
         }
     }
@@ -305,6 +327,10 @@ async fn write_status(
     }
     Ok((phase, Some(desired)))
 }
+
+/// How long a Job this process created stands in for the watch's copy: the watch delivers it in
+/// milliseconds; a Job deleted within this time is found missing after it.
+const CREATED_JOB_MEMORY: Duration = Duration::from_secs(10);
 
 /// How long the operator trusts that a namespace's upload ServiceAccount, Role and RoleBinding,
 /// applied by it, still exist; after that the next new Job there applies them again.

@@ -91,6 +91,10 @@ pub struct Context {
     /// When the upload pods' ServiceAccount, Role and RoleBinding were last applied, by
     /// (namespace, service account).
     pub upload_access: tokio::sync::Mutex<HashMap<(String, String), std::time::Instant>>,
+    /// Jobs this process created that its Job watch may not have delivered yet, by
+    /// (namespace, name): the status write that precedes a create triggers the next reconcile,
+    /// which would otherwise ask the API server for a Job it was just handed.
+    pub created_jobs: Mutex<HashMap<(String, String), (std::time::Instant, Job)>>,
 }
 
 /// Caches filled by the delivery controller's watches. Each is updated before the event that
@@ -104,6 +108,11 @@ pub struct Stores {
     /// Key names (never values) of Secrets, by namespace/name, at a resourceVersion: whether a
     /// Secret has the keys a destination names is read once per Secret version, not per delivery.
     secret_keys: Mutex<HashMap<(String, String), SecretKeyNames>>,
+    /// Resolves once every store has its first full list; shared, so that every waiting reconcile
+    /// is woken. (A store's own `wait_until_ready` wakes only the last of several concurrent
+    /// waiters: its one-shot channel keeps one waker. With several deliveries at a start, the
+    /// others waited forever.)
+    ready: futures::future::Shared<futures::future::BoxFuture<'static, ()>>,
 }
 
 /// A Secret's resourceVersion and its key names.
@@ -123,6 +132,25 @@ impl Stores {
         let (destinations, destinations_w) = reflector::store();
         let (claims, claims_w) = reflector::store();
         let (secrets, secrets_w) = reflector::store();
+        let ready = {
+            use futures::FutureExt;
+            let (j, d, c, s) = (
+                jobs.clone(),
+                destinations.clone(),
+                claims.clone(),
+                secrets.clone(),
+            );
+            async move {
+                let _ = futures::join!(
+                    j.wait_until_ready(),
+                    d.wait_until_ready(),
+                    c.wait_until_ready(),
+                    s.wait_until_ready(),
+                );
+            }
+            .boxed()
+            .shared()
+        };
         (
             Stores {
                 jobs,
@@ -130,6 +158,7 @@ impl Stores {
                 claims,
                 secrets,
                 secret_keys: Mutex::default(),
+                ready,
             },
             StoreWriters {
                 jobs: jobs_w,
@@ -143,12 +172,7 @@ impl Stores {
     /// Waits until every store has its first full list (a reconcile must not read an empty
     /// store as "does not exist" just after a start).
     pub async fn ready(&self) {
-        let _ = futures::join!(
-            self.jobs.wait_until_ready(),
-            self.destinations.wait_until_ready(),
-            self.claims.wait_until_ready(),
-            self.secrets.wait_until_ready(),
-        );
+        self.ready.clone().await
     }
 
     /// The key names of Secret `ns/name` when it exists, read from the API server only when
@@ -258,6 +282,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         args: args.clone(),
         failures: Mutex::default(),
         upload_access: Default::default(),
+        created_jobs: Mutex::default(),
     });
 
     let destinations = destination_controller(ctx.clone());
