@@ -1095,19 +1095,6 @@ async fn apply_crds(client: &Client) {
             .await
             .expect("failed to apply an admission policy binding");
     }
-    let (policy, binding) = outbound::api::finalizer_policy();
-    Api::<k8s_openapi::api::admissionregistration::v1::MutatingAdmissionPolicy>::all(
-        client.clone(),
-    )
-    .patch(&policy.name_any(), &pp, &Patch::Apply(&policy))
-    .await
-    .expect("failed to apply the finalizer policy");
-    Api::<k8s_openapi::api::admissionregistration::v1::MutatingAdmissionPolicyBinding>::all(
-        client.clone(),
-    )
-    .patch(&binding.name_any(), &pp, &Patch::Apply(&binding))
-    .await
-    .expect("failed to apply the finalizer policy binding");
     let all: Api<OutboundDelivery> = Api::all(client.clone());
     wait_until("the CRDs to be served", Duration::from_secs(30), || async {
         all.list(&ListParams::default().limit(1)).await.is_ok()

@@ -46,7 +46,7 @@ fn free_port() -> u16 {
 }
 
 /// Cluster-wide objects the chart owns: the CRDs and the admission policies with their bindings.
-const CLUSTER_OBJECTS: [(&str, &str); 8] = [
+const CLUSTER_OBJECTS: [(&str, &str); 6] = [
     ("crd", CRDS[0]),
     ("crd", CRDS[1]),
     (
@@ -64,14 +64,6 @@ const CLUSTER_OBJECTS: [(&str, &str); 8] = [
     (
         "validatingadmissionpolicybinding",
         "outbounddeliveries.outbound.dev-upload-pods-binding",
-    ),
-    (
-        "mutatingadmissionpolicy",
-        "outbounddeliveries.outbound.dev-finalizer",
-    ),
-    (
-        "mutatingadmissionpolicybinding",
-        "outbounddeliveries.outbound.dev-finalizer-binding",
     ),
 ];
 
@@ -136,9 +128,6 @@ async fn helm_template_passes_a_server_side_dry_run() {
         "podDisruptionBudget.enabled=true",
         "--set",
         "networkPolicy.enabled=true",
-        // What `helm install` learns from a 1.36+ API server (the ground's) by discovery.
-        "--api-versions",
-        "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy",
     ]));
     let file = world.dir.path().join("rendered.yaml");
     std::fs::write(&file, &rendered).unwrap();
@@ -160,27 +149,12 @@ async fn helm_template_passes_a_server_side_dry_run() {
         "networkpolicy.networking.k8s.io/dry-outbound",
         "service/dry-outbound-metrics",
         "validatingadmissionpolicy.admissionregistration.k8s.io/outbounddeliveries.outbound.dev-upload-pods",
-        "mutatingadmissionpolicy.admissionregistration.k8s.io/outbounddeliveries.outbound.dev-finalizer",
-        "mutatingadmissionpolicybinding.admissionregistration.k8s.io/outbounddeliveries.outbound.dev-finalizer-binding",
     ] {
         assert!(
             out.contains(&format!("{kind} serverside-applied (server dry run)")),
             "{kind} missing from the dry run:\n{out}"
         );
     }
-    // A cluster without MutatingAdmissionPolicy (before 1.36) gets everything else.
-    let older = run(Command::new("helm").args([
-        "template",
-        "dry",
-        chart().to_str().unwrap(),
-        "--kube-version",
-        "1.33.0",
-    ]));
-    assert!(!older.contains("kind: MutatingAdmissionPolicy"), "{older}");
-    assert!(
-        older.contains("kind: ValidatingAdmissionPolicy\n"),
-        "{older}"
-    );
     world.cleanup().await;
 }
 

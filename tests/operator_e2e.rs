@@ -1125,6 +1125,26 @@ fn assert_refused(result: Result<(), kube::Error>, words: &str) {
     }
 }
 
+/// The names of the test namespace's objects of one kind.
+async fn names_in<K>(world: &World) -> Vec<String>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    world
+        .api::<K>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|o| o.meta().name.clone().unwrap())
+        .collect()
+}
+
 /// The upload pods of a namespace share one ServiceAccount, Role and RoleBinding, whatever the
 /// number of deliveries; the upload-pods admission policy keeps each pod to its own delivery's
 /// status: a pod of A's Job may report on A, not on B, and may not re-point A's jobName; a token of
@@ -1165,26 +1185,16 @@ async fn an_upload_pod_may_report_on_its_own_delivery_only() {
         job.insert(name, d.status.unwrap().job_name.expect("a recorded Job"));
     }
     assert_eq!(jobs_in(&world).await.len(), 3);
-    let roles: Vec<String> = world
-        .api::<Role>()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|r| r.metadata.name.clone().unwrap())
-        .collect();
-    assert_eq!(roles, ["outbound-upload"], "one Role for the namespace");
-    let bindings: Vec<String> = world
-        .api::<RoleBinding>()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|r| r.metadata.name.clone().unwrap())
-        .collect();
-    assert_eq!(bindings, ["outbound-upload"], "one RoleBinding");
+    assert_eq!(
+        names_in::<Role>(&world).await,
+        ["outbound-upload"],
+        "one Role for the namespace"
+    );
+    assert_eq!(
+        names_in::<RoleBinding>(&world).await,
+        ["outbound-upload"],
+        "one RoleBinding"
+    );
     assert!(
         world
             .api::<ServiceAccount>()
@@ -1257,42 +1267,5 @@ async fn an_upload_pod_may_report_on_its_own_delivery_only() {
         42,
         "no refused report changed anything"
     );
-    world.cleanup().await;
-}
-
-/// The finalizer policy gives a delivery its finalizer as the API server creates it (no operator
-/// running here), so the operator never writes it; a delivery that already names it keeps one.
-#[tokio::test]
-async fn a_new_delivery_has_its_finalizer_from_creation() {
-    let world = World::new("finalizer").await;
-    let finalizers = |d: &OutboundDelivery| d.metadata.finalizers.clone().unwrap_or_default();
-    let created = world
-        .apply_yaml::<OutboundDelivery>(&delivery_yaml("plain", "acme", "exports", ""))
-        .await
-        .unwrap();
-    assert_eq!(finalizers(&created), [outbound::api::DELIVERY_FINALIZER]);
-    let with_other = world
-        .apply_yaml::<OutboundDelivery>(&format!(
-            "{}metadata:\n  name: other\n  finalizers: [example.com/keep]\n",
-            delivery_yaml("other", "acme", "exports", "").replace("metadata: {name: other}\n", "")
-        ))
-        .await
-        .unwrap();
-    assert_eq!(
-        finalizers(&with_other),
-        ["example.com/keep", outbound::api::DELIVERY_FINALIZER]
-    );
-    // Cleanup without an operator: drop the finalizers by hand.
-    for name in ["plain", "other"] {
-        world
-            .api::<OutboundDelivery>()
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
-            )
-            .await
-            .unwrap();
-    }
     world.cleanup().await;
 }

@@ -8,8 +8,8 @@ mod quantity;
 pub use delivery::*;
 pub use destination::*;
 pub use policy::{
-    FINALIZER_POLICY, JOB_NAME_PREFIX, MAX_JOB_NAME, SPLIT_SIZE_POLICY, UPLOAD_PODS_POLICY,
-    UPLOAD_SERVICE_ACCOUNT, finalizer_policy, policies, split_size_policy, upload_pods_policy,
+    JOB_NAME_PREFIX, MAX_JOB_NAME, SPLIT_SIZE_POLICY, UPLOAD_PODS_POLICY, UPLOAD_SERVICE_ACCOUNT,
+    policies, split_size_policy, upload_pods_policy,
 };
 pub use quantity::{MAX_SPLIT_BYTES, SplitSize};
 
@@ -50,9 +50,6 @@ pub fn crds_yaml() -> String {
         docs.push(serde_yaml::to_string(&policy).expect("a policy always serializes"));
         docs.push(serde_yaml::to_string(&binding).expect("a binding always serializes"));
     }
-    let (policy, binding) = finalizer_policy();
-    docs.push(serde_yaml::to_string(&policy).expect("a policy always serializes"));
-    docs.push(serde_yaml::to_string(&binding).expect("a binding always serializes"));
     docs.join("---\n")
 }
 

@@ -1,11 +1,9 @@
 //! The admission policies that ship with the CRDs: one lets the API server refuse a delivery whose
 //! split size is above its destination's (CEL on the CRD cannot read another object, a policy
-//! can); one keeps each upload pod to its own delivery's status; one sets a new delivery's
-//! finalizer as it is created.
+//! can); the other keeps each upload pod to its own delivery's status.
 
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding, ValidatingAdmissionPolicy,
-    ValidatingAdmissionPolicyBinding,
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
 
 /// Name of the policy and, with `-binding`, of its binding.
@@ -147,50 +145,5 @@ pub fn upload_pods_policy() -> (ValidatingAdmissionPolicy, ValidatingAdmissionPo
         "spec": {"policyName": UPLOAD_PODS_POLICY, "validationActions": ["Deny"]},
     }))
     .expect("the binding is a valid ValidatingAdmissionPolicyBinding");
-    (policy, binding)
-}
-
-/// Name of the finalizer policy and, with `-binding`, of its binding.
-pub const FINALIZER_POLICY: &str = "outbounddeliveries.outbound.dev-finalizer";
-
-/// The policy (Kubernetes 1.36 and later) that gives a delivery its finalizer as it is created,
-/// so the operator need not write it afterwards: one write and one reconcile fewer per delivery.
-/// Where the policy is missing or fails (`Ignore`), the operator adds the finalizer itself.
-pub fn finalizer_policy() -> (MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding) {
-    let f = super::DELIVERY_FINALIZER;
-    let policy = serde_json::from_value(serde_json::json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingAdmissionPolicy",
-        "metadata": {"name": FINALIZER_POLICY},
-        "spec": {
-            "failurePolicy": "Ignore",
-            "reinvocationPolicy": "Never",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": ["outbound.dev"],
-                "apiVersions": ["*"],
-                "operations": ["CREATE"],
-                "resources": ["outbounddeliveries"],
-            }]},
-            "matchConditions": [{
-                "name": "no-finalizer-yet",
-                "expression": format!("!has(object.metadata.finalizers) \
-    || !object.metadata.finalizers.exists(f, f == '{f}')"),
-            }],
-            "mutations": [{
-                "patchType": "JSONPatch",
-                "jsonPatch": {"expression": format!("has(object.metadata.finalizers) \
-    ? [JSONPatch{{op: 'add', path: '/metadata/finalizers/-', value: '{f}'}}] \
-    : [JSONPatch{{op: 'add', path: '/metadata/finalizers', value: ['{f}']}}]")},
-            }],
-        },
-    }))
-    .expect("the policy is a valid MutatingAdmissionPolicy");
-    let binding = serde_json::from_value(serde_json::json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingAdmissionPolicyBinding",
-        "metadata": {"name": format!("{FINALIZER_POLICY}-binding")},
-        "spec": {"policyName": FINALIZER_POLICY},
-    }))
-    .expect("the binding is a valid MutatingAdmissionPolicyBinding");
     (policy, binding)
 }

@@ -380,19 +380,6 @@ pub async fn apply_crds(client: &Client) {
             .await
             .expect("failed to apply an admission policy binding");
     }
-    let (policy, binding) = outbound::api::finalizer_policy();
-    Api::<k8s_openapi::api::admissionregistration::v1::MutatingAdmissionPolicy>::all(
-        client.clone(),
-    )
-    .patch(&policy.name_any(), &params, &Patch::Apply(&policy))
-    .await
-    .expect("failed to apply the finalizer policy");
-    Api::<k8s_openapi::api::admissionregistration::v1::MutatingAdmissionPolicyBinding>::all(
-        client.clone(),
-    )
-    .patch(&binding.name_any(), &params, &Patch::Apply(&binding))
-    .await
-    .expect("failed to apply the finalizer policy binding");
     wait_for(
         "CRDs established",
         Duration::from_secs(30),
