@@ -32,6 +32,9 @@ pub struct ObjectSettings {
     pub sse_kms_key_id: Option<String>,
     pub storage_class: Option<StorageClass>,
     pub overwrite: bool,
+    /// Whether a multipart object's lines are counted: only the manifest reads them, and the
+    /// count is a tenth of the client's CPU (bench/analysis.md).
+    pub count_lines: bool,
 }
 
 /// How an object ended.
@@ -254,7 +257,7 @@ impl Engine {
     ) -> Result<Outcome, UploadError> {
         let _permit = self.permit().await;
         let algorithm = self.settings.checksum;
-        let read = read_part(file, object, object.offset, object.size, algorithm).await?;
+        let read = read_part(file, object, object.offset, object.size, algorithm, true).await?;
         let lines = read.newlines + u64::from(read.ends_open);
         let body = read.body;
         let digest = checksum::to_base64(&read.digest);
@@ -430,7 +433,15 @@ impl Engine {
                 let n = number as u64;
                 let _permit = self.permit().await;
                 let (offset, len) = object.part_range(n);
-                let read = read_part(file, object, offset, len, algorithm).await?;
+                let read = read_part(
+                    file,
+                    object,
+                    offset,
+                    len,
+                    algorithm,
+                    self.settings.count_lines,
+                )
+                .await?;
                 let digest = checksum::to_base64(&read.digest);
                 let good = stored_checksum(&part, algorithm).as_deref() == Some(digest.as_str());
                 Ok::<_, UploadError>(good.then_some((
@@ -595,7 +606,9 @@ impl Engine {
         };
         let completed = numbered.into_iter().map(|(_, p)| p.part).collect();
         let outcome = self.complete(object, &scan, upload_id, completed).await?;
-        self.state.record_lines(object.index, lines);
+        if self.settings.count_lines {
+            self.state.record_lines(object.index, lines);
+        }
         Ok(outcome)
     }
 
@@ -612,7 +625,15 @@ impl Engine {
             return Err(UploadError::Cancelled);
         }
         let (offset, len) = object.part_range(number);
-        let read = read_part(file, object, offset, len, algorithm).await?;
+        let read = read_part(
+            file,
+            object,
+            offset,
+            len,
+            algorithm,
+            self.settings.count_lines,
+        )
+        .await?;
         let body = read.body;
         let digest = checksum::to_base64(&read.digest);
         let mut attempt = 0;
@@ -836,7 +857,8 @@ struct PartRead {
     ends_open: bool,
 }
 
-/// Maps `len` bytes at `offset` (on a blocking thread), checksums them and counts their newlines:
+/// Maps `len` bytes at `offset` (on a blocking thread), checksums them and counts their newlines
+/// (when asked):
 /// the only pass over the bytes before the socket. The part is sent straight from the page cache
 /// (the mapping is the body), because copying parts into buffers of their own cost more CPU than
 /// everything else together (measured: bench/analysis.md).
@@ -846,6 +868,7 @@ async fn read_part(
     offset: u64,
     len: u64,
     algorithm: ChecksumAlgorithm,
+    count_lines: bool,
 ) -> Result<PartRead, UploadError> {
     let file = Arc::clone(file);
     let source = object.source.clone();
@@ -890,7 +913,9 @@ async fn read_part(
         let mut newlines = 0u64;
         for chunk in map.chunks(SCAN_CHUNK) {
             hasher.update(chunk);
-            newlines += memchr::memchr_iter(b'\n', chunk).count() as u64;
+            if count_lines {
+                newlines += memchr::memchr_iter(b'\n', chunk).count() as u64;
+            }
         }
         let ends_open = map.last().is_some_and(|&b| b != b'\n');
         Ok(PartRead {
@@ -1078,9 +1103,16 @@ mod tests {
         let mut planned = object(1_000_001, true, 1 << 20);
         planned.path = path.clone();
         let (offset, len) = planned.part_range(1);
-        let read = read_part(&file, &planned, offset, len, ChecksumAlgorithm::Crc64Nvme)
-            .await
-            .unwrap();
+        let read = read_part(
+            &file,
+            &planned,
+            offset,
+            len,
+            ChecksumAlgorithm::Crc64Nvme,
+            true,
+        )
+        .await
+        .unwrap();
         let range = &body[offset as usize..(offset + len) as usize];
         assert_eq!(&read.body[..], range);
         assert_eq!(
@@ -1092,16 +1124,37 @@ mod tests {
             memchr::memchr_iter(b'\n', range).count() as u64
         );
         assert_eq!(read.ends_open, range.last() != Some(&b'\n'));
-        let empty = read_part(&file, &planned, 0, 0, ChecksumAlgorithm::Crc32C)
+        // Uncounted (no manifest to read the count): the same bytes and digest, no count.
+        let uncounted = read_part(
+            &file,
+            &planned,
+            offset,
+            len,
+            ChecksumAlgorithm::Crc64Nvme,
+            false,
+        )
+        .await
+        .unwrap();
+        assert_eq!(uncounted.digest, read.digest);
+        assert_eq!(&uncounted.body[..], range);
+        assert_eq!(uncounted.newlines, 0);
+        let empty = read_part(&file, &planned, 0, 0, ChecksumAlgorithm::Crc32C, true)
             .await
             .unwrap();
         assert!(empty.body.is_empty() && !empty.ends_open);
 
         std::fs::write(&path, &body[..1000]).unwrap();
-        let err = read_part(&file, &planned, offset, len, ChecksumAlgorithm::Crc64Nvme)
-            .await
-            .err()
-            .expect("a file shorter than planned is refused");
+        let err = read_part(
+            &file,
+            &planned,
+            offset,
+            len,
+            ChecksumAlgorithm::Crc64Nvme,
+            true,
+        )
+        .await
+        .err()
+        .expect("a file shorter than planned is refused");
         assert!(err.to_string().contains("shrank"), "{err}");
     }
 

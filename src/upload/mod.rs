@@ -463,6 +463,7 @@ fn object_settings(args: &UploadArgs) -> Result<ObjectSettings, UploadError> {
         sse_kms_key_id: args.sse_kms_key_id.clone().filter(|k| !k.is_empty()),
         storage_class,
         overwrite: args.overwrite,
+        count_lines: args.manifest,
     })
 }
 
