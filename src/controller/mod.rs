@@ -90,11 +90,11 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// When the upload pods' ServiceAccount, Role and RoleBinding were last applied, by
     /// (namespace, service account).
-    pub upload_access: tokio::sync::Mutex<HashMap<(String, String), std::time::Instant>>,
+    upload_access: tokio::sync::Mutex<HashMap<(String, String), std::time::Instant>>,
     /// Jobs this process created that its Job watch may not have delivered yet, by
     /// (namespace, name): the status write that precedes a create triggers the next reconcile,
     /// which would otherwise ask the API server for a Job it was just handed.
-    pub created_jobs: Mutex<HashMap<(String, String), (std::time::Instant, Job)>>,
+    created_jobs: Mutex<HashMap<(String, String), (std::time::Instant, Job)>>,
 }
 
 /// Caches filled by the delivery controller's watches. Each is updated before the event that

@@ -432,16 +432,7 @@ impl Engine {
             .map(|(number, _, part)| async move {
                 let n = number as u64;
                 let _permit = self.permit().await;
-                let (offset, len) = object.part_range(n);
-                let read = read_part(
-                    file,
-                    object,
-                    offset,
-                    len,
-                    algorithm,
-                    self.settings.count_lines,
-                )
-                .await?;
+                let read = self.read_nth_part(file, object, n).await?;
                 let digest = checksum::to_base64(&read.digest);
                 let good = stored_checksum(&part, algorithm).as_deref() == Some(digest.as_str());
                 Ok::<_, UploadError>(good.then_some((
@@ -612,6 +603,18 @@ impl Engine {
         Ok(outcome)
     }
 
+    /// Part `number` of a multipart object, read as these settings want it.
+    async fn read_nth_part(
+        &self,
+        file: &Arc<File>,
+        object: &PlannedObject,
+        number: u64,
+    ) -> Result<PartRead, UploadError> {
+        let (offset, len) = object.part_range(number);
+        let (algorithm, count_lines) = (self.settings.checksum, self.settings.count_lines);
+        read_part(file, object, offset, len, algorithm, count_lines).await
+    }
+
     async fn send_part(
         &self,
         object: &PlannedObject,
@@ -624,16 +627,8 @@ impl Engine {
         if self.is_cancelled() {
             return Err(UploadError::Cancelled);
         }
-        let (offset, len) = object.part_range(number);
-        let read = read_part(
-            file,
-            object,
-            offset,
-            len,
-            algorithm,
-            self.settings.count_lines,
-        )
-        .await?;
+        let len = object.part_range(number).1;
+        let read = self.read_nth_part(file, object, number).await?;
         let body = read.body;
         let digest = checksum::to_base64(&read.digest);
         let mut attempt = 0;
