@@ -16,9 +16,9 @@ use aws_sdk_s3::types::{
 use bytes::Bytes;
 use futures::StreamExt as _;
 use rand::Rng as _;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::{S3Cause, UploadError, cause};
+use super::slots::{Slot, Slots};
 use super::state::{Progress, State};
 use crate::checksum::{self, ChecksumAlgorithm, ChecksumKind, Hasher};
 use crate::plan::{PlannedObject, ReadAt};
@@ -65,8 +65,9 @@ pub struct Engine {
     pub concurrency: usize,
     /// Rounds of our own retries of a part on top of the SDK's (which retries each request).
     pub part_retries: u32,
-    /// Parts in flight, each holding its part's bytes mapped: the memory budget.
-    in_flight: Arc<Semaphore>,
+    /// Parts in flight, each holding its part's bytes mapped: the memory budget. Served in plan
+    /// order, so objects finish one after another, not all together at the end.
+    in_flight: Arc<Slots>,
     cancelled: AtomicBool,
 }
 
@@ -89,16 +90,14 @@ impl Engine {
             state,
             concurrency: concurrency.max(1),
             part_retries,
-            in_flight: Arc::new(Semaphore::new(concurrency.max(1))),
+            in_flight: Slots::new(concurrency.max(1)),
             cancelled: AtomicBool::new(false),
         }
     }
 
-    async fn permit(&self) -> OwnedSemaphorePermit {
-        Arc::clone(&self.in_flight)
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed")
+    /// A part slot for part `part` of `object` (the single PUT counts as part 0).
+    async fn permit(&self, object: &PlannedObject, part: u64) -> Slot {
+        self.in_flight.acquire((object.index as u64, part)).await
     }
 
     /// Delivers one object; on a failure, stops the other objects of the run too.
@@ -255,7 +254,7 @@ impl Engine {
         object: &PlannedObject,
         file: &Arc<File>,
     ) -> Result<Outcome, UploadError> {
-        let _permit = self.permit().await;
+        let _permit = self.permit(object, 0).await;
         let algorithm = self.settings.checksum;
         let read = read_part(file, object, object.offset, object.size, algorithm, true).await?;
         let lines = read.newlines + u64::from(read.ends_open);
@@ -431,7 +430,7 @@ impl Engine {
         let mut checks = futures::stream::iter(candidates)
             .map(|(number, _, part)| async move {
                 let n = number as u64;
-                let _permit = self.permit().await;
+                let _permit = self.permit(object, n).await;
                 let read = self.read_nth_part(file, object, n).await?;
                 let digest = checksum::to_base64(&read.digest);
                 let good = stored_checksum(&part, algorithm).as_deref() == Some(digest.as_str());
@@ -623,7 +622,7 @@ impl Engine {
         number: u64,
     ) -> Result<SentPart, UploadError> {
         let algorithm = self.settings.checksum;
-        let _permit = self.permit().await;
+        let _permit = self.permit(object, number).await;
         if self.is_cancelled() {
             return Err(UploadError::Cancelled);
         }

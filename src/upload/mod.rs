@@ -2,9 +2,10 @@
 //! and `outbound plan`.
 //!
 //! Decisions worth knowing:
-//! - Each byte is read once: a part is pread into a reused buffer in 1 MiB chunks, and each chunk
-//!   is checksummed and its newlines counted while it is still in the CPU cache; the part digests
-//!   combine into the object's checksum, the counts into its lines. Only an object already at its
+//! - Each byte is read once before the socket: a part is mapped from the page cache, checksummed
+//!   (and its newlines counted when a manifest needs them) in 256 KiB chunks, and the mapping is
+//!   the request body; the part digests combine into the object's checksum, the counts into its
+//!   lines. Only an object already at its
 //!   key is read before sending ([`engine::scan`], to compare it), and only the stored parts of a
 //!   resumed upload are read without being sent (to check them against ListParts' checksums).
 //! - Line counts reach the manifest from the run that counted them: shard 0's own, the other
@@ -20,6 +21,7 @@
 pub mod engine;
 pub mod error;
 pub mod manifest;
+pub mod slots;
 pub mod state;
 
 use std::path::{Path, PathBuf};
@@ -344,7 +346,8 @@ async fn upload(args: &UploadArgs) -> Result<Report, UploadError> {
         args.part_retries,
     );
 
-    // Objects run side by side so small ones keep the pipe full; parts share one memory budget.
+    // Objects run side by side so small ones keep the pipe full; parts share one memory budget,
+    // served in plan order (`slots`), so objects finish one after another.
     // An object between requests (HEAD, create, completion) holds no part slot, so twice as many
     // objects as slots keep every slot busy; memory stays bounded by the slots.
     let results: Vec<Result<Outcome, UploadError>> = futures::stream::iter(mine.iter())
