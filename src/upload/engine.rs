@@ -852,8 +852,7 @@ struct PartRead {
 }
 
 /// Maps `len` bytes at `offset` (on a blocking thread), checksums them and counts their newlines
-/// (when asked):
-/// the only pass over the bytes before the socket. The part is sent straight from the page cache
+/// (when asked): the only pass over the bytes before the socket. The part is sent straight from the page cache
 /// (the mapping is the body), because copying parts into buffers of their own cost more CPU than
 /// everything else together (measured: bench/analysis.md).
 async fn read_part(
@@ -1097,16 +1096,18 @@ mod tests {
         let mut planned = object(1_000_001, true, 1 << 20);
         planned.path = path.clone();
         let (offset, len) = planned.part_range(1);
-        let read = read_part(
-            &file,
-            &planned,
-            offset,
-            len,
-            ChecksumAlgorithm::Crc64Nvme,
-            true,
-        )
-        .await
-        .unwrap();
+        let part_1 = async |count_lines| {
+            read_part(
+                &file,
+                &planned,
+                offset,
+                len,
+                ChecksumAlgorithm::Crc64Nvme,
+                count_lines,
+            )
+            .await
+        };
+        let read = part_1(true).await.unwrap();
         let range = &body[offset as usize..(offset + len) as usize];
         assert_eq!(&read.body[..], range);
         assert_eq!(
@@ -1119,16 +1120,7 @@ mod tests {
         );
         assert_eq!(read.ends_open, range.last() != Some(&b'\n'));
         // Uncounted (no manifest to read the count): the same bytes and digest, no count.
-        let uncounted = read_part(
-            &file,
-            &planned,
-            offset,
-            len,
-            ChecksumAlgorithm::Crc64Nvme,
-            false,
-        )
-        .await
-        .unwrap();
+        let uncounted = part_1(false).await.unwrap();
         assert_eq!(uncounted.digest, read.digest);
         assert_eq!(&uncounted.body[..], range);
         assert_eq!(uncounted.newlines, 0);
@@ -1138,17 +1130,10 @@ mod tests {
         assert!(empty.body.is_empty() && !empty.ends_open);
 
         std::fs::write(&path, &body[..1000]).unwrap();
-        let err = read_part(
-            &file,
-            &planned,
-            offset,
-            len,
-            ChecksumAlgorithm::Crc64Nvme,
-            true,
-        )
-        .await
-        .err()
-        .expect("a file shorter than planned is refused");
+        let err = part_1(true)
+            .await
+            .err()
+            .expect("a file shorter than planned is refused");
         assert!(err.to_string().contains("shrank"), "{err}");
     }
 

@@ -5,9 +5,9 @@
 //! - Each byte is read once before the socket: a part is mapped from the page cache, checksummed
 //!   (and its newlines counted when a manifest needs them) in 256 KiB chunks, and the mapping is
 //!   the request body; the part digests combine into the object's checksum, the counts into its
-//!   lines. Only an object already at its
-//!   key is read before sending ([`engine::scan`], to compare it), and only the stored parts of a
-//!   resumed upload are read without being sent (to check them against ListParts' checksums).
+//!   lines. Only an object already at its key is read before sending ([`engine::scan`], to
+//!   compare it), and only the stored parts of a resumed upload are read without being sent (to
+//!   check them against ListParts' checksums).
 //! - Line counts reach the manifest from the run that counted them: shard 0's own, the other
 //!   shards' from their `status.shards.<i>.lines`, the `outbound-lines` metadata of single PUTs,
 //!   and failing all of those, a count of the source's bytes by the manifest's writer.

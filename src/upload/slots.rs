@@ -6,8 +6,7 @@
 //! as its own parts are stored and its completion overlaps the next objects' parts; a stopped run
 //! also leaves more objects complete.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
@@ -21,32 +20,9 @@ pub struct Slots {
 
 struct Inner {
     free: usize,
-    /// Waiters by priority; `seq` keeps equal priorities first come, first served.
-    waiting: BinaryHeap<Reverse<Waiter>>,
+    /// Waiters by priority, then arrival (`seq`), so equal priorities are first come, first served.
+    waiting: BTreeMap<(Priority, u64), oneshot::Sender<Slot>>,
     seq: u64,
-}
-
-struct Waiter {
-    priority: Priority,
-    seq: u64,
-    send: oneshot::Sender<Slot>,
-}
-
-impl PartialEq for Waiter {
-    fn eq(&self, other: &Self) -> bool {
-        (self.priority, self.seq) == (other.priority, other.seq)
-    }
-}
-impl Eq for Waiter {}
-impl PartialOrd for Waiter {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Waiter {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.priority, self.seq).cmp(&(other.priority, other.seq))
-    }
 }
 
 /// One slot, given back when dropped (also when it is dropped undelivered in a channel whose
@@ -68,7 +44,7 @@ impl Slots {
         Arc::new(Slots {
             inner: Mutex::new(Inner {
                 free: count,
-                waiting: BinaryHeap::new(),
+                waiting: BTreeMap::new(),
                 seq: 0,
             }),
         })
@@ -87,11 +63,7 @@ impl Slots {
             let (send, receive) = oneshot::channel();
             inner.seq += 1;
             let seq = inner.seq;
-            inner.waiting.push(Reverse(Waiter {
-                priority,
-                seq,
-                send,
-            }));
+            inner.waiting.insert((priority, seq), send);
             receive
         };
         receive
@@ -101,11 +73,11 @@ impl Slots {
 
     fn release(self: &Arc<Self>) {
         let mut inner = self.inner.lock().expect("slots lock");
-        while let Some(Reverse(waiter)) = inner.waiting.pop() {
+        while let Some((_, send)) = inner.waiting.pop_first() {
             let slot = Slot {
                 slots: Some(Arc::clone(self)),
             };
-            match waiter.send.send(slot) {
+            match send.send(slot) {
                 Ok(()) => return,
                 // The waiter gave up: the slot comes back; disarm it (its drop would take this
                 // lock again) and try the next waiter.
