@@ -9,6 +9,7 @@ Run by scripts/bench.sh (which builds what is needed). Knobs (environment):
   BENCH_DATA_DIR   where source files are generated (disk), default /var/tmp/outbound-bench
   BENCH_S3_DIR     versitygw's data folder (tmpfs), default /dev/shm/outbound-bench-s3
   BENCH_OUT        the report, default docs/benchmarks.md
+  BENCH_RESULTS    the raw figures (JSON), default bench/results.json
   BENCH_RENDER     =1: only re-render the report from bench/results.json
 """
 import base64
@@ -37,7 +38,7 @@ WORKLOADS = os.environ.get("BENCH_WORKLOADS", "ceiling,W1,W2,W3,W4").split(",")
 DATA = os.environ.get("BENCH_DATA_DIR", "/var/tmp/outbound-bench")
 S3DIR = os.environ.get("BENCH_S3_DIR", "/dev/shm/outbound-bench-s3")
 OUT = os.environ.get("BENCH_OUT", os.path.join(REPO, "docs", "benchmarks.md"))
-RESULTS = os.path.join(REPO, "bench", "results.json")
+RESULTS = os.environ.get("BENCH_RESULTS", os.path.join(REPO, "bench", "results.json"))
 NOTES = os.path.join(REPO, "bench", "analysis.md")
 BUCKET = "bench"
 KEY, SECRET = "benchroot", "benchsecret-" + "%016x" % random.getrandbits(64)
@@ -279,11 +280,21 @@ def run_timed(cmd, env, kill_at=None, proxy=None):
     return secs, p.returncode, usage
 
 
-def measure(cmd, env, nbytes):
+def proc_cpu_s(pid):
+    """User + system CPU seconds of a running process (from /proc)."""
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(cmd, env, nbytes, server):
+    # The server's CPU too: client and server share the 2 cores, so a client's throughput is
+    # bounded by 2 / (client + server CPU per GB) and the split shows who spends the cores.
+    s0 = proc_cpu_s(server.proc.pid)
     secs, rc, ru = run_timed(cmd, env)
+    srv = proc_cpu_s(server.proc.pid) - s0
     cpu = ru["cpu_s"]
     return {"secs": secs, "rc": rc, "mbps": nbytes / secs / 1e6, "rss_mib": ru["rss_kib"] / 1024,
-            "cpu_s": cpu, "cpu_s_per_gb": cpu / (nbytes / 1e9)}
+            "cpu_s": cpu, "cpu_s_per_gb": cpu / (nbytes / 1e9), "server_cpu_s_per_gb": srv / (nbytes / 1e9)}
 
 
 def printable(cmd):
@@ -340,18 +351,19 @@ def throughput_workload(name, server, src_dir, files, extra, want, nbytes, peer_
             else:
                 cmd = commands(cfg, server.endpoint, src_dir, files, extra)
             cmds[cfg] = printable(cmd)
-            m = measure(cmd, env, nbytes)
+            m = measure(cmd, env, nbytes, server)
             if m["rc"] != 0:
                 raise SystemExit(f"{name} {cfg} failed (exit {m['rc']})")
             check(server, want)
             m["load"] = loadavg()
             res[cfg].append(m)
             log(f"{name} run {r + 1}/{RUNS} {cfg:15s} {m['mbps']:8.1f} MB/s  rss {m['rss_mib']:6.1f} MiB  "
-                f"cpu {m['cpu_s_per_gb']:.2f} s/GB  load {m['load']}")
+                f"cpu {m['cpu_s_per_gb']:.2f} s/GB  server cpu {m['server_cpu_s_per_gb']:.2f} s/GB  load {m['load']}")
             if split_size:
                 shutil.rmtree(os.path.join(DATA, "pieces"), ignore_errors=True)
     server.clean()
-    return {"bytes": nbytes, "runs": res, "commands": cmds}
+    # BENCH_DEFAULT_RUNS=0 leaves the @default configurations without runs: not in the report.
+    return {"bytes": nbytes, "runs": {c: v for c, v in res.items() if v}, "commands": cmds}
 
 
 def ceiling(server):
@@ -371,12 +383,12 @@ def ceiling(server):
         res[name] = []
         for r in range(RUNS):
             server.clean()
-            m = measure(cmd, env, size)
+            m = measure(cmd, env, size, server)
             if m["rc"] != 0:
                 raise SystemExit("ceiling probe failed")
             m["load"] = loadavg()
             res[name].append(m)
-            log(f"ceiling {name} {m['mbps']:.1f} MB/s")
+            log(f"ceiling {name} {m['mbps']:.1f} MB/s  server cpu {m['server_cpu_s_per_gb']:.2f} s/GB")
     server.clean()
     return {"bytes": size, "runs": res, "commands": cmds}
 
@@ -559,14 +571,17 @@ def render(R):
         medm, best, r, best_eq, r_eq = summarize(w)
         a(f"## {wname}: {names[wname]} ({w['bytes'] / GiB:.3g} GiB at this scale)")
         a("")
-        a("| config | MB/s (median) | min-max | % of ceiling | Outbound / this (median of per-run ratios) | peak RSS MiB | CPU s/GB |")
-        a("|---|---:|---:|---:|---:|---:|---:|")
+        srv = all("server_cpu_s_per_gb" in x for v in w["runs"].values() for x in v)
+        a("| config | MB/s (median) | min-max | % of ceiling | Outbound / this (median of per-run ratios) | peak RSS MiB | CPU s/GB |"
+          + (" server CPU s/GB |" if srv else ""))
+        a("|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if srv else ""))
         for cfg, runs in w["runs"].items():
             mb = [x["mbps"] for x in runs]
             rr = "" if cfg == "outbound" else f"{med([o['mbps'] / p['mbps'] for o, p in zip(w['runs']['outbound'], runs)]):.2f}"
             pc = f"{100 * med(mb) / R['ceiling_mbps']:.0f}%" if R.get("ceiling_mbps") else "n/a"
             a(f"| {cfg} | {med(mb):.0f} | {min(mb):.0f}-{max(mb):.0f} | {pc} | {rr} | "
-              f"{med([x['rss_mib'] for x in runs]):.0f} | {med([x['cpu_s_per_gb'] for x in runs]):.2f} |")
+              f"{med([x['rss_mib'] for x in runs]):.0f} | {med([x['cpu_s_per_gb'] for x in runs]):.2f} |"
+              + (f" {med([x['server_cpu_s_per_gb'] for x in runs]):.2f} |" if srv else ""))
         a("")
         a(f"Best peer: {best} (ratio {r:.2f}); best peer at equal part size: {best_eq} (ratio {r_eq:.2f}). "
           f"Load average during the runs: {min(float(x['load']) for v in w['runs'].values() for x in v):.2f}-"
