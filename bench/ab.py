@@ -37,18 +37,19 @@ def main():
                 server.clean()
                 bench.OUTBOUND = binary
                 cmd = bench.commands("outbound", server.endpoint, src, files)
-                m = bench.measure(cmd, env, size)
+                m = bench.measure(cmd, env, size, server)
                 if m["rc"] != 0:
                     raise SystemExit(f"{binary} failed")
                 results[binary].append(m)
                 bench.log(f"run {r} {binary}: {m['mbps']:.0f} MB/s cpu {m['cpu_s_per_gb']:.2f} s/GB "
-                          f"rss {m['rss_mib']:.0f} MiB (load {bench.loadavg()})")
+                          f"server cpu {m['server_cpu_s_per_gb']:.2f} s/GB rss {m['rss_mib']:.0f} MiB (load {bench.loadavg()})")
     finally:
         server.stop()
     for label, binary in (("before", old), ("after", new)):
         ms = results[binary]
         med = lambda k: statistics.median(m[k] for m in ms)  # noqa: E731
         print(f"{label}: {med('mbps'):.0f} MB/s cpu={med('cpu_s_per_gb'):.2f} s/GB "
+              f"server_cpu={med('server_cpu_s_per_gb'):.2f} s/GB "
               f"rss={med('rss_mib'):.0f} MiB ({len(ms)} runs, {nfiles} x {size // nfiles // MiB} MiB)")
 
 

@@ -46,19 +46,32 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let result = match cli.command {
-        Command::Run(args) => outbound::controller::run(args).await,
-        Command::Upload(args) => outbound::upload::run_upload(*args).await,
-        Command::Crd => {
-            print!("{}", outbound::api::crds_yaml());
-            Ok(())
+    // The uploader sizes its own I/O pool (--io-threads); the controller takes tokio's default.
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Upload(args) = &cli.command {
+        runtime.worker_threads(args.io_threads.into());
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
         }
-        Command::Plan(args) => outbound::upload::run_plan(args).await,
     };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => outbound::controller::run(args).await,
+            Command::Upload(args) => outbound::upload::run_upload(*args).await,
+            Command::Crd => {
+                print!("{}", outbound::api::crds_yaml());
+                Ok(())
+            }
+            Command::Plan(args) => outbound::upload::run_plan(args).await,
+        }
+    });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

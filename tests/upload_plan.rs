@@ -1,5 +1,5 @@
 //! `outbound plan` as a user runs it: the table and JSON outputs, and refusals (split size above
-//! 1Ti, a line longer than the split size). Needs no S3 server.
+//! 1Ti, a line longer than the split size, an uploader without I/O threads). Needs no S3 server.
 
 mod upload_support;
 
@@ -90,4 +90,18 @@ fn plan_refuses_split_sizes_above_one_tib_and_long_lines() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("a.sync") && err.contains("byte 0"), "{err}");
+}
+
+#[test]
+fn upload_refuses_zero_io_threads_before_touching_anything() {
+    let dir = source_dir();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outbound"))
+        .args(["upload", "--bucket", "b", "--io-threads", "0", "--source"])
+        .arg(dir.path())
+        .env_remove("OUTBOUND_IO_THREADS")
+        .output()
+        .expect("run outbound upload");
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--io-threads") && err.contains("0"), "{err}");
 }

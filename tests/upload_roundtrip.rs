@@ -93,13 +93,14 @@ async fn lines_and_bytes_modes_reassemble_byte_identically() {
     // A binary file for bytes mode only (lines mode would find no newline to cut at).
     let binary = write_random(&dir.path().join("blob.bin"), 13 * MIB + 5, 9);
 
-    let cases: &[(&str, usize, &str)] = &[
-        ("lines", 8 * MIB, "CRC64NVME"),
-        ("lines", 5 * MIB + 12_345, "CRC32C"),
-        ("bytes", 8 * MIB, "SHA256"),
-        ("bytes", 6 * MIB + 1, "CRC64NVME"),
+    // The last column is --io-threads: the default single I/O thread and a pool of three.
+    let cases: &[(&str, usize, &str, &str)] = &[
+        ("lines", 8 * MIB, "CRC64NVME", "1"),
+        ("lines", 5 * MIB + 12_345, "CRC32C", "3"),
+        ("bytes", 8 * MIB, "SHA256", "1"),
+        ("bytes", 6 * MIB + 1, "CRC64NVME", "3"),
     ];
-    for &(mode, split, algorithm) in cases {
+    for &(mode, split, algorithm, io_threads) in cases {
         let prefix = format!("{mode}-{split}-{algorithm}/");
         let split_text = split.to_string();
         let mut args = vec![
@@ -117,6 +118,8 @@ async fn lines_and_bytes_modes_reassemble_byte_identically() {
             "4",
             "--checksum-algorithm",
             algorithm,
+            "--io-threads",
+            io_threads,
             "--manifest",
         ];
         if mode == "lines" {
