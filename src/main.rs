@@ -51,8 +51,10 @@ fn main() -> std::process::ExitCode {
     init_logging(cli.log_format);
     // The uploader sizes its own I/O pool (--io-threads); the controller takes tokio's default.
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Command::Upload(args) = &cli.command {
-        runtime.worker_threads(args.io_threads.into());
+    if let Command::Upload(args) = &cli.command
+        && let Some(threads) = args.io_threads
+    {
+        runtime.worker_threads(threads.into());
     }
     let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,

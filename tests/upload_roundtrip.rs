@@ -93,7 +93,7 @@ async fn lines_and_bytes_modes_reassemble_byte_identically() {
     // A binary file for bytes mode only (lines mode would find no newline to cut at).
     let binary = write_random(&dir.path().join("blob.bin"), 13 * MIB + 5, 9);
 
-    // The last column is --io-threads: the default single I/O thread and a pool of three.
+    // The last column is --io-threads: a single I/O thread and a pool of three.
     let cases: &[(&str, usize, &str, &str)] = &[
         ("lines", 8 * MIB, "CRC64NVME", "1"),
         ("lines", 5 * MIB + 12_345, "CRC32C", "3"),

@@ -142,11 +142,10 @@ pub struct UploadArgs {
     /// Parts in flight; memory is about concurrency x part size.
     #[arg(long, env = "OUTBOUND_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
-    /// Threads driving the connections (and TLS). Checksums and file mapping run on their own
-    /// pool, so one keeps up with GB/s; a second only adds wake-ups and cross-core traffic.
-    #[arg(long, env = "OUTBOUND_IO_THREADS", default_value_t = 1,
-          value_parser = clap::value_parser!(u16).range(1..))]
-    pub io_threads: u16,
+    /// Threads driving the connections and TLS (default: one per available core). Checksums and
+    /// file mapping run on their own pool; lower this to leave cores to the rest of the node.
+    #[arg(long, env = "OUTBOUND_IO_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub io_threads: Option<u16>,
     /// `keys` (AWS_ACCESS_KEY_ID ...), `workload` (AWS default chain) or `assume-role`.
     #[arg(long, env = "OUTBOUND_CREDENTIALS", default_value = "keys")]
     pub credentials: String,
