@@ -529,6 +529,8 @@ def render(R):
   (`%M`, the largest process of the tree) and CPU (`%U + %S`, user+system of the whole tree) come
   from GNU `/usr/bin/time` wrapped around the command, so for W2 peers they include GNU `split`. Medians over the runs. Ratios are computed run by run
   (Outbound's run i against the peer's run i, the same round) and the median ratio is reported.
+  Runs since 2026-11-28 16:36 also record the server's CPU (versitygw's user+system from `/proc`
+  before and after each upload; the "server CPU" column, where present).
 - Configurations: `outbound` at its defaults ({PART // MiB} MiB parts, {CONC} parts in flight,
   CRC64NVME). `@equal`: the peer at Outbound's part size and {CONC} parts in flight in total (for
   several files: min(8, files) files side by side x 8/that parts per file; the CRT client takes
