@@ -852,9 +852,9 @@ struct PartRead {
 }
 
 /// Maps `len` bytes at `offset` (on a blocking thread), checksums them and counts their newlines
-/// (when asked): the only pass over the bytes before the socket. The part is sent straight from the page cache
-/// (the mapping is the body), because copying parts into buffers of their own cost more CPU than
-/// everything else together (measured: bench/analysis.md).
+/// (when asked): the only pass over the bytes before the socket. The part is sent straight from
+/// the page cache (the mapping is the body), because copying parts into buffers of their own cost
+/// more CPU than everything else together (measured: bench/analysis.md).
 async fn read_part(
     file: &Arc<File>,
     object: &PlannedObject,
