@@ -37,6 +37,8 @@ DEFAULT_RUNS = int(os.environ.get("BENCH_DEFAULT_RUNS", str(RUNS)))
 WORKLOADS = os.environ.get("BENCH_WORKLOADS", "ceiling,W1,W2,W3,W4").split(",")
 DATA = os.environ.get("BENCH_DATA_DIR", "/var/tmp/outbound-bench")
 S3DIR = os.environ.get("BENCH_S3_DIR", "/dev/shm/outbound-bench-s3")
+# versitygw posix options for every run (e.g. "--io-buffer-size 131072"), empty by default.
+SERVER_ARGS = os.environ.get("BENCH_SERVER_ARGS", "").split()
 OUT = os.environ.get("BENCH_OUT", os.path.join(REPO, "docs", "benchmarks.md"))
 RESULTS = os.environ.get("BENCH_RESULTS", os.path.join(REPO, "bench", "results.json"))
 NOTES = os.path.join(REPO, "bench", "analysis.md")
@@ -89,7 +91,7 @@ def gen_lines_file(path, size, seed):
 
 
 class Server:
-    def __init__(self):
+    def __init__(self, posix_args=None):
         shutil.rmtree(S3DIR, ignore_errors=True)
         os.makedirs(os.path.join(S3DIR, "data", BUCKET))
         os.makedirs(os.path.join(S3DIR, "iam"))
@@ -102,7 +104,8 @@ class Server:
         self.log = open(os.path.join(DATA, "versitygw.log"), "w")
         self.proc = subprocess.Popen(
             [os.path.join(TOOLS, "versitygw"), "--port", f"127.0.0.1:{self.port}",
-             "--iam-dir", os.path.join(S3DIR, "iam"), "--quiet", "posix", os.path.join(S3DIR, "data")],
+             "--iam-dir", os.path.join(S3DIR, "iam"), "--quiet", "posix",
+             *(SERVER_ARGS if posix_args is None else posix_args), os.path.join(S3DIR, "data")],
             env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         for _ in range(200):
             try:
@@ -662,7 +665,24 @@ def describe():
         "nproc": sh("nproc"), "CPU": cpu, "memory": mem, "kernel": sh("uname -r"),
         "tmpfs": sh(f"df -h {os.path.dirname(S3DIR)} | tail -1"),
         "load average at start": open("/proc/loadavg").read().strip(),
+        "free page reporting": page_reporting(),
+        "versitygw posix options": " ".join(SERVER_ARGS) or "(none)",
     }
+
+
+def page_reporting():
+    """How the VM hands freed memory back to its host: where it does so at once, every page the
+    server writes after a delete is faulted in from the host again (bench/analysis.md)."""
+    d = "/sys/module/page_reporting/parameters"
+    if not os.path.isdir(d):
+        return "not reported (no page_reporting module)"
+    vals = {}
+    for name in ("page_reporting_order", "min_free_ms", "max_waiting_mib"):
+        try:
+            vals[name] = open(os.path.join(d, name)).read().strip()
+        except OSError:
+            pass
+    return ", ".join(f"{k}={v}" for k, v in vals.items()) or "on"
 
 
 def pinned(tool):
