@@ -560,10 +560,12 @@ def render(R):
         c = R["results"]["ceiling"]
         a("## Server ceiling")
         a("")
-        a("| probe | MB/s (median) | client CPU s/GB |")
-        a("|---|---:|---:|")
+        srv = all("server_cpu_s_per_gb" in x for v in c["runs"].values() for x in v)
+        a("| probe | MB/s (median) | client CPU s/GB |" + (" server CPU s/GB |" if srv else ""))
+        a("|---|---:|---:|" + ("---:|" if srv else ""))
         for k, v in c["runs"].items():
-            a(f"| `{k}` | {med([x['mbps'] for x in v]):.0f} | {med([x['cpu_s_per_gb'] for x in v]):.2f} |")
+            a(f"| `{k}` | {med([x['mbps'] for x in v]):.0f} | {med([x['cpu_s_per_gb'] for x in v]):.2f} |"
+              + (f" {med([x['server_cpu_s_per_gb'] for x in v]):.2f} |" if srv else ""))
         a("")
         a(f"Ceiling: **{R['ceiling_mbps']:.0f} MB/s**. Command: `{list(c['commands'].values())[0]}` (and the other sizes).")
         a("")
@@ -650,7 +652,7 @@ def floors(R):
             frac = medm["outbound"] / ceil
             F.append(f"{wname}: {frac:.0%} of the ceiling (floor 85%): {'met' if frac >= 0.85 else 'NOT met'}")
         F.append(f"{wname}: peak RSS {rss:.0f} MiB (floor 64 + {CONC}x{PART // MiB} MiB in flight = {budget:.0f} MiB): "
-                 f"{'met' if rss <= budget else 'NOT met'}; CPU {cpu:.2f} s/GB (floor 0.5): {'met' if cpu <= 0.5 else 'NOT met'}")
+                 f"{'met' if rss <= budget else 'NOT met'}; CPU {cpu:.3f} s/GB (floor 0.5): {'met' if cpu <= 0.5 else 'NOT met'}")
     w4 = R["results"].get("W4", {}).get("outbound")
     if w4:
         fr = w4["resent_frac_of_before"] or 0
