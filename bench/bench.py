@@ -257,7 +257,7 @@ def run_timed(cmd, env, kill_at=None, proxy=None):
     if isinstance(cmd, str):
         cmd = ["/bin/bash", "-c", cmd]
     tfile = os.path.join(DATA, "time.out")
-    cmd = ["/usr/bin/time", "-o", tfile, "-f", "%e %U %S %M"] + cmd
+    cmd = ["/usr/bin/time", "-o", tfile, "-f", "%e %U %S %M %F"] + cmd
     out = open(os.path.join(DATA, "last-run.log"), "w")
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -277,7 +277,8 @@ def run_timed(cmd, env, kill_at=None, proxy=None):
         log(open(os.path.join(DATA, "last-run.log")).read()[-3000:])
     try:
         fields = open(tfile).read().strip().splitlines()[-1].split()
-        usage = {"cpu_s": float(fields[1]) + float(fields[2]), "rss_kib": int(fields[3])}
+        usage = {"cpu_s": float(fields[1]) + float(fields[2]), "rss_kib": int(fields[3]),
+                 "major_faults": int(fields[4])}
     except (OSError, IndexError, ValueError):  # killed: `time` itself got the SIGKILL
         usage = {"cpu_s": ru.ru_utime + ru.ru_stime, "rss_kib": ru.ru_maxrss}
     return secs, p.returncode, usage
@@ -297,7 +298,9 @@ def measure(cmd, env, nbytes, server):
     srv = proc_cpu_s(server.proc.pid) - s0
     cpu = ru["cpu_s"]
     return {"secs": secs, "rc": rc, "mbps": nbytes / secs / 1e6, "rss_mib": ru["rss_kib"] / 1024,
-            "cpu_s": cpu, "cpu_s_per_gb": cpu / (nbytes / 1e9), "server_cpu_s_per_gb": srv / (nbytes / 1e9)}
+            "cpu_s": cpu, "cpu_s_per_gb": cpu / (nbytes / 1e9), "server_cpu_s_per_gb": srv / (nbytes / 1e9),
+            # Pages the client had to read from disk: its source fell out of the page cache.
+            "major_faults": ru.get("major_faults")}
 
 
 def printable(cmd):
@@ -361,7 +364,7 @@ def throughput_workload(name, server, src_dir, files, extra, want, nbytes, peer_
             m["load"] = loadavg()
             res[cfg].append(m)
             log(f"{name} run {r + 1}/{RUNS} {cfg:15s} {m['mbps']:8.1f} MB/s  rss {m['rss_mib']:6.1f} MiB  "
-                f"cpu {m['cpu_s_per_gb']:.2f} s/GB  server cpu {m['server_cpu_s_per_gb']:.2f} s/GB  load {m['load']}")
+                f"cpu {m['cpu_s_per_gb']:.2f} s/GB  server cpu {m['server_cpu_s_per_gb']:.2f} s/GB  major faults {m['major_faults']}  load {m['load']}")
             if split_size:
                 shutil.rmtree(os.path.join(DATA, "pieces"), ignore_errors=True)
     server.clean()
