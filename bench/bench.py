@@ -280,7 +280,7 @@ def run_timed(cmd, env, kill_at=None, proxy=None):
         usage = {"cpu_s": float(fields[1]) + float(fields[2]), "rss_kib": int(fields[3]),
                  "major_faults": int(fields[4])}
     except (OSError, IndexError, ValueError):  # killed: `time` itself got the SIGKILL
-        usage = {"cpu_s": ru.ru_utime + ru.ru_stime, "rss_kib": ru.ru_maxrss}
+        usage = {"cpu_s": ru.ru_utime + ru.ru_stime, "rss_kib": ru.ru_maxrss, "major_faults": ru.ru_majflt}
     return secs, p.returncode, usage
 
 
@@ -300,7 +300,7 @@ def measure(cmd, env, nbytes, server):
     return {"secs": secs, "rc": rc, "mbps": nbytes / secs / 1e6, "rss_mib": ru["rss_kib"] / 1024,
             "cpu_s": cpu, "cpu_s_per_gb": cpu / (nbytes / 1e9), "server_cpu_s_per_gb": srv / (nbytes / 1e9),
             # Pages the client had to read from disk: its source fell out of the page cache.
-            "major_faults": ru.get("major_faults")}
+            "major_faults": ru["major_faults"]}
 
 
 def printable(cmd):
@@ -496,6 +496,15 @@ def summary_line(name, w):
             f"cpu={med([m['cpu_s_per_gb'] for m in o]):.2f} s/GB")
 
 
+def server_column(runs_by_cfg):
+    """The "server CPU s/GB" column (header, separator, cell per runs) when every run recorded
+    it (runs before 2026-11-28 16:36 did not), else empty strings."""
+    if not all("server_cpu_s_per_gb" in x for v in runs_by_cfg.values() for x in v):
+        return "", "", lambda runs: ""
+    return (" server CPU s/GB |", "---:|",
+            lambda runs: f" {med([x['server_cpu_s_per_gb'] for x in runs]):.2f} |")
+
+
 def render(R):
     L = []
     a = L.append
@@ -563,12 +572,11 @@ def render(R):
         c = R["results"]["ceiling"]
         a("## Server ceiling")
         a("")
-        srv = all("server_cpu_s_per_gb" in x for v in c["runs"].values() for x in v)
-        a("| probe | MB/s (median) | client CPU s/GB |" + (" server CPU s/GB |" if srv else ""))
-        a("|---|---:|---:|" + ("---:|" if srv else ""))
+        head, sep, cell = server_column(c["runs"])
+        a("| probe | MB/s (median) | client CPU s/GB |" + head)
+        a("|---|---:|---:|" + sep)
         for k, v in c["runs"].items():
-            a(f"| `{k}` | {med([x['mbps'] for x in v]):.0f} | {med([x['cpu_s_per_gb'] for x in v]):.2f} |"
-              + (f" {med([x['server_cpu_s_per_gb'] for x in v]):.2f} |" if srv else ""))
+            a(f"| `{k}` | {med([x['mbps'] for x in v]):.0f} | {med([x['cpu_s_per_gb'] for x in v]):.2f} |" + cell(v))
         a("")
         a(f"Ceiling: **{R['ceiling_mbps']:.0f} MB/s**. Command: `{list(c['commands'].values())[0]}` (and the other sizes).")
         a("")
@@ -581,17 +589,17 @@ def render(R):
         medm, best, r, best_eq, r_eq = summarize(w)
         a(f"## {wname}: {names[wname]} ({w['bytes'] / GiB:.3g} GiB at this scale)")
         a("")
-        srv = all("server_cpu_s_per_gb" in x for v in w["runs"].values() for x in v)
+        head, sep, cell = server_column(w["runs"])
         a("| config | MB/s (median) | min-max | % of ceiling | Outbound / this (median of per-run ratios) | peak RSS MiB | CPU s/GB |"
-          + (" server CPU s/GB |" if srv else ""))
-        a("|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if srv else ""))
+          + head)
+        a("|---|---:|---:|---:|---:|---:|---:|" + sep)
         for cfg, runs in w["runs"].items():
             mb = [x["mbps"] for x in runs]
             rr = "" if cfg == "outbound" else f"{med([o['mbps'] / p['mbps'] for o, p in zip(w['runs']['outbound'], runs)]):.2f}"
             pc = f"{100 * med(mb) / R['ceiling_mbps']:.0f}%" if R.get("ceiling_mbps") else "n/a"
             a(f"| {cfg} | {med(mb):.0f} | {min(mb):.0f}-{max(mb):.0f} | {pc} | {rr} | "
               f"{med([x['rss_mib'] for x in runs]):.0f} | {med([x['cpu_s_per_gb'] for x in runs]):.2f} |"
-              + (f" {med([x['server_cpu_s_per_gb'] for x in runs]):.2f} |" if srv else ""))
+              + cell(runs))
         a("")
         a(f"Best peer: {best} (ratio {r:.2f}); best peer at equal part size: {best_eq} (ratio {r_eq:.2f}). "
           f"Load average during the runs: {min(float(x['load']) for v in w['runs'].values() for x in v):.2f}-"
