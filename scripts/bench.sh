@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: Outbound's uploader against s5cmd, rclone and boto3's CRT transfer client on a
-# versitygw of its own (data on tmpfs), then docs/benchmarks.md. Knobs: see bench/bench.py
+# versitygw of its own (data on XFS with reflink, see scripts/bench-store.sh), then
+# docs/benchmarks.md. Knobs: see bench/bench.py
 # (BENCH_SCALE=0.02 BENCH_RUNS=1 for a smoke run of about a minute; the default is the full run).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -23,10 +24,15 @@ load=$(cut -d' ' -f1 /proc/loadavg)
 echo "bench: load average $load (the figures are only meaningful on a quiet machine)" >&2
 
 data="${BENCH_DATA_DIR:-/var/tmp/outbound-bench}"
-s3="${BENCH_S3_DIR:-/dev/shm/outbound-bench-s3}"
-cleanup() { rm -rf "$data" "$s3"; }
+rm -rf "$data"
+if [ -n "${BENCH_S3_DIR:-}" ]; then
+  cleanup() { rm -rf "$data" "$BENCH_S3_DIR"; }
+else
+  BENCH_S3_DIR=$(scripts/bench-store.sh up)
+  export BENCH_S3_DIR
+  cleanup() { rm -rf "$data" "$BENCH_S3_DIR"; scripts/bench-store.sh down; }
+fi
 trap cleanup EXIT
-cleanup
 "$CACHE/venv/bin/python" bench/bench.py
 # Then the controller at scale: 1,000 deliveries on the ground (docs/benchmarks-controller.md).
 scripts/bench-controller.sh
