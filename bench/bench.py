@@ -813,6 +813,8 @@ def main():
             shutil.rmtree(d3, ignore_errors=True)
     finally:
         server.stop()
+        # What was measured survives a failed run (a full disk, a kill), to be looked at by hand.
+        json.dump(R, open(RESULTS + ".partial", "w"), indent=1, default=str)
     R["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     R["machine"]["load average at end"] = open("/proc/loadavg").read().strip()
     R["summary"] = [summary_line(w, R["results"][w]) for w in ("W1", "W2", "W3") if w in R["results"]]
@@ -826,6 +828,7 @@ def main():
             + (f" best_peer={bp} total={peers[bp]['total'] / MiB:.0f} MiB" if bp else ""))
     R["floors"] = floors(R)
     json.dump(R, open(RESULTS, "w"), indent=1, default=str)
+    os.unlink(RESULTS + ".partial")
     open(OUT, "w").write(render(R) + "\n")
     print("\n".join(R["summary"]))
 
