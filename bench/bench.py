@@ -258,7 +258,7 @@ def run_timed(cmd, env, kill_at=None, proxy=None):
     if isinstance(cmd, str):
         cmd = ["/bin/bash", "-c", cmd]
     tfile = os.path.join(DATA, "time.out")
-    cmd = ["/usr/bin/time", "-o", tfile, "-f", "%e %U %S %M %F"] + cmd
+    cmd = ["/usr/bin/time", "-o", tfile, "-f", "%e %U %S %M %F %R %w %c"] + cmd
     out = open(os.path.join(DATA, "last-run.log"), "w")
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -278,10 +278,15 @@ def run_timed(cmd, env, kill_at=None, proxy=None):
         log(open(os.path.join(DATA, "last-run.log")).read()[-3000:])
     try:
         fields = open(tfile).read().strip().splitlines()[-1].split()
-        usage = {"cpu_s": float(fields[1]) + float(fields[2]), "rss_kib": int(fields[3]),
-                 "major_faults": int(fields[4])}
+        user, system = float(fields[1]), float(fields[2])
+        rss, major, minor, waits, preempted = (int(x) for x in fields[3:8])
     except (OSError, IndexError, ValueError):  # killed: `time` itself got the SIGKILL
-        usage = {"cpu_s": ru.ru_utime + ru.ru_stime, "rss_kib": ru.ru_maxrss, "major_faults": ru.ru_majflt}
+        user, system, rss, major = ru.ru_utime, ru.ru_stime, ru.ru_maxrss, ru.ru_majflt
+        minor, waits, preempted = ru.ru_minflt, ru.ru_nvcsw, ru.ru_nivcsw
+    # The split shows where a client's CPU goes when it moves between runs: user (checksums,
+    # HTTP) or system (socket copies, page faults), and how often it waited or was preempted.
+    usage = {"cpu_s": user + system, "user_s": user, "system_s": system, "rss_kib": rss,
+             "major_faults": major, "minor_faults": minor, "waits": waits, "preempted": preempted}
     return secs, p.returncode, usage
 
 
@@ -301,7 +306,8 @@ def measure(cmd, env, nbytes, server):
     return {"secs": secs, "rc": rc, "mbps": nbytes / secs / 1e6, "rss_mib": ru["rss_kib"] / 1024,
             "cpu_s": cpu, "cpu_s_per_gb": cpu / (nbytes / 1e9), "server_cpu_s_per_gb": srv / (nbytes / 1e9),
             # Pages the client had to read from disk: its source fell out of the page cache.
-            "major_faults": ru["major_faults"]}
+            "major_faults": ru["major_faults"], "user_s": ru["user_s"], "system_s": ru["system_s"],
+            "minor_faults": ru["minor_faults"], "waits": ru["waits"], "preempted": ru["preempted"]}
 
 
 def printable(cmd):
@@ -365,7 +371,7 @@ def throughput_workload(name, server, src_dir, files, extra, want, nbytes, peer_
             m["load"] = loadavg()
             res[cfg].append(m)
             log(f"{name} run {r + 1}/{RUNS} {cfg:15s} {m['mbps']:8.1f} MB/s  rss {m['rss_mib']:6.1f} MiB  "
-                f"cpu {m['cpu_s_per_gb']:.2f} s/GB  server cpu {m['server_cpu_s_per_gb']:.2f} s/GB  major faults {m['major_faults']}  load {m['load']}")
+                f"cpu {m['cpu_s_per_gb']:.2f} s/GB (user {m['user_s']:.1f} s, sys {m['system_s']:.1f} s)  server cpu {m['server_cpu_s_per_gb']:.2f} s/GB  major faults {m['major_faults']}  load {m['load']}")
             if split_size:
                 shutil.rmtree(os.path.join(DATA, "pieces"), ignore_errors=True)
     server.clean()
