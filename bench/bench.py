@@ -305,9 +305,8 @@ def measure(cmd, env, nbytes, server):
     cpu = ru["cpu_s"]
     return {"secs": secs, "rc": rc, "mbps": nbytes / secs / 1e6, "rss_mib": ru["rss_kib"] / 1024,
             "cpu_s": cpu, "cpu_s_per_gb": cpu / (nbytes / 1e9), "server_cpu_s_per_gb": srv / (nbytes / 1e9),
-            # Pages the client had to read from disk: its source fell out of the page cache.
-            "major_faults": ru["major_faults"], "user_s": ru["user_s"], "system_s": ru["system_s"],
-            "minor_faults": ru["minor_faults"], "waits": ru["waits"], "preempted": ru["preempted"]}
+            # Major faults: pages the client had to read from disk (its source left the page cache).
+            **{k: ru[k] for k in ("user_s", "system_s", "major_faults", "minor_faults", "waits", "preempted")}}
 
 
 def printable(cmd):
@@ -541,10 +540,9 @@ def render(R):
     store = R["machine"].get("server store", R["machine"].get("tmpfs", ""))
     a(f"""- Server: versitygw (the ground's binary and version) started by the bench itself on 127.0.0.1,
   so the other engineers' ground is not disturbed, with its data folder at `{S3DIR}` ({store}).
-  `make bench` puts it on XFS with reflink (scripts/bench-store.sh): versitygw completes a
-  multipart upload by copying the parts into the object, a real copy on tmpfs (22 s for one 4 GiB
-  object on this VM) and a block clone on XFS (1.4 s), so the server's store is not the
-  bottleneck (bench/analysis.md, "The server's store"). The bucket is emptied (on the server's folder) before
+  `make bench` puts it on XFS with reflink where it can (scripts/bench-store.sh), where completing
+  a multipart upload clones the parts instead of copying them (bench/analysis.md, "The server's
+  store", has the measurements). The bucket is emptied (on the server's folder) before
   every upload; every upload is checked afterwards (object keys and sizes on the server).
 - Sources: generated line-oriented text (base64 lines of 77 bytes from four random 12 MiB blocks
   repeated with large writes) in `{DATA}` on the local disk (page-cached after the first run).
