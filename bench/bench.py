@@ -40,6 +40,7 @@ DATA = os.environ.get("BENCH_DATA_DIR", "/var/tmp/outbound-bench")
 S3DIR = os.environ.get("BENCH_S3_DIR", "/dev/shm/outbound-bench-s3")
 # versitygw posix options for every run (e.g. "--io-buffer-size 131072"), empty by default.
 SERVER_ARGS = os.environ.get("BENCH_SERVER_ARGS", "").split()
+KEEPALIVE = ["--keep-alive"] if os.environ.get("BENCH_KEEPALIVE", "1") == "1" else []
 OUT = os.environ.get("BENCH_OUT", os.path.join(REPO, "docs", "benchmarks.md"))
 RESULTS = os.environ.get("BENCH_RESULTS", os.path.join(REPO, "bench", "results.json"))
 NOTES = os.path.join(REPO, "bench", "analysis.md")
@@ -105,7 +106,7 @@ class Server:
         self.log = open(os.path.join(DATA, "versitygw.log"), "w")
         self.proc = subprocess.Popen(
             [os.path.join(TOOLS, "versitygw"), "--port", f"127.0.0.1:{self.port}",
-             "--iam-dir", os.path.join(S3DIR, "iam"), "--quiet", "posix",
+             "--iam-dir", os.path.join(S3DIR, "iam"), "--quiet", *KEEPALIVE, "posix",
              *(SERVER_ARGS if posix_args is None else posix_args), os.path.join(S3DIR, "data")],
             env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         for _ in range(200):

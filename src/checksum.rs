@@ -79,6 +79,8 @@ impl ChecksumAlgorithm {
 
 /// A streaming digest of one algorithm.
 pub enum Hasher {
+    /// CRC-64/NVME's raw register, advanced by `crate::crc64` (wider SIMD than crc-fast here).
+    Crc64(u64),
     Crc(Box<crc_fast::Digest>, usize),
     Sha256(Box<sha2::Sha256>),
 }
@@ -86,10 +88,7 @@ pub enum Hasher {
 impl Hasher {
     pub fn new(algorithm: ChecksumAlgorithm) -> Self {
         match algorithm {
-            ChecksumAlgorithm::Crc64Nvme => Hasher::Crc(
-                Box::new(crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme)),
-                8,
-            ),
+            ChecksumAlgorithm::Crc64Nvme => Hasher::Crc64(!0),
             ChecksumAlgorithm::Crc32C => Hasher::Crc(
                 Box::new(crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi)),
                 4,
@@ -100,6 +99,7 @@ impl Hasher {
 
     pub fn update(&mut self, data: &[u8]) {
         match self {
+            Hasher::Crc64(state) => *state = crate::crc64::update(*state, data),
             Hasher::Crc(digest, _) => digest.update(data),
             Hasher::Sha256(digest) => digest.update(data),
         }
@@ -108,6 +108,7 @@ impl Hasher {
     /// The digest in S3's byte order (big-endian for CRCs), ready for base64.
     pub fn finish(self) -> Vec<u8> {
         match self {
+            Hasher::Crc64(state) => (!state).to_be_bytes().to_vec(),
             Hasher::Crc(digest, width) => digest.finalize().to_be_bytes()[8 - width..].to_vec(),
             Hasher::Sha256(digest) => digest.finalize().to_vec(),
         }

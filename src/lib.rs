@@ -3,6 +3,7 @@
 pub mod api;
 pub mod checksum;
 pub mod controller;
+pub mod crc64;
 pub mod credentials;
 pub mod job;
 pub mod metrics;
