@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A/B of two `outbound` binaries on the bench's own versitygw (tmpfs): before/after figures for
+"""A/B of two `outbound` binaries on the bench's own versitygw (its store: BENCH_S3_DIR): before/after figures for
 an uploader change. Usage: ab.py OLD_BIN NEW_BIN [runs] (env AB_SIZE_MIB, AB_FILES).
 
 Runs alternate (old, new, old, new ...) so drift in the machine's load hits both alike; prints the
@@ -35,6 +35,7 @@ def main():
         for r in range(runs):
             for binary in (old, new):
                 server.clean()
+                bench.warm(src, files)
                 bench.OUTBOUND = binary
                 cmd = bench.commands("outbound", server.endpoint, src, files)
                 m = bench.measure(cmd, env, size, server)

@@ -7,6 +7,7 @@ Run by scripts/bench.sh (which builds what is needed). Knobs (environment):
   BENCH_DEFAULT_RUNS  runs of the peers at their own defaults, default BENCH_RUNS
   BENCH_WORKLOADS  comma list out of ceiling,W1,W2,W3,W4 (default all)
   BENCH_DATA_DIR   where source files are generated (disk), default /var/tmp/outbound-bench
+  BENCH_KEEPALIVE  0: versitygw closes connections after each response (its default); 1 (default): kept open
   BENCH_S3_DIR     versitygw's data folder; scripts/bench.sh sets it to an XFS mount with reflink
                    (scripts/bench-store.sh); default /dev/shm/outbound-bench-s3 (tmpfs)
   BENCH_OUT        the report, default docs/benchmarks.md
@@ -16,6 +17,7 @@ Run by scripts/bench.sh (which builds what is needed). Knobs (environment):
 import base64
 import json
 import os
+import re
 import random
 import shutil
 import signal
@@ -40,6 +42,8 @@ DATA = os.environ.get("BENCH_DATA_DIR", "/var/tmp/outbound-bench")
 S3DIR = os.environ.get("BENCH_S3_DIR", "/dev/shm/outbound-bench-s3")
 # versitygw posix options for every run (e.g. "--io-buffer-size 131072"), empty by default.
 SERVER_ARGS = os.environ.get("BENCH_SERVER_ARGS", "").split()
+# versitygw closes every connection after one response unless told otherwise; S3 keeps them open,
+# and so does the bench's server (BENCH_KEEPALIVE=0 for versitygw's default).
 KEEPALIVE = ["--keep-alive"] if os.environ.get("BENCH_KEEPALIVE", "1") == "1" else []
 OUT = os.environ.get("BENCH_OUT", os.path.join(REPO, "docs", "benchmarks.md"))
 RESULTS = os.environ.get("BENCH_RESULTS", os.path.join(REPO, "bench", "results.json"))
@@ -50,6 +54,14 @@ MiB, GiB = 1 << 20, 1 << 30
 
 # Outbound's defaults (src/upload/mod.rs): 16 MiB parts, 8 parts in flight, CRC64NVME.
 PART = 16 * MiB
+
+
+def outbound_part(size):
+    """Outbound's default part size for an object of `size` bytes (src/plan.rs, part_size_for):
+    16 MiB, grown for objects over 1 GiB to about 64 parts of at most 64 MiB, and to whole MiB
+    enough for 10,000 parts. The peers' `@equal` runs use the same size."""
+    whole_mib = lambda n: -(-n // MiB) * MiB  # noqa: E731
+    return max(PART, min(whole_mib(-(-size // 64)), 64 * MiB), whole_mib(-(-size // 10000)))
 CONC = 8
 
 
@@ -195,9 +207,10 @@ def spread(nfiles):
     return files, max(1, CONC // files)
 
 
-def commands(cfg, ep, src_dir, files, extra=None):
+def commands(cfg, ep, src_dir, files, extra=None, part=PART):
     """The command (a list, or a shell string) for one configuration uploading `files` (relative
-    to src_dir) to keys of the same names. `extra` holds Outbound's split settings (W2)."""
+    to src_dir) to keys of the same names. `extra` holds Outbound's split settings (W2); `part` is
+    the part size of the `@equal` peers (Outbound's own for the workload's objects)."""
     nf = len(files)
     fpar, per = spread(nf)
     abspaths = [os.path.join(src_dir, f) for f in files]
@@ -209,7 +222,7 @@ def commands(cfg, ep, src_dir, files, extra=None):
         base = [os.path.join(TOOLS, "s5cmd"), "--endpoint-url", ep, "--log", "error"]
         if cfg == "s5cmd@equal":
             base += ["--numworkers", str(fpar)]
-            opts = ["-p", str(PART // MiB), "-c", str(per)]
+            opts = ["-p", str(part // MiB), "-c", str(per)]
         else:
             opts = []
         target = f"s3://{BUCKET}/"
@@ -219,7 +232,7 @@ def commands(cfg, ep, src_dir, files, extra=None):
     if cfg.startswith("rclone"):
         base = [os.path.join(TOOLS, "rclone"), "--config", "/dev/null", "-q", "--s3-no-check-bucket"]
         if cfg == "rclone@equal":
-            base += ["--s3-chunk-size", f"{PART // MiB}M", "--s3-upload-cutoff", f"{PART // MiB}M",
+            base += ["--s3-chunk-size", f"{part // MiB}M", "--s3-upload-cutoff", f"{part // MiB}M",
                      "--s3-upload-concurrency", str(per), "--transfers", str(fpar)]
         if nf == 1:
             return base + ["copyto", abspaths[0], f":s3:{BUCKET}/{files[0]}"]
@@ -227,7 +240,7 @@ def commands(cfg, ep, src_dir, files, extra=None):
     if cfg.startswith("crt"):
         cmd = [PY, os.path.join(REPO, "bench", "crt_upload.py"), "--endpoint", ep, "--bucket", BUCKET]
         if cfg == "crt@equal":
-            cmd += ["--part-size", str(PART), "--concurrency", str(CONC), "--checksum", "CRC64NVME"]
+            cmd += ["--part-size", str(part), "--concurrency", str(CONC), "--checksum", "CRC64NVME"]
         return cmd + [f"{p}={f}" for p, f in zip(abspaths, files)]
     raise ValueError(cfg)
 
@@ -339,6 +352,14 @@ def throughput_workload(name, server, src_dir, files, extra, want, nbytes, peer_
     env = tool_env(server.endpoint)
     res = {c: [] for c in CONFIGS}
     cmds = {}
+    part = outbound_part(max(want.values()))
+    # The peers' part size mirrors Outbound's rule: check it against Outbound's own plan.
+    planned = subprocess.run([OUTBOUND, "plan", "--source", src_dir, *(extra or [])],
+                             capture_output=True, text=True, check=True).stdout
+    counts = [int(n) for n in re.findall(r"(\d+) parts of", planned)]
+    expected = [-(-size // part) for size in want.values() if size > PART]
+    if sorted(counts) != sorted(expected):
+        raise SystemExit(f"{name}: Outbound plans {counts} parts, bench.outbound_part() says {expected}:\n{planned}")
     for r in range(RUNS):
         order = CONFIGS[r % len(CONFIGS):] + CONFIGS[:r % len(CONFIGS)]
         for cfg in order:
@@ -357,12 +378,12 @@ def throughput_workload(name, server, src_dir, files, extra, want, nbytes, peer_
                 stem, ext = files[0].split(".", 1)
                 npieces = len(want)
                 pfiles = [f"{stem}-{i:03d}.{ext}" for i in range(1, npieces + 1)]
-                up = commands(cfg, server.endpoint, pieces, pfiles)
+                up = commands(cfg, server.endpoint, pieces, pfiles, part=part)
                 up_s = up if isinstance(up, str) else " ".join(f"'{x}'" for x in up)
                 cmd = (f"set -e; split -C {split_size} -d -a 3 --numeric-suffixes=1 "
                        f"--additional-suffix=.{ext} '{os.path.join(src_dir, files[0])}' '{pieces}/{stem}-' && {up_s}")
             else:
-                cmd = commands(cfg, server.endpoint, src_dir, files, extra)
+                cmd = commands(cfg, server.endpoint, src_dir, files, extra, part=part)
             cmds[cfg] = printable(cmd)
             m = measure(cmd, env, nbytes, server)
             if m["rc"] != 0:
@@ -376,7 +397,8 @@ def throughput_workload(name, server, src_dir, files, extra, want, nbytes, peer_
                 shutil.rmtree(os.path.join(DATA, "pieces"), ignore_errors=True)
     server.clean()
     # BENCH_DEFAULT_RUNS=0 leaves the @default configurations without runs: not in the report.
-    return {"bytes": nbytes, "runs": {c: v for c, v in res.items() if v}, "commands": cmds}
+    return {"bytes": nbytes, "runs": {c: v for c, v in res.items() if v}, "commands": cmds,
+            "part_size": part}
 
 
 def ceiling(server):
@@ -416,7 +438,7 @@ def resume(server, src_dir, fname, size):
         state = os.path.join(DATA, "w4.state")
         if os.path.exists(state):
             os.unlink(state)
-        cmd = commands(cfg, proxy.endpoint, src_dir, [fname])
+        cmd = commands(cfg, proxy.endpoint, src_dir, [fname], part=outbound_part(size))
         if cfg == "outbound":
             cmd += ["--state-file", state]
         if cfg.startswith("rclone"):
@@ -543,7 +565,9 @@ def render(R):
   so the other engineers' ground is not disturbed, with its data folder at `{S3DIR}` ({store}).
   `make bench` puts it on XFS with reflink where it can (scripts/bench-store.sh), where completing
   a multipart upload clones the parts instead of copying them (bench/analysis.md, "The server's
-  store", has the measurements). The bucket is emptied (on the server's folder) before
+  store", has the measurements). {"It keeps connections open (`--keep-alive`), as S3 does" if R["machine"].get("versitygw keep-alive") == "on" else "**In this run it closed every connection after one response** (versitygw's default; `--keep-alive` since 2026-11-28 23:00)"};
+  without it versitygw closes every connection after one response, so every request of every
+  client paid a new TCP connection (runs before 2026-11-28 23:00). The bucket is emptied (on the server's folder) before
   every upload; every upload is checked afterwards (object keys and sizes on the server).
 - Sources: generated line-oriented text (base64 lines of 77 bytes from four random 12 MiB blocks
   repeated with large writes) in `{DATA}` on the local disk (page-cached after the first run).
@@ -556,8 +580,9 @@ def render(R):
   (Outbound's run i against the peer's run i, the same round) and the median ratio is reported.
   Runs since 2026-11-28 16:36 also record the server's CPU (versitygw's user+system from `/proc`
   before and after each upload; the "server CPU" column, where present).
-- Configurations: `outbound` at its defaults ({PART // MiB} MiB parts, {CONC} parts in flight,
-  CRC64NVME). `@equal`: the peer at Outbound's part size and {CONC} parts in flight in total (for
+- Configurations: `outbound` at its defaults ({PART // MiB} MiB parts, grown for objects over
+  1 GiB to about 64 parts of at most 64 MiB: W1 64 MiB, W2 32 MiB, W3 16 MiB; {CONC} parts in
+  flight; CRC64NVME). `@equal`: the peer at Outbound's part size for that workload and {CONC} parts in flight in total (for
   several files: min(8, files) files side by side x 8/that parts per file; the CRT client takes
   every file at once and is capped at {CONC} connections in all by its client-wide
   `max_active_connections_override`; boto3's `max_concurrency` caps each file only). `@default`: the peer's own defaults.
@@ -668,12 +693,13 @@ def floors(R):
         o = w["runs"]["outbound"]
         rss = med([m["rss_mib"] for m in o])
         cpu = med([m["cpu_s_per_gb"] for m in o])
-        budget = 64 + CONC * PART / MiB
+        part = w.get("part_size", PART)
+        budget = 64 + CONC * part / MiB
         F.append(f"{wname}: ratio at equal part size {r_eq:.2f} (floor 1.1): {'met' if r_eq >= 1.1 else 'NOT met'}")
         if ceil:
             frac = medm["outbound"] / ceil
             F.append(f"{wname}: {frac:.0%} of the ceiling (floor 85%): {'met' if frac >= 0.85 else 'NOT met'}")
-        F.append(f"{wname}: peak RSS {rss:.0f} MiB (floor 64 + {CONC}x{PART // MiB} MiB in flight = {budget:.0f} MiB): "
+        F.append(f"{wname}: peak RSS {rss:.0f} MiB (floor 64 + {CONC}x{part // MiB} MiB in flight = {budget:.0f} MiB): "
                  f"{'met' if rss <= budget else 'NOT met'}; CPU {cpu:.3f} s/GB (floor 0.5): {'met' if cpu <= 0.5 else 'NOT met'}")
     w4 = R["results"].get("W4", {}).get("outbound")
     if w4:
@@ -691,6 +717,7 @@ def describe():
         "load average at start": open("/proc/loadavg").read().strip(),
         "free page reporting": page_reporting(),
         "versitygw posix options": " ".join(SERVER_ARGS) or "(none)",
+        "versitygw keep-alive": "on" if KEEPALIVE else "off",
     }
 
 

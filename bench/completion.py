@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """How long versitygw takes to complete multipart uploads: N objects of SIZE MiB, parts sent from
-memory by boto3 (8 at a time), then every completion at once. Usage: completion.py N SIZE_MIB.
+memory by boto3 (8 at a time), then every completion at once. Usage: completion.py N SIZE_MIB [PART_MIB, default 16].
 Shows why one object cannot reach the many-object ceiling (bench/analysis.md)."""
 import concurrent.futures as cf
 import os
@@ -13,7 +13,8 @@ import bench  # noqa: E402
 from botocore.config import Config  # noqa: E402
 
 MiB = 1 << 20
-nobj, size, part = int(sys.argv[1]), int(sys.argv[2]) * MiB, 16 * MiB
+nobj, size = int(sys.argv[1]), int(sys.argv[2]) * MiB
+part = int(sys.argv[3] if len(sys.argv) > 3 else 16) * MiB
 os.makedirs(bench.DATA, exist_ok=True)
 server = bench.Server()
 try:

@@ -67,8 +67,7 @@ pub fn wide_available() -> bool {
     {
         static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         *WIDE.get_or_init(|| {
-            std::env::var_os("OUTBOUND_CRC_NARROW").is_none()
-                && std::arch::is_x86_feature_detected!("avx2")
+            std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("vpclmulqdq")
                 && std::arch::is_x86_feature_detected!("pclmulqdq")
         })

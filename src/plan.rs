@@ -16,6 +16,13 @@ pub const MAX_PART_SIZE: u64 = 5 << 30;
 pub const MAX_PARTS: u64 = 10_000;
 /// S3's largest single PUT.
 pub const MAX_SINGLE_PUT: u64 = 5 << 30;
+/// With no part size given, a large object is cut into about this many parts ...
+pub const GROWN_PARTS: u64 = 64;
+/// ... of at most this size (memory in flight is the concurrency times the part size), and never
+/// smaller than the default part size.
+pub const MAX_GROWN_PART: u64 = 64 << 20;
+/// Default (and, when parts grow, smallest) part size.
+pub const DEFAULT_PART_SIZE: u64 = 16 << 20;
 /// Default naming of the pieces of a split file.
 pub const DEFAULT_NAME_TEMPLATE: &str = "{stem}-{n}{ext}";
 
@@ -51,6 +58,10 @@ pub struct PlanSettings {
     pub split_on: SplitOn,
     /// Preferred part size; raised when an object would otherwise need more than 10,000 parts.
     pub part_size: u64,
+    /// Whether parts grow with the object (no part size given): about [`GROWN_PARTS`] parts, up
+    /// to [`MAX_GROWN_PART`] each. Fewer, larger parts mean fewer requests and a shorter
+    /// completion for large objects (bench/analysis.md).
+    pub grow_parts: bool,
     /// Objects up to this size go up in one PUT.
     pub multipart_threshold: u64,
     /// Prepended to every key as is.
@@ -65,8 +76,9 @@ impl Default for PlanSettings {
         PlanSettings {
             split_size: MAX_SPLIT_SIZE,
             split_on: SplitOn::Lines,
-            part_size: 16 << 20,
-            multipart_threshold: 16 << 20,
+            part_size: DEFAULT_PART_SIZE,
+            grow_parts: true,
+            multipart_threshold: DEFAULT_PART_SIZE,
             prefix: String::new(),
             name_template: DEFAULT_NAME_TEMPLATE.to_string(),
         }
@@ -288,11 +300,20 @@ pub fn cuts_lines<R: ReadAt + ?Sized>(
     Ok(cuts)
 }
 
-/// Part size for an object: the preferred size, raised (to whole MiB) so that the object needs at
-/// most 10,000 parts, within S3's 5 MiB..5 GiB.
-pub fn part_size_for(object_size: u64, preferred: u64) -> u64 {
-    let needed = object_size.div_ceil(MAX_PARTS).div_ceil(1 << 20) << 20;
-    preferred.max(needed).clamp(MIN_PART_SIZE, MAX_PART_SIZE)
+/// Part size for an object: the preferred size (grown towards [`GROWN_PARTS`] parts when `grow`),
+/// raised (to whole MiB) so that the object needs at most 10,000 parts, within S3's 5 MiB..5 GiB.
+pub fn part_size_for(object_size: u64, preferred: u64, grow: bool) -> u64 {
+    let whole_mib = |n: u64| n.div_ceil(1 << 20) << 20;
+    let grown = if grow {
+        whole_mib(object_size.div_ceil(GROWN_PARTS)).min(MAX_GROWN_PART)
+    } else {
+        0
+    };
+    let needed = whole_mib(object_size.div_ceil(MAX_PARTS));
+    preferred
+        .max(grown)
+        .max(needed)
+        .clamp(MIN_PART_SIZE, MAX_PART_SIZE)
 }
 
 /// The key of piece `n` (from 1) of `count` of a split file, per the naming template.
@@ -370,7 +391,7 @@ where
             };
             let multipart = size > settings.multipart_threshold;
             let (part_size, parts) = if multipart {
-                let part_size = part_size_for(size, settings.part_size);
+                let part_size = part_size_for(size, settings.part_size, settings.grow_parts);
                 (part_size, size.div_ceil(part_size))
             } else {
                 (size, 1)
@@ -520,11 +541,45 @@ mod tests {
     #[test]
     fn part_sizes_stay_within_s3_limits() {
         for size in [0, 1, 5 * MIB, 100 * MIB, 50 << 30, TIB] {
-            let part = part_size_for(size, MIN_PART_SIZE);
-            assert!((MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part));
-            assert!(size.div_ceil(part) <= MAX_PARTS, "{size}");
+            for grow in [false, true] {
+                let part = part_size_for(size, MIN_PART_SIZE, grow);
+                assert!((MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part));
+                assert!(size.div_ceil(part) <= MAX_PARTS, "{size}");
+            }
         }
-        assert_eq!(part_size_for(100 * MIB, 16 * MIB), 16 * MIB);
+        assert_eq!(part_size_for(100 * MIB, 16 * MIB, false), 16 * MIB);
+    }
+
+    #[test]
+    fn parts_grow_with_the_object_unless_a_size_was_given() {
+        let grown = |size| part_size_for(size, DEFAULT_PART_SIZE, true);
+        // Up to 1 GiB: the default part size.
+        assert_eq!(grown(64 * MIB), 16 * MIB);
+        assert_eq!(grown(1 << 30), 16 * MIB);
+        // Then about 64 parts, in whole MiB ...
+        assert_eq!(grown((1 << 30) + 1), 17 * MIB);
+        assert_eq!(grown(2 << 30), 32 * MIB);
+        assert_eq!(grown(4 << 30), 64 * MIB);
+        // ... of at most 64 MiB, until 10,000 parts need more.
+        assert_eq!(grown(100 << 30), 64 * MIB);
+        assert_eq!(grown(TIB), 105 * MIB);
+        // A given part size is kept.
+        assert_eq!(part_size_for(4 << 30, 8 * MIB, false), 8 * MIB);
+        let s = PlanSettings {
+            multipart_threshold: 0,
+            ..PlanSettings::default()
+        };
+        let p = plan_lines(&[file("big.sync", 4 << 30)], &s, 100).unwrap();
+        assert_eq!((p.objects[0].part_size, p.objects[0].parts), (64 * MIB, 64));
+        let fixed = PlanSettings {
+            grow_parts: false,
+            ..s
+        };
+        let p = plan_lines(&[file("big.sync", 4 << 30)], &fixed, 100).unwrap();
+        assert_eq!(
+            (p.objects[0].part_size, p.objects[0].parts),
+            (16 * MIB, 256)
+        );
     }
 
     #[test]

@@ -67,9 +67,10 @@ pub struct SourceArgs {
     /// Cut only after a newline (`lines`) or at exactly the split size (`bytes`).
     #[arg(long, env = "OUTBOUND_SPLIT_ON", value_enum, default_value_t = SplitOn::Lines)]
     pub split_on: SplitOn,
-    /// Preferred part size (5Mi..5Gi), raised when an object would need more than 10,000 parts.
-    #[arg(long, env = "OUTBOUND_PART_SIZE", default_value = "16Mi", value_parser = size_arg)]
-    pub part_size: u64,
+    /// Part size (5Mi..5Gi), raised when an object would need more than 10,000 parts. Default:
+    /// 16Mi, grown for objects over 1Gi to about 64 parts of at most 64Mi.
+    #[arg(long, env = "OUTBOUND_PART_SIZE", value_parser = size_arg)]
+    pub part_size: Option<u64>,
     /// Objects up to this size go up in a single PUT (default: the part size).
     #[arg(long, env = "OUTBOUND_MULTIPART_THRESHOLD", value_parser = size_arg)]
     pub multipart_threshold: Option<u64>,
@@ -83,8 +84,11 @@ impl SourceArgs {
         PlanSettings {
             split_size: self.split_size,
             split_on: self.split_on,
-            part_size: self.part_size,
-            multipart_threshold: self.multipart_threshold.unwrap_or(self.part_size),
+            part_size: self.part_size.unwrap_or(plan::DEFAULT_PART_SIZE),
+            grow_parts: self.part_size.is_none(),
+            multipart_threshold: self
+                .multipart_threshold
+                .unwrap_or(self.part_size.unwrap_or(plan::DEFAULT_PART_SIZE)),
             prefix: self.prefix.clone(),
             name_template: self.name_template.clone(),
         }
