@@ -17,7 +17,6 @@ Run by scripts/bench.sh (which builds what is needed). Knobs (environment):
 import base64
 import json
 import os
-import re
 import random
 import shutil
 import signal
@@ -54,6 +53,7 @@ MiB, GiB = 1 << 20, 1 << 30
 
 # Outbound's defaults (src/upload/mod.rs): 16 MiB parts, 8 parts in flight, CRC64NVME.
 PART = 16 * MiB
+CONC = 8
 
 
 def outbound_part(size):
@@ -62,7 +62,6 @@ def outbound_part(size):
     enough for 10,000 parts. The peers' `@equal` runs use the same size."""
     whole_mib = lambda n: -(-n // MiB) * MiB  # noqa: E731
     return max(PART, min(whole_mib(-(-size // 64)), 64 * MiB), whole_mib(-(-size // 10000)))
-CONC = 8
 
 
 def log(*a):
@@ -354,12 +353,11 @@ def throughput_workload(name, server, src_dir, files, extra, want, nbytes, peer_
     cmds = {}
     part = outbound_part(max(want.values()))
     # The peers' part size mirrors Outbound's rule: check it against Outbound's own plan.
-    planned = subprocess.run([OUTBOUND, "plan", "--source", src_dir, *(extra or [])],
-                             capture_output=True, text=True, check=True).stdout
-    counts = [int(n) for n in re.findall(r"(\d+) parts of", planned)]
-    expected = [-(-size // part) for size in want.values() if size > PART]
-    if sorted(counts) != sorted(expected):
-        raise SystemExit(f"{name}: Outbound plans {counts} parts, bench.outbound_part() says {expected}:\n{planned}")
+    planned = json.loads(subprocess.run([OUTBOUND, "plan", "--source", src_dir, "--output", "json", *(extra or [])],
+                                        capture_output=True, text=True, check=True).stdout)
+    sizes = sorted(o["partSize"] for o in planned["objects"] if o["multipart"])
+    if sizes != sorted(outbound_part(size) for size in want.values() if size > PART):
+        raise SystemExit(f"{name}: Outbound plans parts of {sizes}, bench.outbound_part() says {part} for the largest")
     for r in range(RUNS):
         order = CONFIGS[r % len(CONFIGS):] + CONFIGS[:r % len(CONFIGS)]
         for cfg in order:

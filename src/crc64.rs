@@ -62,7 +62,7 @@ fn crc_fast_update(state: u64, data: &[u8]) -> u64 {
 }
 
 /// Whether the 256-bit path runs on this CPU (checked once).
-pub fn wide_available() -> bool {
+fn wide_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();

@@ -1,5 +1,6 @@
-//! `outbound plan` as a user runs it: the table and JSON outputs, and refusals (split size above
-//! 1Ti, a line longer than the split size, an uploader without I/O threads). Needs no S3 server.
+//! `outbound plan` as a user runs it: the table and JSON outputs, part sizes (grown for large
+//! objects unless given), and refusals (split size above 1Ti, a line longer than the split size,
+//! an uploader without I/O threads). Needs no S3 server.
 
 mod upload_support;
 
@@ -104,4 +105,28 @@ fn upload_refuses_zero_io_threads_before_touching_anything() {
     assert_eq!(out.status.code(), Some(2), "a usage error");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--io-threads") && err.contains("0"), "{err}");
+}
+
+#[test]
+fn parts_grow_for_large_objects_unless_a_part_size_is_given() {
+    let dir = source_dir();
+    // A sparse 4 GiB file: planning it reads no data past the gzip check.
+    let file = std::fs::File::create(dir.path().join("big.bin")).unwrap();
+    file.set_len(4 << 30).unwrap();
+    let parts = |args: &[&str]| {
+        let out = plan(dir.path(), &[&["--output", "json"], args].concat());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let o = &json["objects"][0];
+        (
+            o["partSize"].as_u64().unwrap(),
+            o["parts"].as_u64().unwrap(),
+        )
+    };
+    assert_eq!(parts(&[]), (64 << 20, 64));
+    assert_eq!(parts(&["--part-size", "16Mi"]), (16 << 20, 256));
 }

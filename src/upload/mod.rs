@@ -81,14 +81,13 @@ pub struct SourceArgs {
 
 impl SourceArgs {
     fn settings(&self) -> PlanSettings {
+        let part_size = self.part_size.unwrap_or(plan::DEFAULT_PART_SIZE);
         PlanSettings {
             split_size: self.split_size,
             split_on: self.split_on,
-            part_size: self.part_size.unwrap_or(plan::DEFAULT_PART_SIZE),
+            part_size,
             grow_parts: self.part_size.is_none(),
-            multipart_threshold: self
-                .multipart_threshold
-                .unwrap_or(self.part_size.unwrap_or(plan::DEFAULT_PART_SIZE)),
+            multipart_threshold: self.multipart_threshold.unwrap_or(part_size),
             prefix: self.prefix.clone(),
             name_template: self.name_template.clone(),
         }
