@@ -3,12 +3,18 @@
 //! `source tests/ground/.state/env`.
 
 mod operator_support;
+// The uploader tests' proxy: here it only slows uploads down, so "mid-delivery" lasts long enough
+// to act in on any machine.
+#[allow(dead_code)]
+#[path = "upload_support/proxy.rs"]
+mod proxy;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use operator_support::*;
 use outbound::api::{OutboundDelivery, OutboundDestination};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 fn destination_yaml(
@@ -688,7 +694,11 @@ async fn a_restarted_operator_creates_no_second_job() {
     for i in 0..8 {
         total += write_lines(&folder.join(format!("part{i}.sync")), 200_000);
     }
-    keyed_destination(&world, &bkt, &endpoint, &key, &secret).await;
+    // 1 MiB/s per connection: the 160 MB take about 20 s, several progress reports, instead of
+    // the second a fast machine needs, which left no "mid-delivery" to restart the operator in.
+    let slow = proxy::Proxy::start(&endpoint).await;
+    slow.faults.rate.store(1 << 20, Ordering::SeqCst);
+    keyed_destination(&world, &bkt, &slow.url(), &key, &secret).await;
     world.start_operator();
     world.wait_destination("acme", "True", "Validated").await;
     world
@@ -750,7 +760,11 @@ async fn deleting_a_delivery_mid_upload_leaves_no_open_multipart_upload() {
     for i in 0..4 {
         write_lines(&folder.join(format!("big{i}.sync")), 1_500_000);
     }
-    keyed_destination(&world, &bkt, &endpoint, &key, &secret).await;
+    // 4 MiB/s per connection: the upload is still open when the delivery is deleted, however
+    // fast the machine.
+    let slow = proxy::Proxy::start(&endpoint).await;
+    slow.faults.rate.store(4 << 20, Ordering::SeqCst);
+    keyed_destination(&world, &bkt, &slow.url(), &key, &secret).await;
     world.start_operator();
     world.wait_destination("acme", "True", "Validated").await;
     world
