@@ -8,6 +8,7 @@ Run by scripts/bench.sh (which builds what is needed). Knobs (environment):
   BENCH_WORKLOADS  comma list out of ceiling,W1,W2,W3,W4 (default all)
   BENCH_DATA_DIR   where source files are generated (disk), default /var/tmp/outbound-bench
   BENCH_KEEPALIVE  0: versitygw closes connections after each response (its default); 1 (default): kept open
+  BENCH_SERVER_ARGS  versitygw posix options, default --data-integrity-etag ("" for MD5 ETags)
   BENCH_S3_DIR     versitygw's data folder; scripts/bench.sh sets it to an XFS mount with reflink
                    (scripts/bench-store.sh); default /dev/shm/outbound-bench-s3 (tmpfs)
   BENCH_OUT        the report, default docs/benchmarks.md
@@ -39,8 +40,11 @@ DEFAULT_RUNS = int(os.environ.get("BENCH_DEFAULT_RUNS", str(RUNS)))
 WORKLOADS = os.environ.get("BENCH_WORKLOADS", "ceiling,W1,W2,W3,W4").split(",")
 DATA = os.environ.get("BENCH_DATA_DIR", "/var/tmp/outbound-bench")
 S3DIR = os.environ.get("BENCH_S3_DIR", "/dev/shm/outbound-bench-s3")
-# versitygw posix options for every run (e.g. "--io-buffer-size 131072"), empty by default.
-SERVER_ARGS = os.environ.get("BENCH_SERVER_ARGS", "").split()
+# versitygw posix options for every run. By default its part and object ETags are derived from the
+# CRC-64/NVME it computes anyway instead of an MD5 of every byte: the MD5 was half of the server's
+# CPU, on the two cores the clients share (bench/analysis.md, "The server's ETag"). Every part's
+# checksum is still verified. BENCH_SERVER_ARGS="" gives versitygw's MD5 ETags.
+SERVER_ARGS = os.environ.get("BENCH_SERVER_ARGS", "--data-integrity-etag").split()
 # versitygw closes every connection after one response unless told otherwise; S3 keeps them open,
 # and so does the bench's server (BENCH_KEEPALIVE=0 for versitygw's default).
 KEEPALIVE = ["--keep-alive"] if os.environ.get("BENCH_KEEPALIVE", "1") == "1" else []
@@ -147,6 +151,7 @@ class Server:
         for e in os.listdir(root):
             p = os.path.join(root, e)
             shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
+        settle()
 
     def stop(self):
         try:
@@ -155,6 +160,17 @@ class Server:
         except Exception:  # noqa: BLE001
             pass
         shutil.rmtree(S3DIR, ignore_errors=True)
+
+
+def settle():
+    """Lets the deletes of a clean finish before the next timed run. On the XFS store (mounted with
+    `discard`) the blocks a delete frees stay busy until their discard completes, and the next
+    run's allocations wait for them (`xfs_extent_busy_flush`, seen in `perf` as idle cores inside
+    a timed run): commit the log, then trim, so that no run pays for the one before it."""
+    mount = sh(f"findmnt -n -o TARGET,FSTYPE -T {S3DIR}").split()
+    if len(mount) == 2 and mount[1] == "xfs":
+        subprocess.run(["sync", "-f", S3DIR], check=True)
+        subprocess.run(["fstrim", mount[0]], check=True)
 
 
 class Proxy:
