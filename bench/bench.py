@@ -592,7 +592,13 @@ def render(R):
   client paid a new TCP connection (runs before 2026-11-28 23:00). The bucket is emptied (on the server's folder) before
   every upload; every upload is checked afterwards (object keys and sizes on the server). Since
   2026-11-29 01:00 every workload (and the ceiling) starts on a freshly started versitygw: a
-  process that has taken tens of GB ran W1 about 15% slower (bench/analysis.md).
+  process that has taken tens of GB ran W1 about 15% slower (bench/analysis.md). Since
+  2026-11-29 06:45 the deletes of a clean settle before the next upload (`sync -f` and `fstrim`
+  on the XFS store), so that no run waits for blocks the previous run freed, and versitygw's
+  posix options are `{R['machine'].get('versitygw posix options', '(none)')}` (this run). `--data-integrity-etag` makes its ETags from the
+  CRC-64/NVME it computes anyway instead of an MD5 of every byte, which was half of its CPU on
+  the two cores the clients share (bench/analysis.md, "The server's ETag"); it still verifies
+  every checksum a client sends. Runs before then used MD5 ETags.
 - Sources: generated line-oriented text (base64 lines of 77 bytes from four random 12 MiB blocks
   repeated with large writes) in `{DATA}` on the local disk (page-cached after the first run).
 - Every configuration runs {R['runs']} times (the peers at their own defaults
