@@ -16,6 +16,7 @@ Run by scripts/bench.sh (which builds what is needed). Knobs (environment):
   BENCH_RENDER     =1: only re-render the report from bench/results.json
 """
 import base64
+import functools
 import json
 import os
 import random
@@ -167,10 +168,18 @@ def settle():
     `discard`) the blocks a delete frees stay busy until their discard completes, and the next
     run's allocations wait for them (`xfs_extent_busy_flush`, seen in `perf` as idle cores inside
     a timed run): commit the log, then trim, so that no run pays for the one before it."""
-    mount = sh(f"findmnt -n -o TARGET,FSTYPE -T {S3DIR}").split()
-    if len(mount) == 2 and mount[1] == "xfs":
+    mount = xfs_store_mount()
+    if mount:
         subprocess.run(["sync", "-f", S3DIR], check=True)
-        subprocess.run(["fstrim", mount[0]], check=True)
+        subprocess.run(["fstrim", mount], check=True)
+
+
+@functools.cache
+def xfs_store_mount():
+    """The mount point of the server's store if it is XFS (scripts/bench-store.sh), else None;
+    the store does not move during a run, so it is looked up once."""
+    mount = sh(f"findmnt -n -o TARGET,FSTYPE -T {S3DIR}").split()
+    return mount[0] if len(mount) == 2 and mount[1] == "xfs" else None
 
 
 class Proxy:
