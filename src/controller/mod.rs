@@ -4,6 +4,7 @@
 mod delivery;
 mod destination;
 pub mod leader;
+mod uploads;
 pub mod validate;
 
 use crate::api::{CONTROLLER_MANAGER, OutboundDelivery, OutboundDestination};
@@ -57,6 +58,14 @@ pub struct RunArgs {
     /// docs/benchmarks-controller.md for how the value was chosen).
     #[arg(long, env = "OUTBOUND_DELIVERY_CONCURRENCY", default_value_t = 32)]
     pub delivery_concurrency: u16,
+    /// How long a finished upload Job (and its pods' logs) is kept before Kubernetes deletes it.
+    /// A delivery that ended stays ended whether or not its Job is still there.
+    #[arg(long, env = "OUTBOUND_JOB_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub job_ttl: Duration,
+    /// How long a deleted delivery's finalizer keeps trying to abort its open multipart uploads
+    /// (credentials gone, access revoked) before it lets go with a Warning event listing them.
+    #[arg(long, env = "OUTBOUND_CLEANUP_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    pub cleanup_timeout: Duration,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
