@@ -613,6 +613,7 @@ impl Engine {
             part_digests: sized.into_iter().map(|(d, _)| d).collect(),
         };
         let completed = numbered.into_iter().map(|(_, p)| p.part).collect();
+        file.check(object)?;
         let outcome = self.complete(object, &scan, upload_id, completed).await?;
         if self.settings.count_lines {
             self.state.record_lines(object.index, lines);
@@ -868,6 +869,23 @@ impl Opened {
             });
         }
         Ok(Opened { file, stamp })
+    }
+
+    /// Fails when the file was written since it was opened (before an object is made visible:
+    /// an object must be the bytes of one version of its file).
+    fn check(&self, object: &PlannedObject) -> Result<(), UploadError> {
+        let now = self.file.metadata().map_err(|source| UploadError::Read {
+            file: object.source.clone(),
+            offset: 0,
+            source,
+        })?;
+        match self.stamp.changed_to(&Stamp::of(&now)) {
+            Some(what) => Err(UploadError::Changed {
+                file: object.source.clone(),
+                what,
+            }),
+            None => Ok(()),
+        }
     }
 }
 
