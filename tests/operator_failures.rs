@@ -598,3 +598,160 @@ async fn deletion_ends_within_the_bound_and_orphans_are_aborted() {
     .await;
     world.cleanup().await;
 }
+
+#[tokio::test]
+async fn status_writes_refused_for_a_minute_pause_the_delivery_and_abort_nothing() {
+    let mut world = World::new("apipause").await;
+    let env = &world.env;
+    let (endpoint, key, secret) = (
+        env.s3_endpoint.clone(),
+        env.s3_access_key.clone(),
+        env.s3_secret_key.clone(),
+    );
+    let gw = s3(&endpoint, &env.s3_region, &key, &secret).await;
+    let bkt = format!("pause-{}", suffix());
+    gw.create_bucket().bucket(&bkt).send().await.unwrap();
+    let folder = world.volume("exports").await;
+    // Four multipart objects: new uploads keep starting while the API refuses the pod.
+    for i in 0..4 {
+        write_lines(&folder.join(format!("data/big{i}.sync")), 250_000);
+    }
+    let slow = proxy::Proxy::start(&endpoint).await;
+    slow.faults.rate.store(4 << 20, Ordering::SeqCst);
+    keyed(&world, "acme", &bkt, &slow.url(), &key, &secret).await;
+    world.start_operator();
+    world.wait_destination("acme", "True", "Validated").await;
+    world
+        .apply_yaml::<OutboundDelivery>(&delivery_yaml("paused", "acme", "data", ""))
+        .await
+        .unwrap();
+    wait_for(
+        "an upload recorded",
+        Duration::from_secs(120),
+        || async {
+            let d = world.delivery("paused").await;
+            d.status?
+                .shards
+                .values()
+                .any(|s| s.uploads.iter().any(|u| !u.upload_id.is_empty()))
+                .then_some(())
+        },
+        || world.diagnose(),
+    )
+    .await;
+
+    // The API server refuses every status write of this namespace's upload pods.
+    let name = format!("deny-uploader-{}", world.ns);
+    let user = format!("system:serviceaccount:{}:outbound-upload", world.ns);
+    let policy = serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{"apiGroups": ["outbound.dev"], "apiVersions": ["*"],
+                "operations": ["UPDATE"], "resources": ["outbounddeliveries/status"]}]},
+            "validations": [{"expression": format!("request.userInfo.username != '{user}'"),
+                "message": "the API server is being upgraded"}],
+        }
+    });
+    let binding = serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"]},
+    });
+    let apply = |doc: serde_json::Value| {
+        let out = std::process::Command::new("kubectl")
+            .args(["apply", "--server-side", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(doc.to_string().as_bytes())?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    apply(policy);
+    apply(binding);
+    let refused_from = std::time::Instant::now();
+    // The API server loads a new policy within a second or two; from then on nothing lands.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = world.delivery("paused").await.status.unwrap();
+    // For a minute, the pod's reports are refused: progress in the status stands still.
+    while refused_from.elapsed() < Duration::from_secs(60) {
+        let d = world.delivery("paused").await;
+        let status = d.status.unwrap();
+        assert!(
+            status.phase.map(|p| p.as_str()) != Some("Failed"),
+            "the delivery failed while the API refused its pod: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let during = world.delivery("paused").await.status.unwrap();
+    assert_eq!(
+        before.shards, during.shards,
+        "no status write got through the policy"
+    );
+    for kind in [
+        "validatingadmissionpolicybinding",
+        "validatingadmissionpolicy",
+    ] {
+        let out = std::process::Command::new("kubectl")
+            .args(["delete", kind, &name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    slow.faults.rate.store(0, Ordering::SeqCst);
+    world
+        .wait_delivery("paused", "Succeeded", None, Duration::from_secs(240))
+        .await;
+    let requests = slow.faults.requests();
+    assert!(
+        !requests.iter().any(|r| r.starts_with("DELETE")),
+        "nothing aborted: {requests:#?}"
+    );
+    let job = job_of(&world, "paused").await.unwrap();
+    assert_eq!(
+        job.status.unwrap().failed.unwrap_or(0),
+        0,
+        "the pod paused, it did not fail"
+    );
+    for i in 0..4 {
+        let key = format!("big{i}.sync");
+        let got = gw
+            .get_object()
+            .bucket(&bkt)
+            .key(&key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        assert_eq!(
+            got.as_ref(),
+            std::fs::read(folder.join(format!("data/{key}"))).unwrap(),
+            "{key}"
+        );
+    }
+    assert!(open_uploads(&gw, &bkt).await.is_empty());
+    world.cleanup().await;
+}

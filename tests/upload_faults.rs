@@ -473,3 +473,74 @@ async fn upload_aborted_mid_run_starts_the_object_afresh() {
     assert_eq!(get(&client, &bucket, "y.bin").await, data);
     assert!(open_uploads(&client, &bucket).await.is_empty());
 }
+
+/// Bytes the uploader read from its source (from its one-line report).
+fn bytes_read(run: &Run) -> u64 {
+    let at = run.stdout.find("read ").expect("report line") + 5;
+    run.stdout[at..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("bytes read")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_most_of_a_delivery_reads_little_again() {
+    let server = versitygw();
+    let client = server.client();
+    let bucket = new_bucket(&client, "reread").await;
+    let proxy = Proxy::start(&server.endpoint).await;
+    let dir = source_dir();
+    let files = 120;
+    let mut total = 0u64;
+    for i in 0..files {
+        total +=
+            write_lines(&dir.path().join(format!("f{i:03}.sync")), 400_000, i, true).len() as u64;
+    }
+    let args = ["--concurrency", "4", "--manifest"];
+    let via = server.via(&proxy.url());
+    proxy.faults.rate.store(4 << 20, Ordering::SeqCst);
+    let mut child = upload_command(&via, &bucket, dir.path(), &args)
+        .spawn()
+        .unwrap();
+    wait_for_bytes(&proxy, &mut child, total * 4 / 5).await;
+    child.start_kill().unwrap(); // SIGKILL: nothing recorded but what is in the bucket
+    child.wait().await.unwrap();
+    let delivered: u64 = list(&client, &bucket, "")
+        .await
+        .iter()
+        .map(|(_, size, _)| *size)
+        .sum();
+    assert!(
+        delivered > total / 2 && delivered < total,
+        "{delivered} of {total}"
+    );
+
+    proxy.faults.rate.store(0, Ordering::SeqCst);
+    let run = finished(
+        upload_command(&via, &bucket, dir.path(), &args)
+            .output()
+            .await
+            .unwrap(),
+    );
+    assert!(run.success, "{run:?}");
+    let read = bytes_read(&run);
+    let read_again = read.saturating_sub(total - delivered);
+    eprintln!(
+        "delivered {delivered} of {total} before the retry; it read {read}, {read_again} of them again"
+    );
+    assert!(
+        read_again < delivered / 20,
+        "read {read_again} of the {delivered} delivered bytes again"
+    );
+    // The manifest still has every count, from the objects' own metadata.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&get(&client, &bucket, "manifest.json").await).unwrap();
+    let records = manifest["Totals"]["NumRecords"].as_u64().unwrap();
+    let mut expected = 0;
+    for i in 0..files {
+        expected += count_lines(&std::fs::read(dir.path().join(format!("f{i:03}.sync"))).unwrap());
+    }
+    assert_eq!(records, expected);
+}

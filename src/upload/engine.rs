@@ -128,6 +128,20 @@ impl Engine {
         // Only an object already at the key needs a read before the send (to compare it); every
         // other object is read once, checksummed and counted from the bytes being sent.
         if let Some(found) = self.existing(object).await? {
+            // Sent by an earlier run from the same, unchanged file: skip it unread, unless its
+            // lines are needed and nowhere recorded (multipart objects carry no count).
+            if found.written_from(object, &file)
+                && (found.lines.is_some() || !self.settings.count_lines)
+            {
+                if let Some(upload_id) = resume {
+                    self.abort(object, &upload_id).await;
+                }
+                Progress::add(&self.state.progress.bytes_done, object.size);
+                if let Some(lines) = found.lines {
+                    self.state.record_lines(object.index, lines);
+                }
+                return Ok(Outcome::AlreadyPresent);
+            }
             let scan = {
                 let (file, object, algorithm) =
                     (Arc::clone(&file), object.clone(), self.settings.checksum);
@@ -135,6 +149,7 @@ impl Engine {
                     .await
                     .expect("the scan does not panic")?
             };
+            Progress::add(&self.state.progress.bytes_read, object.size);
             if found.matches(object.size, &scan.checksum) {
                 if let Some(upload_id) = resume {
                     self.abort(object, &upload_id).await;
@@ -187,6 +202,11 @@ impl Engine {
         match result {
             Ok(head) => Ok(Some(Existing {
                 size: head.content_length().unwrap_or(-1),
+                stamp: head.metadata().and_then(|m| m.get(STAMP_KEY)).cloned(),
+                lines: head
+                    .metadata()
+                    .and_then(|m| m.get("outbound-lines"))
+                    .and_then(|v| v.parse().ok()),
                 checksum: match self.settings.checksum {
                     ChecksumAlgorithm::Crc64Nvme => head.checksum_crc64_nvme,
                     ChecksumAlgorithm::Crc32C => head.checksum_crc32_c,
@@ -238,10 +258,16 @@ impl Engine {
 
     /// User metadata of the object; `outbound-lines` only where the count is known before the
     /// request (a single PUT): a multipart object's lines are counted while its parts go out.
-    fn metadata(&self, object: &PlannedObject, lines: Option<u64>) -> HashMap<String, String> {
+    fn metadata(
+        &self,
+        object: &PlannedObject,
+        file: &Opened,
+        lines: Option<u64>,
+    ) -> HashMap<String, String> {
         let mut metadata = HashMap::from([
             ("outbound-source".to_string(), header_safe(&object.source)),
             ("outbound-sequence".to_string(), object.sequence.to_string()),
+            (STAMP_KEY.to_string(), file.stamp.token(object)),
         ]);
         if let Some(lines) = lines {
             metadata.insert("outbound-lines".to_string(), lines.to_string());
@@ -257,6 +283,7 @@ impl Engine {
         let _permit = self.permit(object, 0).await;
         let algorithm = self.settings.checksum;
         let read = read_part(file, object, object.offset, object.size, algorithm, true).await?;
+        Progress::add(&self.state.progress.bytes_read, object.size);
         let lines = read.newlines + u64::from(read.ends_open);
         let body = read.body;
         let digest = checksum::to_base64(&read.digest);
@@ -275,7 +302,7 @@ impl Engine {
                     .key(&object.key)
                     .content_length(object.size as i64)
                     .body(ByteStream::from(body.clone()))
-                    .set_metadata(Some(self.metadata(object, Some(lines))))
+                    .set_metadata(Some(self.metadata(object, file, Some(lines))))
                     .set_acl(self.settings.acl.clone())
                     .set_server_side_encryption(self.settings.sse.clone())
                     .set_ssekms_key_id(self.settings.sse_kms_key_id.clone())
@@ -384,7 +411,7 @@ impl Engine {
         }
         let upload_id = match upload_id {
             Some(id) => id,
-            None => self.create(object).await?,
+            None => self.create(object, file).await?,
         };
 
         let mut upload_id = upload_id;
@@ -397,7 +424,7 @@ impl Engine {
             // Aborted under our feet (an operator, a lifecycle rule): start the object afresh once.
             tracing::warn!(key = %object.key, "upload vanished; starting the object afresh");
             self.state.forget(&object.key).await;
-            upload_id = self.create(object).await?;
+            upload_id = self.create(object, file).await?;
             result = self
                 .send_parts_and_complete(object, file, &upload_id, HashMap::new())
                 .await;
@@ -481,7 +508,7 @@ impl Engine {
         Ok(newest)
     }
 
-    async fn create(&self, object: &PlannedObject) -> Result<String, UploadError> {
+    async fn create(&self, object: &PlannedObject, file: &Opened) -> Result<String, UploadError> {
         let algorithm = self.settings.checksum;
         // The key goes on record before the upload exists, so a death in between leaves a trace.
         self.state.intend(&object.key).await?;
@@ -497,7 +524,7 @@ impl Engine {
                     .create_multipart_upload()
                     .bucket(&self.bucket)
                     .key(&object.key)
-                    .set_metadata(Some(self.metadata(object, None)))
+                    .set_metadata(Some(self.metadata(object, file, None)))
                     .set_acl(self.settings.acl.clone())
                     .set_server_side_encryption(self.settings.sse.clone())
                     .set_ssekms_key_id(self.settings.sse_kms_key_id.clone())
@@ -630,7 +657,9 @@ impl Engine {
     ) -> Result<PartRead, UploadError> {
         let (offset, len) = object.part_range(number);
         let (algorithm, count_lines) = (self.settings.checksum, self.settings.count_lines);
-        read_part(file, object, offset, len, algorithm, count_lines).await
+        let read = read_part(file, object, offset, len, algorithm, count_lines).await?;
+        Progress::add(&self.state.progress.bytes_read, len);
+        Ok(read)
     }
 
     async fn send_part(
@@ -804,13 +833,29 @@ fn test_hook_exit_after_create() {
     }
 }
 
+/// User metadata naming the version of the source file an object was cut from (size, mtime,
+/// inode, offset): a later run that finds the same stamp knows the object holds those bytes
+/// without reading them again.
+const STAMP_KEY: &str = "outbound-source-stamp";
+
 /// What HEAD found at a key.
 struct Existing {
     size: i64,
     checksum: Option<String>,
+    /// The source stamp and line count the writer recorded, if it was us.
+    stamp: Option<String>,
+    lines: Option<u64>,
 }
 
 impl Existing {
+    /// The object was written from this very version of the file and range, and the server
+    /// holds a checksum for it: it is delivered, no read needed.
+    fn written_from(&self, object: &PlannedObject, file: &Opened) -> bool {
+        self.size == object.size as i64
+            && self.checksum.is_some()
+            && self.stamp.as_deref() == Some(file.stamp.token(object).as_str())
+    }
+
     fn matches(&self, size: u64, checksum: &str) -> bool {
         self.size == size as i64 && self.checksum.as_deref() == Some(checksum)
     }
@@ -889,11 +934,13 @@ impl Opened {
     }
 }
 
-/// Size and modification time of a file: a change of either means it was written.
+/// Size, modification time and inode of a file: a change of the first two means it was
+/// written; a new inode, that it was replaced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Stamp {
     len: u64,
     modified: Option<std::time::SystemTime>,
+    inode: u64,
 }
 
 impl Stamp {
@@ -901,7 +948,20 @@ impl Stamp {
         Stamp {
             len: meta.len(),
             modified: meta.modified().ok(),
+            inode: std::os::unix::fs::MetadataExt::ino(meta),
         }
+    }
+
+    /// The object's stamp as its metadata records it: this file version and the object's range.
+    fn token(&self, object: &PlannedObject) -> String {
+        let modified = self
+            .modified
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        format!(
+            "{}-{modified}-{}@{}+{}",
+            self.len, self.inode, object.offset, object.size
+        )
     }
 
     /// What changed between `self` and `now`, in words.

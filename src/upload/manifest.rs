@@ -62,6 +62,7 @@ pub async fn build(
     algorithm: ChecksumAlgorithm,
     known: &BTreeMap<usize, u64>,
     retry: &RetryPolicy,
+    bytes_read: &std::sync::atomic::AtomicU64,
 ) -> Result<Manifest, UploadError> {
     let heads = futures::stream::iter(plan.objects.iter())
         .map(|object| async move {
@@ -118,9 +119,12 @@ pub async fn build(
                 Some(lines) => lines,
                 None => {
                     let object = object.clone();
-                    tokio::task::spawn_blocking(move || count_lines(&object))
+                    let size = object.size;
+                    let lines = tokio::task::spawn_blocking(move || count_lines(&object))
                         .await
-                        .expect("counting does not panic")?
+                        .expect("counting does not panic")?;
+                    bytes_read.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+                    lines
                 }
             };
             Ok(ManifestFile {

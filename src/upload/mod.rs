@@ -256,6 +256,7 @@ struct Report {
     bytes: u64,
     sent: u64,
     parts_sent: u64,
+    read: u64,
     skipped: u64,
     manifest: Option<String>,
 }
@@ -263,13 +264,14 @@ struct Report {
 impl Report {
     fn line(&self, args: &UploadArgs, elapsed: Duration) -> String {
         let mut line = format!(
-            "delivered {} objects ({}) to s3://{}/{}: sent {} bytes in {} requests, {} objects already present, {:.1}s",
+            "delivered {} objects ({}) to s3://{}/{}: sent {} bytes in {} requests, read {} bytes from the source, {} objects already present, {:.1}s",
             self.objects,
             format_size(self.bytes),
             args.bucket,
             args.source.prefix,
             self.sent,
             self.parts_sent,
+            self.read,
             self.skipped,
             elapsed.as_secs_f64()
         );
@@ -436,6 +438,7 @@ async fn deliver(args: &UploadArgs, state: &Arc<State>) -> Result<Report, Upload
                 settings.checksum,
                 &lines,
                 &engine.retry,
+                &state.progress.bytes_read,
             )
             .await
             {
@@ -458,6 +461,7 @@ async fn deliver(args: &UploadArgs, state: &Arc<State>) -> Result<Report, Upload
         bytes: Progress::get(&p.bytes_total),
         sent: Progress::get(&p.bytes_sent),
         parts_sent: Progress::get(&p.parts_sent),
+        read: Progress::get(&p.bytes_read),
         skipped: Progress::get(&p.objects_skipped),
         manifest: manifest_key,
     })

@@ -58,6 +58,8 @@ pub struct Progress {
     pub parts_sent: AtomicU64,
     /// Objects found already delivered.
     pub objects_skipped: AtomicU64,
+    /// Bytes read from the source (to send, to compare, to count lines).
+    pub bytes_read: AtomicU64,
 }
 
 impl Progress {
