@@ -138,7 +138,7 @@ impl Engine {
                 }
                 Progress::add(&self.state.progress.bytes_done, object.size);
                 if let Some(lines) = found.lines {
-                    self.state.record_lines(object.index, lines);
+                    self.state.record_lines(object, lines);
                 }
                 return Ok(Outcome::AlreadyPresent);
             }
@@ -155,7 +155,7 @@ impl Engine {
                     self.abort(object, &upload_id).await;
                 }
                 Progress::add(&self.state.progress.bytes_done, object.size);
-                self.state.record_lines(object.index, scan.lines);
+                self.state.record_lines(object, scan.lines);
                 return Ok(Outcome::AlreadyPresent);
             }
             if !self.settings.overwrite {
@@ -239,7 +239,7 @@ impl Engine {
         match self.existing(object).await? {
             Some(found) if found.matches(object.size, &scan.checksum) => {
                 Progress::add(&self.state.progress.bytes_done, object.size);
-                self.state.record_lines(object.index, scan.lines);
+                self.state.record_lines(object, scan.lines);
                 Ok(Outcome::AlreadyPresent)
             }
             Some(found) => Err(self.conflict(object, scan, &found)),
@@ -335,7 +335,7 @@ impl Engine {
                     ChecksumAlgorithm::Sha256 => out.checksum_sha256,
                 };
                 self.verify(object, scan, stored).await?;
-                self.state.record_lines(object.index, lines);
+                self.state.record_lines(object, lines);
                 Ok(Outcome::Sent)
             }
             Err(cause) if cause.precondition_failed() => self.settle_existing(object, scan).await,
@@ -643,7 +643,7 @@ impl Engine {
         file.check(object)?;
         let outcome = self.complete(object, &scan, upload_id, completed).await?;
         if self.settings.count_lines {
-            self.state.record_lines(object.index, lines);
+            self.state.record_lines(object, lines);
         }
         Ok(outcome)
     }

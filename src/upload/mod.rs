@@ -183,9 +183,9 @@ pub struct UploadArgs {
     /// Seconds one request may take before it is retried (default: scales with the part size).
     #[arg(long, env = "OUTBOUND_ATTEMPT_TIMEOUT", hide = true)]
     pub attempt_timeout: Option<u64>,
-    /// Seconds between progress reports to the delivery status (default: 3, or twice the shard
-    /// count when higher, so a delivery's status takes about one write a second whatever its
-    /// parallelism: the pods' reports and the operator's folds of them).
+    /// Seconds between progress reports to the delivery status (default: 3 per shard, so a
+    /// delivery's status takes under one write a second whatever its parallelism: the pods'
+    /// reports, a third of a write a second, and the operator's folds of them, as many).
     #[arg(long, env = "OUTBOUND_PROGRESS_INTERVAL", hide = true)]
     pub progress_interval: Option<u64>,
 }
@@ -362,7 +362,7 @@ async fn deliver(args: &UploadArgs, state: &Arc<State>) -> Result<Report, Upload
     );
     let interval = args
         .progress_interval
-        .unwrap_or(3.max(2 * args.shard_count as u64));
+        .unwrap_or(3 * args.shard_count.max(1) as u64);
     let _reporter = Reporter(state.spawn_reporter(Duration::from_secs(interval.max(1))));
 
     let target = Target {

@@ -42,8 +42,11 @@ pub fn delivery_resource() -> ApiResource {
     }
 }
 
-/// At most this many per-object line counts go into a shard's status (etcd objects are small).
-const MAX_REPORTED_LINES: usize = 10_000;
+/// At most this many per-object line counts go into a shard's status, which must stay small
+/// (about 35 bytes each with their managed-fields entry). Only multipart objects are reported
+/// (a single PUT carries its count in its metadata), each at least the part size; above the
+/// bound, shard 0 counts those objects' lines from the source.
+const MAX_REPORTED_LINES: usize = 200;
 
 /// Counters of this shard's work.
 #[derive(Default, Debug)]
@@ -90,6 +93,8 @@ pub struct State {
     uploads: Mutex<BTreeMap<String, String>>,
     /// Line counts of this run's objects (sent or found), by plan index, for the manifest.
     lines: Mutex<BTreeMap<usize, u64>>,
+    /// Plan indexes of the multipart objects among `lines`: the counts no metadata carries.
+    multipart: Mutex<std::collections::BTreeSet<usize>>,
     pub progress: Progress,
     /// The last error: (reason, message, permanent).
     failure: Mutex<Option<(String, String, bool)>>,
@@ -149,6 +154,7 @@ impl State {
             backend,
             uploads: Mutex::new(uploads),
             lines: Mutex::new(BTreeMap::new()),
+            multipart: Mutex::new(Default::default()),
             progress: Progress::default(),
             failure: Mutex::new(None),
             finished: AtomicBool::new(false),
@@ -233,8 +239,11 @@ impl State {
     }
 
     /// Remembers an object's line count (counted while it was sent or compared).
-    pub fn record_lines(&self, index: usize, lines: u64) {
-        self.lines.lock().unwrap().insert(index, lines);
+    pub fn record_lines(&self, object: &crate::plan::PlannedObject, lines: u64) {
+        self.lines.lock().unwrap().insert(object.index, lines);
+        if object.multipart {
+            self.multipart.lock().unwrap().insert(object.index);
+        }
     }
 
     /// The line counts this run knows, by plan index.
@@ -302,10 +311,17 @@ impl State {
                         .collect(),
                     finished,
                     // For shard 0's manifest; above the bound, shard 0 counts those lines itself.
-                    lines: if finished && lines.len() <= MAX_REPORTED_LINES {
-                        lines.iter().map(|(i, n)| (i.to_string(), *n)).collect()
-                    } else {
-                        BTreeMap::new()
+                    lines: {
+                        let multipart = self.multipart.lock().unwrap();
+                        if finished && multipart.len() <= MAX_REPORTED_LINES {
+                            lines
+                                .iter()
+                                .filter(|(i, _)| multipart.contains(i))
+                                .map(|(i, n)| (i.to_string(), *n))
+                                .collect()
+                        } else {
+                            BTreeMap::new()
+                        }
                     },
                     permanent: failure.as_ref().is_some_and(|f| f.2),
                     reason: failure.as_ref().map(|f| f.0.clone()),

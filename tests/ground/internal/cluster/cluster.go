@@ -14,12 +14,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"outbound.dev/ground/internal/pki"
+	"outbound.dev/ground/internal/supervise"
 )
 
 // The controllers the ground runs: what Jobs, Deployments, namespaces, service accounts and
@@ -67,7 +67,7 @@ type Cluster struct {
 	AuditLog   string // JSON lines, one per request of a service account (see auditPolicy)
 
 	etcd     *embed.Etcd
-	children []*exec.Cmd
+	children []*supervise.Proc
 }
 
 // FreePort asks the kernel for a free loopback port.
@@ -208,21 +208,13 @@ func (c *Cluster) spawn(name string, args []string, logDir, pidDir string) error
 	if err != nil {
 		return err
 	}
-	logFile, err := os.Create(filepath.Join(logDir, name+".log"))
+	p, err := supervise.Start(name, func() *exec.Cmd {
+		return exec.Command(self, append([]string{name}, args...)...)
+	}, logDir, pidDir)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(self, append([]string{name}, args...)...)
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	// Die with the ground even if it is killed without a chance to clean up.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("failed to start %s: %w", name, err)
-	}
-	c.children = append(c.children, cmd)
-	_ = os.WriteFile(filepath.Join(pidDir, name+".pid"), []byte(fmt.Sprint(cmd.Process.Pid)), 0o644)
-	go func() { _ = cmd.Wait(); logFile.Close() }()
+	c.children = append(c.children, p)
 	return nil
 }
 
@@ -270,26 +262,11 @@ func AdminHTTPClient(files *pki.Files) (*http.Client, error) {
 // Stop ends the child processes (SIGTERM, then SIGKILL) and etcd.
 func (c *Cluster) Stop() {
 	for i := len(c.children) - 1; i >= 0; i-- {
-		StopProcess(c.children[i].Process.Pid, 10*time.Second)
+		c.children[i].Stop(10 * time.Second)
 	}
 	if c.etcd != nil {
 		c.etcd.Close()
 	}
-}
-
-// StopProcess sends SIGTERM to a process group, waits up to grace, then SIGKILLs it.
-func StopProcess(pid int, grace time.Duration) {
-	_ = syscall.Kill(-pid, syscall.SIGTERM)
-	_ = syscall.Kill(pid, syscall.SIGTERM)
-	deadline := time.Now().Add(grace)
-	for time.Now().Before(deadline) {
-		if syscall.Kill(pid, 0) != nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	_ = syscall.Kill(-pid, syscall.SIGKILL)
-	_ = syscall.Kill(pid, syscall.SIGKILL)
 }
 
 // Auth is how a kubeconfig authenticates: a client certificate or a bearer token file.

@@ -12,8 +12,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"time"
+
+	"outbound.dev/ground/internal/supervise"
 )
 
 // Servers describes the running S3 servers.
@@ -26,7 +27,7 @@ type Servers struct {
 	MotoEndpoint  string
 	MotoAccessKey string
 	MotoSecretKey string
-	procs         []*exec.Cmd
+	procs         []*supervise.Proc
 }
 
 // Options say where the tools are.
@@ -54,14 +55,17 @@ func Start(o Options) (*Servers, error) {
 	_ = os.MkdirAll(iamDir, 0o700)
 	s.Endpoint = fmt.Sprintf("http://127.0.0.1:%d", o.VersityPort)
 	s.AdminEndpoint = fmt.Sprintf("http://127.0.0.1:%d", o.VersityAdmin)
-	vgw := exec.Command(filepath.Join(o.ToolsBin, "versitygw"),
-		"--port", fmt.Sprintf("127.0.0.1:%d", o.VersityPort),
-		"--admin-port", fmt.Sprintf("127.0.0.1:%d", o.VersityAdmin),
-		"--iam-dir", iamDir,
-		"--quiet",
-		"posix", o.DataDir)
-	// Keys travel by environment so they never show in the process list.
-	vgw.Env = append(os.Environ(), "ROOT_ACCESS_KEY_ID="+s.AccessKey, "ROOT_SECRET_ACCESS_KEY="+s.SecretKey)
+	vgw := func() *exec.Cmd {
+		cmd := exec.Command(filepath.Join(o.ToolsBin, "versitygw"),
+			"--port", fmt.Sprintf("127.0.0.1:%d", o.VersityPort),
+			"--admin-port", fmt.Sprintf("127.0.0.1:%d", o.VersityAdmin),
+			"--iam-dir", iamDir,
+			"--quiet",
+			"posix", o.DataDir)
+		// Keys travel by environment so they never show in the process list.
+		cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY_ID="+s.AccessKey, "ROOT_SECRET_ACCESS_KEY="+s.SecretKey)
+		return cmd
+	}
 	if err := s.spawn("versitygw", vgw, logDir, o.PidDir); err != nil {
 		return nil, err
 	}
@@ -71,8 +75,13 @@ func Start(o Options) (*Servers, error) {
 	}
 
 	s.MotoEndpoint = fmt.Sprintf("http://127.0.0.1:%d", o.MotoPort)
-	moto := exec.Command(filepath.Join(o.ToolsBin, "moto_server"), "-H", "127.0.0.1", "-p", fmt.Sprint(o.MotoPort))
-	moto.Env = append(os.Environ(), "INITIAL_NO_AUTH_ACTION_COUNT=3")
+	// moto keeps its users in memory: a restarted moto would have lost them, but a killed one
+	// is still started again so that the ground stays whole.
+	moto := func() *exec.Cmd {
+		cmd := exec.Command(filepath.Join(o.ToolsBin, "moto_server"), "-H", "127.0.0.1", "-p", fmt.Sprint(o.MotoPort))
+		cmd.Env = append(os.Environ(), "INITIAL_NO_AUTH_ACTION_COUNT=3")
+		return cmd
+	}
 	if err := s.spawn("moto", moto, logDir, o.PidDir); err != nil {
 		s.Stop()
 		return nil, err
@@ -100,34 +109,19 @@ func Start(o Options) (*Servers, error) {
 	return s, nil
 }
 
-func (s *Servers) spawn(name string, cmd *exec.Cmd, logDir, pidDir string) error {
-	f, err := os.Create(filepath.Join(logDir, name+".log"))
+func (s *Servers) spawn(name string, newCmd func() *exec.Cmd, logDir, pidDir string) error {
+	p, err := supervise.Start(name, newCmd, logDir, pidDir)
 	if err != nil {
 		return err
 	}
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return fmt.Errorf("failed to start %s: %w", name, err)
-	}
-	s.procs = append(s.procs, cmd)
-	_ = os.WriteFile(filepath.Join(pidDir, name+".pid"), []byte(fmt.Sprint(cmd.Process.Pid)), 0o644)
-	go func() { _ = cmd.Wait(); f.Close() }()
+	s.procs = append(s.procs, p)
 	return nil
 }
 
 // Stop ends both servers.
 func (s *Servers) Stop() {
 	for _, p := range s.procs {
-		_ = syscall.Kill(-p.Process.Pid, syscall.SIGTERM)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for _, p := range s.procs {
-		for time.Now().Before(deadline) && syscall.Kill(p.Process.Pid, 0) == nil {
-			time.Sleep(100 * time.Millisecond)
-		}
-		_ = syscall.Kill(-p.Process.Pid, syscall.SIGKILL)
+		p.Stop(5 * time.Second)
 	}
 }
 
