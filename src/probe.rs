@@ -25,6 +25,46 @@ pub mod reason {
     pub const PROBE_FAILED: &str = "ProbeFailed";
 }
 
+/// An access key id as status may show it: the first and last four characters, and only when the
+/// value has an access key id's shape (`AKIA…WXYZ`). A Secret key may hold anything (a database
+/// password by mistake), so a value of any other shape is not shown at all.
+pub fn masked_access_key_id(value: &str) -> Option<String> {
+    let shaped = (16..=128).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    shaped.then(|| format!("{}\u{2026}{}", &value[..4], &value[value.len() - 4..]))
+}
+
+/// Replaces every occurrence of a secret value in `text`: servers may quote the request they
+/// refused (a signature mismatch can carry the credential scope), and none of it may reach a
+/// condition, an Event or a log line.
+pub fn redact(text: &str, secrets: &[&str]) -> String {
+    let mut text = text.to_string();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        if text.contains(secret) {
+            text = text.replace(secret, "[redacted]");
+        }
+    }
+    text
+}
+
+/// The values of an access that must never be shown.
+fn secret_values(access: &Access) -> Vec<&str> {
+    match access {
+        Access::Keys {
+            access_key_id,
+            secret_access_key,
+            session_token,
+        } => {
+            let mut values = vec![access_key_id.as_str(), secret_access_key.as_str()];
+            values.extend(session_token.as_deref());
+            values
+        }
+        Access::WorkloadIdentity | Access::AssumeRole { .. } => Vec::new(),
+    }
+}
+
 /// What the probe needs to know about a destination.
 #[derive(Clone, Debug)]
 pub struct ProbeTarget {
@@ -267,8 +307,17 @@ pub fn role_arn_of(arn: &str) -> String {
     arn.to_string()
 }
 
-/// Probes a destination. Never returns an error: every failure is a report with a reason.
+/// Probes a destination. Never returns an error: every failure is a report with a reason, whose
+/// message holds no value of the Secret.
 pub async fn probe(target: &ProbeTarget, access: &Access) -> ProbeReport {
+    let mut report = probe_unredacted(target, access).await;
+    if let Some((_, message)) = &mut report.failure {
+        *message = redact(message, &secret_values(access));
+    }
+    report
+}
+
+async fn probe_unredacted(target: &ProbeTarget, access: &Access) -> ProbeReport {
     let kms = target.sse.as_deref() == Some("aws:kms");
     let fail = |step: Step,
                 facts: &ErrorFacts,
@@ -338,7 +387,8 @@ pub async fn probe(target: &ProbeTarget, access: &Access) -> ProbeReport {
                 Err(e) => return fail(Step::AssumeRole, &ErrorFacts::from_sdk(&e), None, None),
             }
         }
-        Access::Keys { access_key_id, .. } => (base, Some(access_key_id.clone())),
+        // Only ever masked: the identity itself comes from STS or from nowhere.
+        Access::Keys { access_key_id, .. } => (base, masked_access_key_id(access_key_id)),
         Access::WorkloadIdentity => (base, None),
     };
 
@@ -350,7 +400,8 @@ pub async fn probe(target: &ProbeTarget, access: &Access) -> ProbeReport {
             source: "STS".into(),
         },
         Err(e) if sts_optional => {
-            tracing::debug!(error = %DisplayErrorContext(&e), "no STS at the endpoint; identity unverified");
+            let error = redact(&DisplayErrorContext(&e).to_string(), &secret_values(access));
+            tracing::debug!(%error, "no STS at the endpoint; identity unverified");
             Identity {
                 account: None,
                 arn: None,
@@ -522,6 +573,42 @@ mod tests {
             classify(Step::Identity, &down, "b", "r", false).0,
             reason::UNREACHABLE
         );
+    }
+
+    #[test]
+    fn only_key_shaped_access_key_ids_show_and_only_masked() {
+        assert_eq!(
+            masked_access_key_id("AKIAIOSFODNN7EXAMPLE").as_deref(),
+            Some("AKIA\u{2026}MPLE")
+        );
+        for not_a_key in [
+            "sentinel-db-password-1234",
+            "hunter2",
+            "akiaiosfodnn7example",
+            "AKIA IOSFODNN7EXAMPLE",
+            "AKIAIOSFODNN7",
+            "",
+            "ÄKIAIOSFODNN7EXAMPLE",
+        ] {
+            assert_eq!(masked_access_key_id(not_a_key), None, "{not_a_key}");
+        }
+        assert_eq!(masked_access_key_id(&"A".repeat(129)), None);
+    }
+
+    #[test]
+    fn secret_values_are_cut_out_of_messages() {
+        let access = Access::Keys {
+            access_key_id: "db-password".into(),
+            secret_access_key: "s3cr3t".into(),
+            session_token: Some("tok".into()),
+        };
+        let text = "Credential=db-password/20261127 signed with s3cr3t and tok";
+        let clean = redact(text, &secret_values(&access));
+        assert_eq!(
+            clean,
+            "Credential=[redacted]/20261127 signed with [redacted] and [redacted]"
+        );
+        assert_eq!(redact("nothing", &[""]), "nothing");
     }
 
     #[test]

@@ -327,7 +327,11 @@ async fn each_bad_input_gets_its_own_reason_and_no_job() {
     }
     let good = world.destination("good").await.status.unwrap();
     let identity = good.identity.expect("identity in status");
-    assert_eq!(identity.access_key_id.as_deref(), Some(gw_key.as_str()));
+    // Without STS the access key id shows only masked, and only when it is shaped like one.
+    assert_eq!(
+        identity.access_key_id,
+        outbound::probe::masked_access_key_id(&gw_key)
+    );
     // moto serves STS: the identity there is the IAM user's ARN.
     let noperm = world
         .destination("no-permission")
@@ -549,6 +553,119 @@ fn assert_secret_nowhere(world: &World, secret: &str) {
     }
 }
 
+/// Creates a versitygw account with these keys (role admin: it may write every bucket), through
+/// versitygw's admin API as the ground's root user.
+fn versitygw_account(env: &GroundEnv, access: &str, secret: &str) {
+    let admin = std::env::var("S3_ADMIN_ENDPOINT").expect("S3_ADMIN_ENDPOINT from the ground");
+    let out = std::process::Command::new("versitygw")
+        .args(["admin", "--access", &env.s3_access_key, "--secret"])
+        .arg(&env.s3_secret_key)
+        .args(["--endpoint-url", &admin, "create-user", "--access", access])
+        .args(["--secret", secret, "--role", "admin"])
+        .output()
+        .expect("versitygw (on the ground's PATH)");
+    assert!(
+        out.status.success(),
+        "versitygw admin create-user: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn no_secret_value_is_shown_and_a_key_shaped_id_only_masked() {
+    let mut world = World::new("nosecret").await;
+    let env = &world.env;
+    let gw = s3(
+        &env.s3_endpoint,
+        &env.s3_region,
+        &env.s3_access_key,
+        &env.s3_secret_key,
+    )
+    .await;
+    let bkt = format!("nosecret-{}", suffix());
+    bucket(&gw, &bkt).await;
+    // A Secret key that holds something else than an access key id (a database password put in
+    // the wrong key), one that does hold a key-shaped id, and one the server does not know.
+    let sentinel = format!("sentinel-db-password-{}", suffix());
+    let shaped = format!("AKIA{}{}", suffix().to_uppercase(), suffix().to_uppercase());
+    let unknown = format!("sentinel-unknown-{}", suffix());
+    let secret = format!("sentinel-secret-{}", suffix());
+    versitygw_account(env, &sentinel, &secret);
+    versitygw_account(env, &shaped, &secret);
+    let endpoint = env.s3_endpoint.clone();
+    for (name, key) in [
+        ("db", &sentinel),
+        ("shaped", &shaped),
+        ("unknown", &unknown),
+    ] {
+        world
+            .secret(
+                name,
+                &[
+                    ("AWS_ACCESS_KEY_ID", key),
+                    ("AWS_SECRET_ACCESS_KEY", &secret),
+                ],
+            )
+            .await;
+        world
+            .apply_yaml::<OutboundDestination>(&destination_yaml(
+                name,
+                &bkt,
+                &endpoint,
+                &format!("{{secret: {{name: {name}}}}}"),
+                "",
+            ))
+            .await
+            .unwrap();
+    }
+    world.start_operator();
+    // versitygw serves no STS: before, the Secret's value was the identity ("<value> can write").
+    let db = world.wait_destination("db", "True", "Validated").await;
+    let status = db.status.unwrap();
+    let identity = status.identity.expect("identity");
+    assert_eq!(identity.source, "Unverified");
+    assert_eq!(identity.access_key_id, None, "not shaped like a key id");
+    let masked = format!("{}\u{2026}{}", &shaped[..4], &shaped[shaped.len() - 4..]);
+    let ok = world.wait_destination("shaped", "True", "Validated").await;
+    let status = ok.status.unwrap();
+    assert_eq!(
+        status.identity.expect("identity").access_key_id,
+        Some(masked.clone())
+    );
+    assert!(
+        status.conditions[0].message.contains(&masked),
+        "{}",
+        status.conditions[0].message
+    );
+    world
+        .wait_destination("unknown", "False", "InvalidAccessKeyId")
+        .await;
+    // The Events are published after the status: wait for one per destination before looking.
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> = world.api();
+    wait_for(
+        "an Event for each destination",
+        Duration::from_secs(30),
+        || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            let mut named: Vec<String> = list
+                .items
+                .iter()
+                .filter_map(|e| e.regarding.as_ref()?.name.clone())
+                .collect();
+            named.sort();
+            named.dedup();
+            (named.len() >= 3).then_some(())
+        },
+        || world.diagnose(),
+    )
+    .await;
+    for value in [&sentinel, &shaped, &unknown, &secret] {
+        assert_secret_nowhere(&world, value);
+    }
+    world.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_secret_destination_delivers_split_files_exactly() {
     let mut world = World::new("deliver").await;
@@ -597,7 +714,10 @@ async fn a_secret_destination_delivers_split_files_exactly() {
         .unwrap()
         .identity
         .expect("the writing identity in status");
-    assert_eq!(identity.access_key_id.as_deref(), Some(key.as_str()));
+    assert_eq!(
+        identity.access_key_id,
+        outbound::probe::masked_access_key_id(&key)
+    );
 
     world
         .apply_yaml::<OutboundDelivery>(&delivery_yaml_from(

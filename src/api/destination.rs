@@ -281,7 +281,8 @@ pub struct Identity {
     /// ARN of the principal (from STS GetCallerIdentity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
-    /// The access key id in use (never the secret), when the Secret mode is used.
+    /// The access key id in use, masked to its first and last four characters (`AKIA…WXYZ`),
+    /// when the Secret mode is used and the value looks like an access key id; never the secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_key_id: Option<String>,
     /// How the identity was learnt: `STS`, or `Unverified` when the endpoint serves no STS (the
