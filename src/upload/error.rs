@@ -250,6 +250,23 @@ pub enum UploadError {
     },
     #[error("stopped because another object failed")]
     Cancelled,
+    /// A link in the source folder that resolves outside it: never followed (it could name a
+    /// token or any file of the pod).
+    #[error("source file {file} is a link to {target}, outside the source folder")]
+    OutsideVolume { file: String, target: String },
+}
+
+/// The delivery's Failed reason for [`UploadError::OutsideVolume`].
+pub const SOURCE_OUTSIDE_VOLUME: &str = "SourceOutsideVolume";
+
+impl UploadError {
+    /// The reason a delivery failed with this error (a `Failed` condition's reason).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            UploadError::OutsideVolume { .. } => SOURCE_OUTSIDE_VOLUME,
+            _ => "UploadFailed",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -268,6 +285,19 @@ mod tests {
         );
         assert_eq!(xml_field(b"", "Code"), None);
         assert_eq!(xml_field(b"<Code></Code>", "Code"), None);
+    }
+
+    #[test]
+    fn a_link_out_names_the_file_and_its_reason() {
+        let err = UploadError::OutsideVolume {
+            file: "token.sync".into(),
+            target: "/var/run/secrets/token".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "source file token.sync is a link to /var/run/secrets/token, outside the source folder"
+        );
+        assert_eq!(err.reason(), "SourceOutsideVolume");
     }
 
     #[test]
