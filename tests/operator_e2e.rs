@@ -105,6 +105,26 @@ async fn jobs_in(world: &World) -> Vec<Job> {
         .items
 }
 
+/// Applies YAML as written, not through the Rust types (which would refuse, before the API
+/// server could, a value such as an unknown ACL).
+async fn apply_untyped<K>(world: &World, yaml: &str) -> Result<(), kube::Error>
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    use kube::ResourceExt;
+    let obj: kube::api::DynamicObject = serde_yaml::from_str(yaml).expect("test YAML parses");
+    let resource = kube::api::ApiResource::erase::<K>(&());
+    let api: kube::Api<kube::api::DynamicObject> =
+        kube::Api::namespaced_with(world.client.clone(), &world.ns, &resource);
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::apply("outbound-test").force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .map(|_| ())
+}
+
 #[tokio::test]
 async fn bad_specs_are_refused_by_the_api_server() {
     let world = World::new("refused").await;
@@ -139,6 +159,90 @@ async fn bad_specs_are_refused_by_the_api_server() {
         let yaml = destination_yaml(name, "bkt", "http://127.0.0.1:1", creds, extra);
         let err = world
             .apply_yaml::<OutboundDestination>(&yaml)
+            .await
+            .expect_err(name);
+        assert!(err.to_string().contains(want), "{name}: {err}");
+    }
+    // Key prefixes start every object key in the customer's bucket; ACLs and storage classes are
+    // S3's own lists. (YAML double quotes spell the control character.)
+    let long = format!("{}/", "\u{e9}".repeat(300));
+    let prefixes = [
+        (
+            "prefix-dotdot",
+            "in/../out/",
+            "must not contain . or .. segments",
+        ),
+        ("prefix-dot", "./in/", "must not contain . or .. segments"),
+        ("prefix-no-slash", "audience", "must end in /"),
+        (
+            "prefix-control",
+            "in\\x01/",
+            "must not contain control characters",
+        ),
+        ("prefix-double-slash", "in//out/", "empty segment (//)"),
+        ("prefix-long", long.as_str(), "must be at most 512 bytes"),
+    ];
+    for (name, prefix, want) in prefixes {
+        let yaml = format!(
+            "apiVersion: outbound.dev/v1alpha1\nkind: OutboundDestination\nmetadata: {{name: {name}}}\nspec:\n  s3: {{bucket: bkt, prefix: \"{prefix}\"}}\n  credentials: {{secret: {{name: k}}}}\n"
+        );
+        let err = apply_untyped::<OutboundDestination>(&world, &yaml)
+            .await
+            .expect_err(name);
+        assert!(err.to_string().contains(want), "{name}: {err}");
+    }
+    let settings = [
+        (
+            "acl-unknown",
+            "{acl: everyone}",
+            "Unsupported value: \"everyone\"",
+        ),
+        (
+            "class-unknown",
+            "{storageClass: standard}",
+            "Unsupported value: \"standard\"",
+        ),
+    ];
+    for (name, upload, want) in settings {
+        let extra = format!("  upload: {upload}\n");
+        let yaml = destination_yaml(
+            name,
+            "bkt",
+            "http://127.0.0.1:1",
+            "{secret: {name: k}}",
+            &extra,
+        );
+        let err = apply_untyped::<OutboundDestination>(&world, &yaml)
+            .await
+            .expect_err(name);
+        assert!(err.to_string().contains(want), "{name}: {err}");
+    }
+    world
+        .apply_yaml::<OutboundDestination>(&destination_yaml(
+            "fine",
+            "bkt",
+            "http://127.0.0.1:1",
+            "{secret: {name: k}}",
+            "  upload: {acl: bucket-owner-full-control, storageClass: STANDARD_IA}\n",
+        ))
+        .await
+        .expect("known ACL and storage class");
+    let key_prefixes = [
+        (
+            "key-dotdot",
+            "../escape/".to_string(),
+            "must not contain . or .. segments",
+        ),
+        ("key-long", "a".repeat(600), "512"),
+        (
+            "key-control",
+            "day\\t1/".to_string(),
+            "must not contain control characters",
+        ),
+    ];
+    for (name, key_prefix, want) in key_prefixes {
+        let extra = format!("  keyPrefix: \"{key_prefix}\"\n");
+        let err = apply_untyped::<OutboundDelivery>(&world, &delivery_yaml(name, "x", "c", &extra))
             .await
             .expect_err(name);
         assert!(err.to_string().contains(want), "{name}: {err}");

@@ -274,7 +274,7 @@ pub fn validate(
         };
     let acl = upload
         .acl
-        .clone()
+        .map(|a| a.as_str().to_string())
         .or_else(|| cross.map(|_| "bucket-owner-full-control".to_string()));
     let prefix = join_prefix(dspec.s3.prefix.as_deref(), spec.key_prefix.as_deref());
     let _ = DELIVERY_LABEL;
@@ -297,7 +297,7 @@ pub fn validate(
         exclude: spec.source.volume.exclude.clone(),
         split_size,
         split_on: spec.split_on.or(upload.split_on).unwrap_or_default(),
-        storage_class: upload.storage_class.clone(),
+        storage_class: upload.storage_class.map(|c| c.as_str().to_string()),
         sse: upload
             .server_side_encryption
             .as_ref()
