@@ -771,6 +771,94 @@ async fn no_secret_value_is_shown_and_a_key_shaped_id_only_masked() {
 }
 
 #[tokio::test]
+async fn endpoints_the_admin_did_not_allow_are_refused_and_deliveries_wait() {
+    let mut world = World::new("endpoints").await;
+    let creds = "{secret: {name: keys}}";
+    let cases = [
+        (
+            "metadata",
+            "http://169.254.169.254",
+            "spec.s3.endpoint",
+            "cloud metadata address",
+        ),
+        (
+            "loopback",
+            "https://127.0.0.1:9",
+            "spec.s3.endpoint",
+            "loopback address",
+        ),
+        (
+            "link-local",
+            "https://[fe80::1]:443",
+            "spec.s3.endpoint",
+            "link-local address",
+        ),
+        (
+            "plain",
+            "http://s3.example.com",
+            "spec.s3.endpoint",
+            "plain http",
+        ),
+    ];
+    for (name, endpoint, _, _) in cases {
+        world
+            .apply_yaml::<OutboundDestination>(&destination_yaml(name, "bkt", endpoint, creds, ""))
+            .await
+            .unwrap();
+    }
+    world
+        .apply_yaml::<OutboundDestination>(
+            "apiVersion: outbound.dev/v1alpha1\nkind: OutboundDestination\nmetadata: {name: sts}\nspec:\n  s3: {bucket: bkt, endpoint: \"https://s3.example.com\", stsEndpoint: \"https://[fd00:ec2::254]\"}\n  credentials: {secret: {name: keys}}\n",
+        )
+        .await
+        .unwrap();
+    world.volume("exports").await;
+    world
+        .apply_yaml::<OutboundDelivery>(&delivery_yaml("to-metadata", "metadata", "exports", ""))
+        .await
+        .unwrap();
+    // The defaults, as a chart installs them: the test support allows both for the ground.
+    world.start_operator_with_env(&[
+        ("OUTBOUND_ALLOW_HTTP_ENDPOINTS", "false"),
+        ("OUTBOUND_ALLOW_PRIVATE_ENDPOINTS", "false"),
+    ]);
+    let all =
+        cases
+            .iter()
+            .copied()
+            .chain([("sts", "", "spec.s3.stsEndpoint", "cloud metadata address")]);
+    for (name, _, field, why) in all {
+        let d = world
+            .wait_destination(name, "False", "EndpointNotAllowed")
+            .await;
+        let message = &d.status.unwrap().conditions[0].message;
+        assert!(
+            message.contains(field) && message.contains(why),
+            "{name}: {message}"
+        );
+    }
+    let d = world
+        .wait_delivery(
+            "to-metadata",
+            "Pending",
+            Some("DestinationNotReady"),
+            Duration::from_secs(30),
+        )
+        .await;
+    let ready = d.status.unwrap().conditions;
+    assert!(
+        ready
+            .iter()
+            .any(|c| c.message.contains("EndpointNotAllowed")),
+        "{ready:?}"
+    );
+    // Still nothing a few seconds later.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(jobs_in(&world).await.is_empty(), "a Job was created");
+    world.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_secret_destination_delivers_split_files_exactly() {
     let mut world = World::new("deliver").await;
     let env = &world.env;

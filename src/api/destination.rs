@@ -79,13 +79,15 @@ pub struct S3Location {
         validation = Rule::new(prefix_rule::MAX_BYTES).message(prefix_rule::MAX_BYTES_MESSAGE)
     )]
     pub prefix: Option<String>,
-    /// URL of an S3-compatible server (e.g. `http://127.0.0.1:7070`); unset means Amazon S3.
+    /// URL of an S3-compatible server (e.g. `https://minio.storage.svc:9000`); unset means
+    /// Amazon S3. Must be https, and not a loopback, link-local or cloud metadata address, unless
+    /// the operator's admin allowed them (`Ready=False`, reason `EndpointNotAllowed`, otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// URL of the STS service used to show the writing identity and to assume roles. Unset: AWS
     /// STS, or `endpoint` when that is set (moto and MinIO serve STS there). When the endpoint
     /// serves no STS, the destination is still validated by the S3 probe and the identity shows
-    /// only the access key id.
+    /// at most a masked access key id. The same rules as for `endpoint` apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sts_endpoint: Option<String>,
     /// Path-style addressing (`endpoint/bucket/key`), needed by most S3-compatible servers.

@@ -249,7 +249,18 @@ pub fn validate(
         .status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::READY));
+    // A Ready from before the destination's last change says nothing about its new spec (a new
+    // endpoint may be one the operator refuses): wait for the probe of this generation.
+    let stale = |c: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition| matches!((c.observed_generation, destination.metadata.generation), (Some(seen), Some(now)) if seen != now);
     match dest_ready {
+        Some(c) if c.status == "True" && stale(c) => {
+            return Err(Blocked::new(
+                "DestinationNotReady",
+                format!(
+                    "OutboundDestination {dest_name} changed and has not been validated again yet"
+                ),
+            ));
+        }
         Some(c) if c.status == "True" => {}
         Some(c) => {
             return Err(Blocked::new(
@@ -464,6 +475,19 @@ pub(crate) mod tests {
             )),
             "DestinationNotReady"
         );
+    }
+
+    #[test]
+    fn a_ready_from_an_older_generation_of_the_destination_does_not_count() {
+        let d = delivery();
+        let mut dest = destination(true);
+        dest.metadata.generation = Some(1);
+        assert!(validate(&d, Some(&dest), Some(&all_keys()[..]), Some(&pvc())).is_ok());
+        // The spec changed (say, to an endpoint the operator refuses) and was not probed yet.
+        dest.metadata.generation = Some(2);
+        let b = validate(&d, Some(&dest), Some(&all_keys()[..]), Some(&pvc())).unwrap_err();
+        assert_eq!(b.reason, "DestinationNotReady");
+        assert!(b.message.contains("validated again"), "{}", b.message);
     }
 
     #[test]
