@@ -812,6 +812,16 @@ async fn endpoints_the_admin_did_not_allow_are_refused_and_deliveries_wait() {
         )
         .await
         .unwrap();
+    // Everything else the delivery needs is there: only the destination holds it back.
+    world
+        .secret(
+            "keys",
+            &[
+                ("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEEXAMPLE00"),
+                ("AWS_SECRET_ACCESS_KEY", "not-used"),
+            ],
+        )
+        .await;
     world.volume("exports").await;
     world
         .apply_yaml::<OutboundDelivery>(&delivery_yaml("to-metadata", "metadata", "exports", ""))
