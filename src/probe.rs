@@ -3,6 +3,7 @@
 //! with a message the customer can act on. Needs network (S3/STS), no Kubernetes client.
 
 use crate::api::Identity;
+pub use crate::credentials::masked_access_key_id;
 use crate::credentials::{Access, Target, s3_client, sdk_config};
 use crate::status::ProbeReport;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -24,17 +25,6 @@ pub mod reason {
     pub const CREDENTIALS_UNAVAILABLE: &str = "CredentialsUnavailable";
     pub const PROBE_FAILED: &str = "ProbeFailed";
     pub const ENDPOINT_NOT_ALLOWED: &str = "EndpointNotAllowed";
-}
-
-/// An access key id as status may show it: the first and last four characters, and only when the
-/// value has an access key id's shape (`AKIA…WXYZ`). A Secret key may hold anything (a database
-/// password by mistake), so a value of any other shape is not shown at all.
-pub fn masked_access_key_id(value: &str) -> Option<String> {
-    let shaped = (16..=128).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
-    shaped.then(|| format!("{}\u{2026}{}", &value[..4], &value[value.len() - 4..]))
 }
 
 /// Replaces every occurrence of a secret value in `text`: servers may quote the request they
