@@ -3,7 +3,11 @@
 
 use crate::api::{CONTROLLER_MANAGER, DELIVERY_LABEL, GROUP, OutboundDelivery};
 use crate::controller::validate::{JobCredentials, ValidatedDelivery};
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use crate::upload::error::EXIT_PERMANENT;
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EnvVar, EnvVarSource, PersistentVolumeClaimVolumeSource,
     PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecretKeySelector,
@@ -168,8 +172,35 @@ pub fn upload_env(v: &ValidatedDelivery) -> Vec<EnvVar> {
     envs
 }
 
-/// The upload Job: one per delivery, Indexed when parallelism > 1.
-pub fn build_job(v: &ValidatedDelivery, image: &str) -> Job {
+/// The pod failure policy: an uploader that exits `EXIT_PERMANENT` (access denied, a line too
+/// long, a conflicting object ...) fails the Job at once instead of burning its retries on an
+/// error that cannot heal; a pod disrupted by a drain or an eviction costs no retry either.
+fn pod_failure_policy() -> PodFailurePolicy {
+    PodFailurePolicy {
+        rules: vec![
+            PodFailurePolicyRule {
+                action: "FailJob".into(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: Some("upload".into()),
+                    operator: "In".into(),
+                    values: vec![i32::from(EXIT_PERMANENT)],
+                }),
+                on_pod_conditions: None,
+            },
+            PodFailurePolicyRule {
+                action: "Ignore".into(),
+                on_exit_codes: None,
+                on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                    type_: "DisruptionTarget".into(),
+                    status: Some("True".into()),
+                }]),
+            },
+        ],
+    }
+}
+
+/// The upload Job: one per delivery, Indexed when parallelism > 1. Finished Jobs go after `ttl`.
+pub fn build_job(v: &ValidatedDelivery, image: &str, ttl: std::time::Duration) -> Job {
     let indexed = v.parallelism > 1;
     let container = Container {
         name: "upload".into(),
@@ -231,6 +262,11 @@ pub fn build_job(v: &ValidatedDelivery, image: &str) -> Job {
             completions: Some(v.parallelism),
             completion_mode: Some(if indexed { "Indexed" } else { "NonIndexed" }.into()),
             backoff_limit: Some(v.backoff_limit),
+            pod_failure_policy: Some(pod_failure_policy()),
+            // A replacement starts only once its predecessor is gone: one index never uploads
+            // from two pods at once.
+            pod_replacement_policy: Some("Failed".into()),
+            ttl_seconds_after_finished: Some(i32::try_from(ttl.as_secs()).unwrap_or(i32::MAX)),
             active_deadline_seconds: v.active_deadline_seconds,
             suspend: Some(v.suspend),
             template: PodTemplateSpec {
@@ -363,7 +399,7 @@ mod tests {
     #[test]
     fn job_follows_the_contract() {
         let v = validated(1);
-        let job = build_job(&v, "ghcr.io/outbound-dev/outbound:0.1.0");
+        let job = build_job(&v, "ghcr.io/outbound-dev/outbound:0.1.0", TTL);
         assert_eq!(job.metadata.name.as_deref(), Some(v.job_name.as_str()));
         let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
@@ -424,9 +460,33 @@ mod tests {
         assert_eq!(get("OUTBOUND_CREDENTIALS").as_deref(), Some("keys"));
     }
 
+    const TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+    #[test]
+    fn permanent_exits_fail_the_job_at_once_and_one_index_runs_in_one_pod() {
+        let job = build_job(&validated(2), "img", TTL);
+        let spec = job.spec.unwrap();
+        assert_eq!(spec.pod_replacement_policy.as_deref(), Some("Failed"));
+        assert_eq!(spec.ttl_seconds_after_finished, Some(3600));
+        let rules = spec.pod_failure_policy.unwrap().rules;
+        let fail = &rules[0];
+        assert_eq!(fail.action, "FailJob");
+        let codes = fail.on_exit_codes.as_ref().unwrap();
+        assert_eq!(codes.container_name.as_deref(), Some("upload"));
+        assert_eq!(codes.values, vec![i32::from(EXIT_PERMANENT)]);
+        assert!(
+            !codes
+                .values
+                .contains(&i32::from(crate::upload::error::EXIT_RETRYABLE))
+        );
+        assert_eq!(rules[1].action, "Ignore");
+        let container = &spec.template.spec.unwrap().containers[0];
+        assert_eq!(container.name, "upload", "the rule names this container");
+    }
+
     #[test]
     fn keys_reach_the_pod_only_by_reference() {
-        let job = build_job(&validated(1), "img");
+        let job = build_job(&validated(1), "img", TTL);
         for e in env_of(&job).iter().filter(|e| e.name.starts_with("AWS_")) {
             assert_eq!(e.value, None, "{} must not carry a value", e.name);
             let r = e
@@ -447,7 +507,7 @@ mod tests {
 
     #[test]
     fn parallel_deliveries_are_indexed_jobs() {
-        let job = build_job(&validated(4), "img");
+        let job = build_job(&validated(4), "img", TTL);
         let spec = job.spec.unwrap();
         assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
         assert_eq!((spec.parallelism, spec.completions), (Some(4), Some(4)));
@@ -456,8 +516,8 @@ mod tests {
     #[test]
     fn the_job_is_a_pure_function_of_the_delivery() {
         assert_eq!(
-            build_job(&validated(2), "img"),
-            build_job(&validated(2), "img")
+            build_job(&validated(2), "img", TTL),
+            build_job(&validated(2), "img", TTL)
         );
         assert!(default_image().starts_with("ghcr.io/outbound-dev/outbound:"));
     }

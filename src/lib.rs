@@ -9,6 +9,7 @@ pub mod job;
 pub mod metrics;
 pub mod plan;
 pub mod probe;
+pub mod shard;
 pub mod status;
 pub mod units;
 pub mod upload;

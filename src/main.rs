@@ -78,7 +78,11 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
+            // An upload's error tells the Job whether another pod may heal it.
+            match err.downcast_ref::<outbound::upload::error::UploadError>() {
+                Some(upload) => std::process::ExitCode::from(upload.exit_code()),
+                None => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -134,6 +134,7 @@ pub fn delivery_status(
         completion_time: current.completion_time.clone(),
         manifest_key: current.manifest_key.clone(),
         attempts: current.attempts,
+        target: current.target.clone(),
         progress: (!current.shards.is_empty()).then_some(progress.clone()),
         ..OutboundDeliveryStatus::default()
     };
@@ -148,8 +149,9 @@ pub fn delivery_status(
             ],
         ),
         DeliveryObservation::Job { job } => {
-            let name = job.metadata.name.clone();
-            status.job_name = status.job_name.or(name);
+            // The Job observed is the one the controller found by its own name and owner check:
+            // a name written into the status by anyone else never sticks.
+            status.job_name = job.metadata.name.clone().or(status.job_name);
             status.start_time = status
                 .start_time
                 .or_else(|| job.metadata.creation_timestamp.clone())
@@ -184,15 +186,26 @@ pub fn delivery_status(
                         ],
                     )
                 }
-                Some((false, reason, job_message, time)) => {
+                Some((false, job_reason, job_message, time)) => {
                     status.completion_time = status
                         .completion_time
                         .or(time)
                         .or_else(|| Some(now.clone()));
-                    let msg = if last_error.is_empty() {
-                        job_message
-                    } else {
-                        format!("{job_message}; last error: {last_error}")
+                    // A pod that stopped the Job on a permanent error said why, naming the file,
+                    // key or part: that is the delivery's reason, not the Job's "PodFailurePolicy".
+                    let permanent = current.shards.values().find(|s| s.permanent);
+                    let (reason, msg) = match permanent.and_then(|s| s.reason.clone()) {
+                        Some(reason) => (
+                            reason,
+                            permanent
+                                .and_then(|s| s.message.clone())
+                                .unwrap_or_default(),
+                        ),
+                        None if last_error.is_empty() => (job_reason, job_message),
+                        None => (
+                            job_reason,
+                            format!("{job_message}; last error: {last_error}"),
+                        ),
                     };
                     (
                         Phase::Failed,
@@ -259,7 +272,8 @@ pub fn delivery_patch(
         && current.manifest_key == desired.manifest_key
         && current.start_time == desired.start_time
         && current.completion_time == desired.completion_time
-        && current.attempts == desired.attempts;
+        && current.attempts == desired.attempts
+        && current.target == desired.target;
     (!unchanged).then_some(desired)
 }
 

@@ -249,7 +249,8 @@ async fn shards_report_to_the_delivery_resume_from_it_and_manifest_waits_for_all
         let s = shard(&current, index);
         assert_eq!(s["finished"], true, "{s}");
         assert_eq!(s["bytesDone"], s["bytesTotal"], "{s}");
-        assert_eq!(s["uploads"], serde_json::json!([]), "{s}");
+        // No open upload left on record (an empty list is left out).
+        assert!(s["uploads"].as_array().is_none_or(|u| u.is_empty()), "{s}");
     }
     let managers: Vec<String> = current
         .metadata

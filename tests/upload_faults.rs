@@ -1,6 +1,7 @@
 //! The uploader through a fault-injecting proxy in front of versitygw: resets, 503 SlowDown and
-//! stalls heal; faults that never heal fail cleanly with no open multipart upload; a SIGKILLed
-//! upload resumes, re-sending little; the manifest is the last write.
+//! stalls heal; a storm that outlasts every retry exits retryable with the upload left open, and
+//! the next run resumes it; so does a run stopped by SIGTERM or SIGKILL, re-sending little; the
+//! manifest is the last write.
 
 mod upload_support;
 
@@ -74,64 +75,205 @@ async fn upload_heals_through_resets_slowdowns_and_stalls() {
     );
 }
 
+/// Parts a bucket holds for its one open upload: (upload id, bytes stored).
+async fn stored_parts(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> (String, u64) {
+    let open = client
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap();
+    let uploads = open.uploads();
+    assert_eq!(uploads.len(), 1, "one upload left open: {uploads:?}");
+    let id = uploads[0].upload_id().unwrap().to_string();
+    let parts = client
+        .list_parts()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(&id)
+        .send()
+        .await
+        .unwrap();
+    let bytes = parts.parts().iter().map(|p| p.size().unwrap() as u64).sum();
+    (id, bytes)
+}
+
+/// Waits until the proxy has seen `bytes` from the client, while `child` still runs.
+async fn wait_for_bytes(proxy: &Proxy, child: &mut tokio::process::Child, bytes: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while proxy.faults.bytes_up() < bytes {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the upload ended too early"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload made no progress"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn faults_that_never_heal_fail_clearly_and_leave_no_upload_open() {
+async fn a_storm_that_outlasts_every_retry_keeps_the_upload_open_for_the_next_run() {
     let server = versitygw();
     let client = server.client();
-    let bucket = new_bucket(&client, "neverheal").await;
+    let bucket = new_bucket(&client, "storm").await;
     let proxy = Proxy::start(&server.endpoint).await;
     let dir = source_dir();
-    write_random(&dir.path().join("big.bin"), 16 * MIB, 13);
-    proxy.faults.parts_always_fail.store(true, Ordering::SeqCst);
-
-    let started = std::time::Instant::now();
+    let size = 40 * MIB;
+    let data = write_random(&dir.path().join("big.bin"), size, 13);
+    let state = tempfile::tempdir().unwrap();
+    let state_file = state.path().join("state.json");
     let log = dir.path().join("termination-log");
-    let run = upload_command(
-        &server.via(&proxy.url()),
-        &bucket,
-        dir.path(),
-        &[
-            "--split-on",
-            "bytes",
-            "--part-size",
-            "5Mi",
-            "--concurrency",
-            "2",
-            "--include",
-            "*.bin",
-            "--termination-log",
-            log.to_str().unwrap(),
-        ],
-    )
-    .env("OUTBOUND_MAX_ATTEMPTS", "2")
-    .env("OUTBOUND_PART_RETRIES", "2")
-    .output()
-    .await
-    .unwrap();
-    let run = finished(run);
-    assert!(!run.success, "{run:?}");
-    assert!(started.elapsed() < Duration::from_secs(90));
+    let args = [
+        "--split-on",
+        "bytes",
+        "--part-size",
+        "5Mi",
+        "--concurrency",
+        "2",
+        "--include",
+        "*.bin",
+        "--state-file",
+        state_file.to_str().unwrap(),
+        "--termination-log",
+        log.to_str().unwrap(),
+    ];
+    let via = server.via(&proxy.url());
+    proxy.faults.rate.store(8 << 20, Ordering::SeqCst);
+    let mut child = upload_command(&via, &bucket, dir.path(), &args)
+        .env("OUTBOUND_MAX_ATTEMPTS", "2")
+        .env("OUTBOUND_PART_RETRIES", "2")
+        .spawn()
+        .unwrap();
+    // Half-way, every part gets 503 SlowDown for longer than every retry lasts.
+    wait_for_bytes(&proxy, &mut child, size as u64 / 2).await;
+    proxy.faults.parts_always_fail.store(true, Ordering::SeqCst);
+    let run = finished(child.wait_with_output().await.unwrap());
+    assert_eq!(
+        run.code,
+        Some(75),
+        "a transient failure exits retryable: {run:?}"
+    );
     let message = std::fs::read_to_string(&log).unwrap();
     assert_eq!(message.lines().count(), 1, "{message}");
-    for needle in ["failed to upload part", "big.bin", "SlowDown", "503"] {
+    for needle in [
+        "failed: S3Unavailable:",
+        "failed to upload part",
+        "big.bin",
+        "SlowDown",
+        "503",
+    ] {
         assert!(
             message.contains(needle),
             "{needle:?} missing from {message:?}"
         );
     }
+    // Nothing was aborted: the upload and its stored parts wait for the next run.
     assert!(
-        open_uploads(&client, &bucket).await.is_empty(),
-        "no multipart upload left open"
-    );
-    assert!(list(&client, &bucket, "").await.is_empty());
-    // It gave up on the parts and aborted: the proxy saw the DELETE.
-    assert!(
-        proxy
+        !proxy
             .faults
             .requests()
             .iter()
-            .any(|r| r.starts_with("DELETE") && r.contains("uploadId="))
+            .any(|r| r.starts_with("DELETE")),
+        "no abort on a transient failure"
     );
+    let (id, stored) = stored_parts(&client, &bucket, "big.bin").await;
+    assert!(
+        stored >= 5 * MIB as u64,
+        "parts were stored before the storm"
+    );
+    assert!(std::fs::read_to_string(&state_file).unwrap().contains(&id));
+
+    // The storm is over: the next run resumes and re-sends under 10% of what was stored.
+    proxy
+        .faults
+        .parts_always_fail
+        .store(false, Ordering::SeqCst);
+    proxy.faults.rate.store(0, Ordering::SeqCst);
+    let before = proxy.faults.bytes_up();
+    let run = finished(
+        upload_command(&via, &bucket, dir.path(), &args)
+            .output()
+            .await
+            .unwrap(),
+    );
+    assert!(run.success, "{run:?}");
+    assert!(run.stderr.contains("resuming upload"), "{run:?}");
+    let sent = proxy.faults.bytes_up() - before;
+    let resent = sent.saturating_sub(size as u64 - stored);
+    eprintln!("stored before the storm {stored}, second run sent {sent}, re-sent {resent}");
+    assert!(
+        resent < stored / 10,
+        "re-sent {resent} of the {stored} bytes stored before the storm"
+    );
+    assert_eq!(get(&client, &bucket, "big.bin").await, data);
+    assert!(open_uploads(&client, &bucket).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_within_seconds_and_the_next_run_resumes() {
+    let server = versitygw();
+    let client = server.client();
+    let bucket = new_bucket(&client, "sigterm").await;
+    let proxy = Proxy::start(&server.endpoint).await;
+    let dir = source_dir();
+    let size = 40 * MIB;
+    let data = write_lines(&dir.path().join("big.sync"), size, 17, true);
+    let state = tempfile::tempdir().unwrap();
+    let state_file = state.path().join("state.json");
+    let args = [
+        "--part-size",
+        "5Mi",
+        "--concurrency",
+        "2",
+        "--state-file",
+        state_file.to_str().unwrap(),
+    ];
+    let via = server.via(&proxy.url());
+    proxy.faults.rate.store(4 << 20, Ordering::SeqCst);
+    let mut child = upload_command(&via, &bucket, dir.path(), &args)
+        .spawn()
+        .unwrap();
+    wait_for_bytes(&proxy, &mut child, size as u64 / 2).await;
+    let pid = child.id().unwrap().to_string();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let stopped = std::time::Instant::now();
+    let run = finished(child.wait_with_output().await.unwrap());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "exited {:?} after SIGTERM",
+        stopped.elapsed()
+    );
+    assert_eq!(run.code, Some(75), "{run:?}");
+    assert!(run.stderr.contains("SIGTERM"), "{run:?}");
+    assert!(
+        !proxy
+            .faults
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("DELETE")),
+        "nothing aborted"
+    );
+    let (_, stored) = stored_parts(&client, &bucket, "big.sync").await;
+    assert!(stored > 0);
+
+    proxy.faults.rate.store(0, Ordering::SeqCst);
+    let run = finished(
+        upload_command(&via, &bucket, dir.path(), &args)
+            .output()
+            .await
+            .unwrap(),
+    );
+    assert!(run.success, "{run:?}");
+    assert!(run.stderr.contains("resuming upload"), "{run:?}");
+    assert_eq!(get(&client, &bucket, "big.sync").await, data);
+    assert!(open_uploads(&client, &bucket).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,4 +472,75 @@ async fn upload_aborted_mid_run_starts_the_object_afresh() {
     assert!(run.stderr.contains("starting the object afresh"), "{run:?}");
     assert_eq!(get(&client, &bucket, "y.bin").await, data);
     assert!(open_uploads(&client, &bucket).await.is_empty());
+}
+
+/// Bytes the uploader read from its source (from its one-line report).
+fn bytes_read(run: &Run) -> u64 {
+    let at = run.stdout.find("read ").expect("report line") + 5;
+    run.stdout[at..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("bytes read")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_most_of_a_delivery_reads_little_again() {
+    let server = versitygw();
+    let client = server.client();
+    let bucket = new_bucket(&client, "reread").await;
+    let proxy = Proxy::start(&server.endpoint).await;
+    let dir = source_dir();
+    let files = 120;
+    let mut total = 0u64;
+    for i in 0..files {
+        total +=
+            write_lines(&dir.path().join(format!("f{i:03}.sync")), 400_000, i, true).len() as u64;
+    }
+    let args = ["--concurrency", "4", "--manifest"];
+    let via = server.via(&proxy.url());
+    proxy.faults.rate.store(4 << 20, Ordering::SeqCst);
+    let mut child = upload_command(&via, &bucket, dir.path(), &args)
+        .spawn()
+        .unwrap();
+    wait_for_bytes(&proxy, &mut child, total * 4 / 5).await;
+    child.start_kill().unwrap(); // SIGKILL: nothing recorded but what is in the bucket
+    child.wait().await.unwrap();
+    let delivered: u64 = list(&client, &bucket, "")
+        .await
+        .iter()
+        .map(|(_, size, _)| *size)
+        .sum();
+    assert!(
+        delivered > total / 2 && delivered < total,
+        "{delivered} of {total}"
+    );
+
+    proxy.faults.rate.store(0, Ordering::SeqCst);
+    let run = finished(
+        upload_command(&via, &bucket, dir.path(), &args)
+            .output()
+            .await
+            .unwrap(),
+    );
+    assert!(run.success, "{run:?}");
+    let read = bytes_read(&run);
+    let read_again = read.saturating_sub(total - delivered);
+    eprintln!(
+        "delivered {delivered} of {total} before the retry; it read {read}, {read_again} of them again"
+    );
+    assert!(
+        read_again < delivered / 20,
+        "read {read_again} of the {delivered} delivered bytes again"
+    );
+    // The manifest still has every count, from the objects' own metadata.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&get(&client, &bucket, "manifest.json").await).unwrap();
+    let records = manifest["Totals"]["NumRecords"].as_u64().unwrap();
+    let mut expected = 0;
+    for i in 0..files {
+        expected += count_lines(&std::fs::read(dir.path().join(format!("f{i:03}.sync"))).unwrap());
+    }
+    assert_eq!(records, expected);
 }

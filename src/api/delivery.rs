@@ -10,6 +10,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub use crate::shard::{OpenUpload, ShardStatus};
+
 // (`has()` pairs rather than `.?` optionals: the API server's cost estimate of `.?` is far too high.)
 // Once the controller has started the delivery (status.startTime is set) the spec may only change
 // `suspend`: the Job, its keys and the manifest were decided from it.
@@ -194,6 +196,10 @@ pub struct OutboundDeliveryStatus {
     /// Upload pods started so far (retries included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<i32>,
+    /// Where the upload Job writes, recorded when it starts: the operator aborts open uploads
+    /// there, whatever the destination says later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<DeliveryTarget>,
     /// Per Job index, what its upload pod reports (written by the pods, field manager
     /// `outbound-uploader-<index>`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -220,59 +226,21 @@ pub struct Progress {
     pub summary: String,
 }
 
-/// What one upload pod (one Job index) reports.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct ShardStatus {
-    /// Bytes of this shard delivered.
-    #[schemars(extend("format" = "int64"))]
-    #[serde(default)]
-    pub bytes_done: u64,
-    /// Bytes of this shard.
-    #[schemars(extend("format" = "int64"))]
-    #[serde(default)]
-    pub bytes_total: u64,
-    /// Objects of this shard delivered.
-    #[schemars(extend("format" = "int64"))]
-    #[serde(default)]
-    pub objects_done: u64,
-    /// Objects of this shard.
-    #[schemars(extend("format" = "int64"))]
-    #[serde(default)]
-    pub objects_total: u64,
-    /// Open multipart uploads (aborted if the delivery is deleted).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub uploads: Vec<OpenUpload>,
-    /// Every object of this shard is complete.
-    #[serde(default)]
-    pub finished: bool,
-    /// Line counts of this shard's objects by plan index, reported once it finishes, for the
-    /// manifest (left out above 10,000 objects; the manifest's writer then counts them itself).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(schema_with = "line_counts_schema")]
-    pub lines: BTreeMap<String, u64>,
-    /// The last error, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// When the pod last reported.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub updated_at: Option<String>,
-}
-
-/// Kubernetes knows int64, not schemars' `uint64`.
-fn line_counts_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "object",
-        "additionalProperties": {"type": "integer", "format": "int64", "minimum": 0}
-    })
-}
-
-/// An open multipart upload.
+/// The bucket a delivery writes to, as it was when its Job started.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct OpenUpload {
-    /// Object key.
-    pub key: String,
-    /// Multipart upload id.
-    pub upload_id: String,
+pub struct DeliveryTarget {
+    /// Bucket name.
+    pub bucket: String,
+    /// The bucket's region.
+    pub region: String,
+    /// S3-compatible endpoint, when not Amazon S3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Path-style addressing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force_path_style: bool,
+    /// Key prefix of every object of the delivery (destination prefix + keyPrefix).
+    #[serde(default)]
+    pub prefix: String,
 }

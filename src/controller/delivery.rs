@@ -2,14 +2,14 @@
 //! validate (pure) -> build (pure) -> create once -> fold status (pure) -> apply status.
 //! The finalizer deletes the Job, waits for its pods and aborts the open multipart uploads.
 
-use super::destination::{probe_target, resolve_access};
+use super::destination::resolve_access;
+use super::uploads::{self, Left};
 use super::validate::{ValidatedDelivery, validate};
 use super::{Context, requeue_for};
-use crate::api::OutboundDeliveryStatus;
 use crate::api::{
     CONTROLLER_MANAGER, DELIVERY_FINALIZER, OutboundDelivery, OutboundDestination, Phase,
 };
-use crate::credentials::{s3_client, sdk_config};
+use crate::api::{DeliveryTarget, OutboundDeliveryStatus};
 use crate::job;
 use crate::status::{DeliveryObservation, delivery_patch, delivery_status};
 use k8s_openapi::api::batch::v1::Job;
@@ -118,12 +118,25 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
     let name = delivery.name_any();
     let uid = delivery.uid().unwrap_or_default();
 
+    // Terminal is terminal: whatever happens to its Job (deleted, expired) or its status
+    // (a jobName written by someone else), an ended delivery never runs again.
+    if delivery
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(|p| matches!(p, Phase::Succeeded | Phase::Failed))
+    {
+        return Ok(Action::await_change());
+    }
+
     // Dereference, from the stores the controller's watches fill.
     ctx.stores.ready().await;
-    let recorded = delivery.status.as_ref().and_then(|s| s.job_name.clone());
-    let job_name = recorded
-        .clone()
-        .unwrap_or_else(|| super::validate::child_name(&name, &uid));
+    // Started: the status already named the Job (it may exist though the store has not seen it).
+    let started = delivery
+        .status
+        .as_ref()
+        .is_some_and(|s| s.start_time.is_some() || s.job_name.is_some());
+    let job_name = super::validate::child_name(&name, &uid);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
     let created_key = (ns.clone(), job_name.clone());
     let mut job = match ctx.stores.jobs.get(&ObjectRef::new(&job_name).within(&ns)) {
@@ -133,7 +146,7 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
         }
         // Recorded but not (yet) seen: created a moment ago (by us, or before a restart), or
         // deleted. What this process created it knows; else ask.
-        None if recorded.is_some() => {
+        None if started => {
             let created = ctx
                 .created_jobs
                 .lock()
@@ -149,6 +162,27 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
         // Never recorded: create it; a create that finds one already (409) reads that one.
         None => None,
     };
+    // Only a Job this delivery controls is acted on: one of the same name owned by anything else
+    // (another incarnation, a user) is reported, never observed or patched.
+    if let Some(j) = &job
+        && !controlled_by(j, &uid)
+    {
+        let message = format!(
+            "Job {ns}/{job_name} exists but is not controlled by this delivery (uid {uid}); delete it or rename the delivery"
+        );
+        write_status(
+            &ctx,
+            &delivery,
+            &DeliveryObservation::Blocked {
+                reason: "JobNotOwned",
+                message: &message,
+            },
+            None,
+            None,
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
     let destination = ctx
         .stores
         .destinations
@@ -191,15 +225,21 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
             Ok(v) => {
                 manifest_key = v.manifest_key.clone();
                 ensure_upload_access(&ctx, &v).await?;
-                let desired = job::build_job(&v, &ctx.args.uploader_image);
-                if recorded.is_none() {
+                let desired = job::build_job(&v, &ctx.args.uploader_image, ctx.args.job_ttl);
+                if !started {
                     // The status names the Job before the Job exists: the chart's admission
                     // policy lets a pod write status only once it names the pod's Job, and a
                     // restart, whatever happens in between, finds the same name.
                     let observation = DeliveryObservation::Job { job: &desired };
-                    written = write_status(&ctx, &delivery, &observation, manifest_key.as_deref())
-                        .await?
-                        .1;
+                    written = write_status(
+                        &ctx,
+                        &delivery,
+                        &observation,
+                        manifest_key.as_deref(),
+                        Some(v.target()),
+                    )
+                    .await?
+                    .1;
                 }
                 let created = create_job(&ctx, &v, desired).await?;
                 let mut memory = ctx.created_jobs.lock().unwrap();
@@ -245,7 +285,14 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
         }),
         None => delivery,
     };
-    let (phase, _) = write_status(&ctx, &delivery, &observation, manifest_key.as_deref()).await?;
+    let previous = delivery.status.as_ref().and_then(|s| s.phase);
+    let (phase, _) =
+        write_status(&ctx, &delivery, &observation, manifest_key.as_deref(), None).await?;
+    if phase != previous && matches!(phase, Some(Phase::Succeeded | Phase::Failed)) {
+        // The delivery just ended: its pods are done, so whatever upload is still open (a
+        // failed delivery's, or one a killed pod created and never recorded) is aborted now.
+        sweep_uploads(&ctx, &delivery).await;
+    }
 
     // Blocked: wait for a change of the delivery or of what it references (watched). Running:
     // the Job and the pods' reports trigger us; a slow resync guards against lost events.
@@ -264,18 +311,21 @@ async fn write_status(
     delivery: &OutboundDelivery,
     observation: &DeliveryObservation<'_>,
     manifest_key: Option<&str>,
+    target: Option<DeliveryTarget>,
 ) -> Result<(Option<Phase>, Option<OutboundDeliveryStatus>), Error> {
     let ns = delivery.namespace().unwrap_or_default();
     let name = delivery.name_any();
     let now = Time(jiff::Timestamp::now());
     let current = delivery.status.as_ref();
-    let desired = delivery_status(
+    let mut desired = delivery_status(
         current,
         delivery.meta().generation,
         observation,
         manifest_key,
         &now,
     );
+    // Recorded once, when the Job is decided: later aborts go where the uploads went.
+    desired.target = desired.target.or(target);
     let previous_phase = current.and_then(|s| s.phase);
     let phase = desired.phase;
     ctx.metrics
@@ -429,19 +479,118 @@ async fn create_job(ctx: &Context, v: &ValidatedDelivery, desired: Job) -> Resul
     }
 }
 
+/// Whether `job` is controlled by the delivery with `uid` (its controller owner reference).
+fn controlled_by(job: &Job, uid: &str) -> bool {
+    job.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.controller == Some(true) && r.uid == uid)
+}
+
+/// Aborts the open uploads of a delivery that has started, against the bucket recorded when it
+/// started, with the destination's credentials as they are now. Returns what is left.
+async fn abort_uploads(ctx: &Context, delivery: &OutboundDelivery) -> Result<Left, Error> {
+    let Some(target) = delivery.status.as_ref().and_then(|s| s.target.clone()) else {
+        // Never started (no Job was decided): nothing was ever sent.
+        return Ok(Left::default());
+    };
+    let ns = delivery.namespace().unwrap_or_default();
+    let unreachable = |why: String| Left {
+        uploads: uploads::recorded(delivery),
+        why: Some(why),
+    };
+    let destinations = Api::<OutboundDestination>::namespaced(ctx.client.clone(), &ns);
+    let name = &delivery.spec.destination_ref.name;
+    let Some(dest) = get_opt(&destinations, "OutboundDestination", name).await? else {
+        return Ok(unreachable(format!(
+            "destination {ns}/{name} no longer exists"
+        )));
+    };
+    let access = match resolve_access(&ctx.client, &dest).await {
+        Ok(Ok(access)) => access,
+        Ok(Err(report)) => {
+            let why = report
+                .failure
+                .map(|(reason, message)| format!("{reason}: {message}"))
+                .unwrap_or_else(|| "its credentials cannot be used".into());
+            return Ok(unreachable(format!("destination {ns}/{name}: {why}")));
+        }
+        Err(super::destination::Error::FetchSecret(what, e))
+        | Err(super::destination::Error::PatchStatus(what, e)) => {
+            return Err(Error::Fetch(what, e));
+        }
+    };
+    Ok(uploads::abort_all(delivery, &target, &access).await)
+}
+
+/// After a delivery ended: abort whatever is still open, once; what cannot be aborted is
+/// reported (the customer's lifecycle rule is the backstop), never retried in a loop.
+async fn sweep_uploads(ctx: &Context, delivery: &OutboundDelivery) {
+    let ns = delivery.namespace().unwrap_or_default();
+    let name = delivery.name_any();
+    // The freshest status: the pods' last reports may postdate the one this reconcile read.
+    let fresh = match get_opt(
+        &Api::<OutboundDelivery>::namespaced(ctx.client.clone(), &ns),
+        "OutboundDelivery",
+        &name,
+    )
+    .await
+    {
+        Ok(Some(d)) => d,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(namespace = %ns, name = %name, error = %e, "failed to read the delivery to abort its uploads");
+            return;
+        }
+    };
+    match abort_uploads(ctx, &fresh).await {
+        Ok(left) if left.is_empty() => {}
+        Ok(left) => warn_event(ctx, delivery, "AbortFailed", left.describe()).await,
+        Err(e) => warn_event(ctx, delivery, "AbortFailed", e.to_string()).await,
+    }
+}
+
+async fn warn_event(ctx: &Context, delivery: &OutboundDelivery, reason: &str, message: String) {
+    tracing::warn!(namespace = ?delivery.namespace(), name = %delivery.name_any(), reason, "{message}");
+    let event = Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(message.chars().take(1000).collect()),
+        action: "AbortUploads".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx
+        .recorder
+        .publish(&event, &delivery.object_ref(&()))
+        .await
+    {
+        tracing::warn!(error = %e, "failed to publish an event");
+    }
+}
+
 /// On delete: stop the Job (foreground), wait until its pods are gone (no pod may create a new
-/// multipart upload behind our back), then abort every upload id the pods recorded.
+/// multipart upload behind our back), then abort every open upload. Bounded: past
+/// `cleanup_timeout` after the deletion, what is left is named in a Warning event and the
+/// finalizer lets go, so a delivery whose credentials are gone is still deleted.
 async fn cleanup(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Action, Error> {
     let client = &ctx.client;
     let ns = delivery.namespace().unwrap_or_default();
     let name = delivery.name_any();
-    let job_name = delivery
-        .status
+    let uid = delivery.uid().unwrap_or_default();
+    let deleted_for: Duration = delivery
+        .metadata
+        .deletion_timestamp
         .as_ref()
-        .and_then(|s| s.job_name.clone())
-        .unwrap_or_else(|| super::validate::child_name(&name, &delivery.uid().unwrap_or_default()));
+        .and_then(|t| jiff::Timestamp::now().duration_since(t.0).try_into().ok())
+        .unwrap_or_default();
+    let out_of_time = deleted_for >= ctx.args.cleanup_timeout;
+    let job_name = super::validate::child_name(&name, &uid);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-    if let Some(job) = get_opt(&jobs, "Job", &job_name).await? {
+    if let Some(job) = get_opt(&jobs, "Job", &job_name).await?
+        && controlled_by(&job, &uid)
+        && !out_of_time
+    {
         if job.metadata.deletion_timestamp.is_none() {
             jobs.delete(&job_name, &DeleteParams::foreground())
                 .await
@@ -455,7 +604,7 @@ async fn cleanup(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<A
         .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job_name}")))
         .await
         .map_err(|e| Error::Fetch(format!("pods of Job {ns}/{job_name}"), e))?;
-    if !pods.items.is_empty() {
+    if !pods.items.is_empty() && !out_of_time {
         return Err(Error::CleanupPending(format!(
             "{} pods of Job {ns}/{job_name} remain",
             pods.items.len()
@@ -463,110 +612,27 @@ async fn cleanup(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<A
     }
 
     // The freshest status: the pods may have recorded uploads after this event was queued.
-    let fresh = get_opt(
+    let Some(fresh) = get_opt(
         &Api::<OutboundDelivery>::namespaced(client.clone(), &ns),
         "OutboundDelivery",
         &name,
     )
-    .await?;
-    let uploads: Vec<_> = fresh
-        .as_ref()
-        .and_then(|d| d.status.as_ref())
-        .map(|s| {
-            s.shards
-                .values()
-                .flat_map(|sh| sh.uploads.clone())
-                .collect()
-        })
-        .unwrap_or_default();
-    if uploads.is_empty() {
-        return Ok(Action::await_change());
-    }
-    let warn = |message: String| {
-        let ctx = ctx.clone();
-        let reference = delivery.object_ref(&());
-        async move {
-            tracing::warn!(reference = ?reference.name, "{message}");
-            let event = Event {
-                type_: EventType::Warning,
-                reason: "AbortFailed".into(),
-                note: Some(message.chars().take(1000).collect()),
-                action: "AbortUploads".into(),
-                secondary: None,
-            };
-            let _ = ctx.recorder.publish(&event, &reference).await;
-        }
-    };
-    let Some(dest) = get_opt(
-        &Api::<OutboundDestination>::namespaced(
-            client.clone(),
-            &delivery.namespace().unwrap_or_default(),
-        ),
-        "OutboundDestination",
-        &delivery.spec.destination_ref.name,
-    )
     .await?
     else {
-        warn(format!(
-            "failed to abort {} multipart uploads: the destination no longer exists",
-            uploads.len()
-        ))
-        .await;
         return Ok(Action::await_change());
     };
-    let access = match resolve_access(client, &dest).await {
-        Ok(Ok(access)) => access,
-        Ok(Err(report)) => {
-            let why = report
-                .failure
-                .map(|(r, m)| format!("{r}: {m}"))
-                .unwrap_or_default();
-            warn(format!(
-                "failed to abort {} multipart uploads: {why}",
-                uploads.len()
-            ))
-            .await;
-            return Ok(Action::await_change());
-        }
-        Err(e) => {
-            return Err(Error::Fetch(
-                "destination credentials".into(),
-                match e {
-                    super::destination::Error::FetchSecret(_, e)
-                    | super::destination::Error::PatchStatus(_, e) => e,
-                },
-            ));
-        }
-    };
-    let target = probe_target(&dest);
-    let config = sdk_config(&access, &target.target).await;
-    let s3 = s3_client(&config, &target.target);
-    let mut failed = 0;
-    for upload in &uploads {
-        let result = s3
-            .abort_multipart_upload()
-            .bucket(&target.bucket)
-            .key(&upload.key)
-            .upload_id(&upload.upload_id)
-            .send()
-            .await;
-        match result {
-            Ok(_) => tracing::info!(key = %upload.key, "aborted multipart upload"),
-            Err(e) => {
-                use aws_sdk_s3::error::ProvideErrorMetadata;
-                // Already completed or aborted: nothing left to bill.
-                if e.code() == Some("NoSuchUpload") {
-                    continue;
-                }
-                failed += 1;
-                tracing::warn!(key = %upload.key, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "failed to abort multipart upload");
-            }
-        }
+    let left = abort_uploads(&ctx, &fresh).await?;
+    if left.is_empty() {
+        return Ok(Action::await_change());
     }
-    if failed > 0 {
-        return Err(Error::CleanupPending(format!(
-            "{failed} multipart uploads could not be aborted yet"
-        )));
+    if out_of_time {
+        let message = format!(
+            "gave up aborting after {}s: {}; the bucket's AbortIncompleteMultipartUpload lifecycle rule will remove them",
+            deleted_for.as_secs(),
+            left.describe()
+        );
+        warn_event(&ctx, &delivery, "AbortAbandoned", message).await;
+        return Ok(Action::await_change());
     }
-    Ok(Action::await_change())
+    Err(Error::CleanupPending(left.describe()))
 }

@@ -5,6 +5,7 @@ mod delivery;
 mod destination;
 pub mod endpoint;
 pub mod leader;
+mod uploads;
 pub mod validate;
 
 use crate::api::{CONTROLLER_MANAGER, OutboundDelivery, OutboundDestination};
@@ -58,6 +59,14 @@ pub struct RunArgs {
     /// docs/benchmarks-controller.md for how the value was chosen).
     #[arg(long, env = "OUTBOUND_DELIVERY_CONCURRENCY", default_value_t = 32)]
     pub delivery_concurrency: u16,
+    /// How long a finished upload Job (and its pods' logs) is kept before Kubernetes deletes it.
+    /// A delivery that ended stays ended whether or not its Job is still there.
+    #[arg(long, env = "OUTBOUND_JOB_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub job_ttl: Duration,
+    /// How long a deleted delivery's finalizer keeps trying to abort its open multipart uploads
+    /// (credentials gone, access revoked) before it lets go with a Warning event listing them.
+    #[arg(long, env = "OUTBOUND_CLEANUP_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    pub cleanup_timeout: Duration,
     /// Let destinations name plain `http://` S3 and STS endpoints (default: https only).
     #[arg(long, env = "OUTBOUND_ALLOW_HTTP_ENDPOINTS", action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub allow_http_endpoints: bool,

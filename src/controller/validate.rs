@@ -14,7 +14,7 @@ pub struct ValidatedDelivery {
     pub namespace: String,
     pub name: String,
     pub uid: String,
-    /// Name of the Job: the one the status records, else a new one from the name and uid.
+    /// Name of the Job, from the delivery's name and uid (never from its status).
     pub job_name: String,
     /// The service account the upload pods run as.
     pub service_account: String,
@@ -44,6 +44,19 @@ pub struct ValidatedDelivery {
     pub active_deadline_seconds: Option<i64>,
     pub suspend: bool,
     pub credentials: JobCredentials,
+}
+
+impl ValidatedDelivery {
+    /// Where the Job writes, as the status records it when the Job starts.
+    pub fn target(&self) -> crate::api::DeliveryTarget {
+        crate::api::DeliveryTarget {
+            bucket: self.bucket.clone(),
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            force_path_style: self.force_path_style,
+            prefix: self.prefix.clone(),
+        }
+    }
 }
 
 /// How the upload pods authenticate; never a secret value, only references.
@@ -179,11 +192,8 @@ pub fn validate(
         ));
     }
 
-    let job_name = delivery
-        .status
-        .as_ref()
-        .and_then(|s| s.job_name.clone())
-        .unwrap_or_else(|| child_name(&delivery.name_any(), &delivery.uid().unwrap_or_default()));
+    // Never the name in the status: anyone who may write the status could point it at a Job.
+    let job_name = child_name(&delivery.name_any(), &delivery.uid().unwrap_or_default());
     let cross = dspec.credentials.cross_account.as_ref();
     let credentials = match (&dspec.credentials.secret, cross) {
         (Some(keys), None) => {
@@ -534,7 +544,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_recorded_job_name_wins_over_a_new_one() {
+    fn a_job_name_written_into_the_status_is_not_trusted() {
         let mut d = delivery();
         let keys = all_keys();
         let fresh = validate(&d, Some(&destination(true)), Some(&keys[..]), Some(&pvc())).unwrap();
@@ -544,7 +554,7 @@ pub(crate) mod tests {
             ..Default::default()
         });
         let v = validate(&d, Some(&destination(true)), Some(&keys[..]), Some(&pvc())).unwrap();
-        assert_eq!(v.job_name, "odel-named-by-an-older-version-0123abcd");
+        assert_eq!(v.job_name, fresh.job_name);
     }
 
     #[test]

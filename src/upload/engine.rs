@@ -1,11 +1,14 @@
 //! The multipart engine: one object at a time per task, its parts read with pread and sent in
 //! parallel under a fixed memory budget, every part and the whole object checksummed.
+//!
+//! Every request goes through one `RetryPolicy`. A failure never aborts an upload: a transient
+//! one leaves it open for the next pod to resume, a permanent one leaves it to the operator, which
+//! aborts the uploads of a delivery that ended `Failed` or was deleted.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
@@ -15,9 +18,9 @@ use aws_sdk_s3::types::{
 };
 use bytes::Bytes;
 use futures::StreamExt as _;
-use rand::Rng as _;
 
 use super::error::{S3Cause, UploadError, cause};
+use super::retry::RetryPolicy;
 use super::slots::{Slot, Slots};
 use super::state::{Progress, State};
 use crate::checksum::{self, ChecksumAlgorithm, ChecksumKind, Hasher};
@@ -63,12 +66,11 @@ pub struct Engine {
     pub settings: ObjectSettings,
     pub state: Arc<State>,
     pub concurrency: usize,
-    /// Rounds of our own retries of a part on top of the SDK's (which retries each request).
-    pub part_retries: u32,
+    /// Every request's retries; its stop flag is set once one object failed.
+    pub retry: RetryPolicy,
     /// Parts in flight, each holding its part's bytes mapped: the memory budget. Served in plan
     /// order, so objects finish one after another, not all together at the end.
     in_flight: Arc<Slots>,
-    cancelled: AtomicBool,
 }
 
 /// Chunk size of reads: hashed, then counted while still in L2 (512 KiB a core here).
@@ -81,7 +83,7 @@ impl Engine {
         settings: ObjectSettings,
         state: Arc<State>,
         concurrency: usize,
-        part_retries: u32,
+        retry: RetryPolicy,
     ) -> Engine {
         Engine {
             s3,
@@ -89,9 +91,8 @@ impl Engine {
             settings,
             state,
             concurrency: concurrency.max(1),
-            part_retries,
+            retry,
             in_flight: Slots::new(concurrency.max(1)),
-            cancelled: AtomicBool::new(false),
         }
     }
 
@@ -100,9 +101,10 @@ impl Engine {
         self.in_flight.acquire((object.index as u64, part)).await
     }
 
-    /// Delivers one object; on a failure, stops the other objects of the run too.
+    /// Delivers one object; on a failure, stops the other objects of the run too (their open
+    /// uploads stay open).
     pub async fn deliver(&self, object: &PlannedObject) -> Result<Outcome, UploadError> {
-        if self.cancelled.load(Ordering::Relaxed) {
+        if self.is_cancelled() {
             return Err(UploadError::Cancelled);
         }
         let result = self.deliver_inner(object).await;
@@ -115,30 +117,39 @@ impl Engine {
                 tracing::info!(key = %object.key, size = object.size, ?outcome, "object delivered");
             }
             Err(UploadError::Cancelled) => {}
-            Err(_) => self.cancelled.store(true, Ordering::Relaxed),
+            Err(_) => self.retry.stop.store(true, Ordering::Relaxed),
         }
         result
     }
 
     async fn deliver_inner(&self, object: &PlannedObject) -> Result<Outcome, UploadError> {
-        let file = Arc::new(
-            File::open(&object.path).map_err(|source| UploadError::Read {
-                file: object.source.clone(),
-                offset: 0,
-                source,
-            })?,
-        );
+        let file = Arc::new(Opened::open(object)?);
         let resume = self.state.upload_for(&object.key);
         // Only an object already at the key needs a read before the send (to compare it); every
         // other object is read once, checksummed and counted from the bytes being sent.
         if let Some(found) = self.existing(object).await? {
+            // Sent by an earlier run from the same, unchanged file: skip it unread, unless its
+            // lines are needed and nowhere recorded (multipart objects carry no count).
+            if found.written_from(object, &file)
+                && (found.lines.is_some() || !self.settings.count_lines)
+            {
+                if let Some(upload_id) = resume {
+                    self.abort(object, &upload_id).await;
+                }
+                Progress::add(&self.state.progress.bytes_done, object.size);
+                if let Some(lines) = found.lines {
+                    self.state.record_lines(object.index, lines);
+                }
+                return Ok(Outcome::AlreadyPresent);
+            }
             let scan = {
                 let (file, object, algorithm) =
                     (Arc::clone(&file), object.clone(), self.settings.checksum);
-                tokio::task::spawn_blocking(move || scan(&*file, &object, algorithm))
+                tokio::task::spawn_blocking(move || scan(&file.file, &object, algorithm))
                     .await
                     .expect("the scan does not panic")?
             };
+            Progress::add(&self.state.progress.bytes_read, object.size);
             if found.matches(object.size, &scan.checksum) {
                 if let Some(upload_id) = resume {
                     self.abort(object, &upload_id).await;
@@ -176,24 +187,33 @@ impl Engine {
     /// still guards the write).
     async fn existing(&self, object: &PlannedObject) -> Result<Option<Existing>, UploadError> {
         let result = self
-            .s3
-            .head_object()
-            .bucket(&self.bucket)
-            .key(&object.key)
-            .checksum_mode(ChecksumMode::Enabled)
-            .send()
+            .retry
+            .run("HeadObject", &object.key, || async {
+                self.s3
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(&object.key)
+                    .checksum_mode(ChecksumMode::Enabled)
+                    .send()
+                    .await
+                    .map_err(|e| cause(&e))
+            })
             .await;
         match result {
             Ok(head) => Ok(Some(Existing {
                 size: head.content_length().unwrap_or(-1),
+                stamp: head.metadata().and_then(|m| m.get(STAMP_KEY)).cloned(),
+                lines: head
+                    .metadata()
+                    .and_then(|m| m.get("outbound-lines"))
+                    .and_then(|v| v.parse().ok()),
                 checksum: match self.settings.checksum {
                     ChecksumAlgorithm::Crc64Nvme => head.checksum_crc64_nvme,
                     ChecksumAlgorithm::Crc32C => head.checksum_crc32_c,
                     ChecksumAlgorithm::Sha256 => head.checksum_sha256,
                 },
             })),
-            Err(err) => {
-                let cause = cause(&err);
+            Err(cause) => {
                 if cause.not_found() {
                     Ok(None)
                 } else if cause.status == Some(403) {
@@ -238,10 +258,16 @@ impl Engine {
 
     /// User metadata of the object; `outbound-lines` only where the count is known before the
     /// request (a single PUT): a multipart object's lines are counted while its parts go out.
-    fn metadata(&self, object: &PlannedObject, lines: Option<u64>) -> HashMap<String, String> {
+    fn metadata(
+        &self,
+        object: &PlannedObject,
+        file: &Opened,
+        lines: Option<u64>,
+    ) -> HashMap<String, String> {
         let mut metadata = HashMap::from([
             ("outbound-source".to_string(), header_safe(&object.source)),
             ("outbound-sequence".to_string(), object.sequence.to_string()),
+            (STAMP_KEY.to_string(), file.stamp.token(object)),
         ]);
         if let Some(lines) = lines {
             metadata.insert("outbound-lines".to_string(), lines.to_string());
@@ -252,11 +278,12 @@ impl Engine {
     async fn single_put(
         &self,
         object: &PlannedObject,
-        file: &Arc<File>,
+        file: &Arc<Opened>,
     ) -> Result<Outcome, UploadError> {
         let _permit = self.permit(object, 0).await;
         let algorithm = self.settings.checksum;
         let read = read_part(file, object, object.offset, object.size, algorithm, true).await?;
+        Progress::add(&self.state.progress.bytes_read, object.size);
         let lines = read.newlines + u64::from(read.ends_open);
         let body = read.body;
         let digest = checksum::to_base64(&read.digest);
@@ -265,66 +292,63 @@ impl Engine {
             checksum: digest.clone(),
             part_digests: vec![read.digest],
         };
-        let mut attempt = 0;
-        loop {
-            let mut request = self
-                .s3
-                .put_object()
-                .bucket(&self.bucket)
-                .key(&object.key)
-                .content_length(object.size as i64)
-                .body(ByteStream::from(body.clone()))
-                .set_metadata(Some(self.metadata(object, Some(lines))))
-                .set_acl(self.settings.acl.clone())
-                .set_server_side_encryption(self.settings.sse.clone())
-                .set_ssekms_key_id(self.settings.sse_kms_key_id.clone())
-                .set_storage_class(self.settings.storage_class.clone());
-            request = match self.settings.checksum {
-                ChecksumAlgorithm::Crc64Nvme => request.checksum_crc64_nvme(&digest),
-                ChecksumAlgorithm::Crc32C => request.checksum_crc32_c(&digest),
-                ChecksumAlgorithm::Sha256 => request.checksum_sha256(&digest),
-            };
-            if !self.settings.overwrite {
-                request = request.if_none_match("*");
-            }
-            // The part checksum already protects the body: spare SigV4's extra SHA-256 pass.
-            match request.customize().disable_payload_signing().send().await {
-                Ok(out) => {
-                    Progress::add(&self.state.progress.bytes_sent, object.size);
-                    Progress::add(&self.state.progress.parts_sent, 1);
-                    Progress::add(&self.state.progress.bytes_done, object.size);
-                    let stored = match self.settings.checksum {
-                        ChecksumAlgorithm::Crc64Nvme => out.checksum_crc64_nvme,
-                        ChecksumAlgorithm::Crc32C => out.checksum_crc32_c,
-                        ChecksumAlgorithm::Sha256 => out.checksum_sha256,
-                    };
-                    self.verify(object, scan, stored).await?;
-                    self.state.record_lines(object.index, lines);
-                    return Ok(Outcome::Sent);
+        let sent = self
+            .retry
+            .run("PutObject", &object.key, || async {
+                let mut request = self
+                    .s3
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(&object.key)
+                    .content_length(object.size as i64)
+                    .body(ByteStream::from(body.clone()))
+                    .set_metadata(Some(self.metadata(object, file, Some(lines))))
+                    .set_acl(self.settings.acl.clone())
+                    .set_server_side_encryption(self.settings.sse.clone())
+                    .set_ssekms_key_id(self.settings.sse_kms_key_id.clone())
+                    .set_storage_class(self.settings.storage_class.clone());
+                request = match self.settings.checksum {
+                    ChecksumAlgorithm::Crc64Nvme => request.checksum_crc64_nvme(&digest),
+                    ChecksumAlgorithm::Crc32C => request.checksum_crc32_c(&digest),
+                    ChecksumAlgorithm::Sha256 => request.checksum_sha256(&digest),
+                };
+                if !self.settings.overwrite {
+                    request = request.if_none_match("*");
                 }
-                Err(err) => {
-                    let cause = cause(&err);
-                    if cause.precondition_failed() {
-                        return self.settle_existing(object, scan).await;
-                    }
-                    if cause.retryable && attempt < self.part_retries && !self.is_cancelled() {
-                        attempt += 1;
-                        tracing::warn!(key = %object.key, %cause, attempt, "retrying put");
-                        backoff(attempt).await;
-                        continue;
-                    }
-                    return Err(UploadError::Put {
-                        bucket: self.bucket.clone(),
-                        key: object.key.clone(),
-                        cause,
-                    });
-                }
+                // The part checksum already protects the body: spare SigV4's extra SHA-256 pass.
+                request
+                    .customize()
+                    .disable_payload_signing()
+                    .send()
+                    .await
+                    .map_err(|e| cause(&e))
+            })
+            .await;
+        match sent {
+            Ok(out) => {
+                Progress::add(&self.state.progress.bytes_sent, object.size);
+                Progress::add(&self.state.progress.parts_sent, 1);
+                Progress::add(&self.state.progress.bytes_done, object.size);
+                let stored = match self.settings.checksum {
+                    ChecksumAlgorithm::Crc64Nvme => out.checksum_crc64_nvme,
+                    ChecksumAlgorithm::Crc32C => out.checksum_crc32_c,
+                    ChecksumAlgorithm::Sha256 => out.checksum_sha256,
+                };
+                self.verify(object, scan, stored).await?;
+                self.state.record_lines(object.index, lines);
+                Ok(Outcome::Sent)
             }
+            Err(cause) if cause.precondition_failed() => self.settle_existing(object, scan).await,
+            Err(cause) => Err(UploadError::Put {
+                bucket: self.bucket.clone(),
+                key: object.key.clone(),
+                cause,
+            }),
         }
     }
 
     fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Relaxed)
+        self.retry.stopping()
     }
 
     /// Compares the checksum the server reports with ours; asks with HEAD when the answer had none.
@@ -353,9 +377,15 @@ impl Engine {
     async fn multipart(
         &self,
         object: &PlannedObject,
-        file: &Arc<File>,
+        file: &Arc<Opened>,
         resume: Option<String>,
     ) -> Result<Outcome, UploadError> {
+        // A previous run that died between starting an upload and recording it left the key
+        // without an id: that upload is found by listing the key, and resumed.
+        let resume = match resume {
+            None if self.state.intended(&object.key) => self.adopt(object).await?,
+            resume => resume,
+        };
         // Parts a previous run stored, if its upload is still open.
         let mut stored = HashMap::new();
         let mut upload_id = None;
@@ -381,7 +411,7 @@ impl Engine {
         }
         let upload_id = match upload_id {
             Some(id) => id,
-            None => self.create(object).await?,
+            None => self.create(object, file).await?,
         };
 
         let mut upload_id = upload_id;
@@ -394,24 +424,17 @@ impl Engine {
             // Aborted under our feet (an operator, a lifecycle rule): start the object afresh once.
             tracing::warn!(key = %object.key, "upload vanished; starting the object afresh");
             self.state.forget(&object.key).await;
-            upload_id = self.create(object).await?;
+            upload_id = self.create(object, file).await?;
             result = self
                 .send_parts_and_complete(object, file, &upload_id, HashMap::new())
                 .await;
         }
-        match result {
-            Ok(outcome) => {
-                self.state.forget(&object.key).await;
-                Ok(outcome)
-            }
-            Err(err) => {
-                // No invisible, billable parts left behind once we give up on the object.
-                if !matches!(err, UploadError::Mismatch { .. }) {
-                    self.abort(object, &upload_id).await;
-                }
-                Err(err)
-            }
+        // A failure leaves the upload open: the next pod resumes it, or the operator aborts it
+        // once the delivery ends Failed or is deleted.
+        if result.is_ok() {
+            self.state.forget(&object.key).await;
         }
+        result
     }
 
     /// Of the parts a previous run stored, keeps those whose size and checksum match what the
@@ -419,7 +442,7 @@ impl Engine {
     async fn keep_stored_parts(
         &self,
         object: &PlannedObject,
-        file: &Arc<File>,
+        file: &Arc<Opened>,
         parts: Vec<(i32, u64, CompletedPart)>,
     ) -> Result<HashMap<u64, SentPart>, UploadError> {
         let algorithm = self.settings.checksum;
@@ -454,61 +477,79 @@ impl Engine {
         Ok(kept)
     }
 
-    async fn create(&self, object: &PlannedObject) -> Result<String, UploadError> {
-        let algorithm = self.settings.checksum;
-        let mut attempt = 0;
-        let upload_id = loop {
-            let result = self
-                .s3
-                .create_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&object.key)
-                .set_metadata(Some(self.metadata(object, None)))
-                .set_acl(self.settings.acl.clone())
-                .set_server_side_encryption(self.settings.sse.clone())
-                .set_ssekms_key_id(self.settings.sse_kms_key_id.clone())
-                .set_storage_class(self.settings.storage_class.clone())
-                .checksum_algorithm(algorithm.sdk())
-                .checksum_type(ChecksumAlgorithm::sdk_kind(algorithm.multipart_kind()))
-                .send()
-                .await;
-            match result {
-                Ok(out) => match out.upload_id {
-                    Some(id) => break id,
-                    None => {
-                        return Err(UploadError::Create {
-                            bucket: self.bucket.clone(),
-                            key: object.key.clone(),
-                            cause: S3Cause {
-                                code: None,
-                                status: None,
-                                message: "the server returned no upload ID".into(),
-                                retryable: false,
-                            },
-                        });
-                    }
-                },
-                Err(err) => {
-                    let cause = cause(&err);
-                    if cause.retryable && attempt < self.part_retries && !self.is_cancelled() {
-                        attempt += 1;
-                        tracing::warn!(key = %object.key, %cause, attempt, "retrying create");
-                        backoff(attempt).await;
-                        continue;
-                    }
-                    return Err(UploadError::Create {
-                        bucket: self.bucket.clone(),
-                        key: object.key.clone(),
-                        cause,
-                    });
-                }
-            }
-        };
-        tracing::info!(key = %object.key, parts = object.parts, part_size = object.part_size, "multipart upload started");
-        if let Err(err) = self.state.record(&object.key, &upload_id).await {
-            self.abort(object, &upload_id).await;
-            return Err(err);
+    /// The newest open upload of exactly `object`'s key, if any.
+    async fn adopt(&self, object: &PlannedObject) -> Result<Option<String>, UploadError> {
+        let out = self
+            .retry
+            .run("ListMultipartUploads", &object.key, || async {
+                self.s3
+                    .list_multipart_uploads()
+                    .bucket(&self.bucket)
+                    .prefix(&object.key)
+                    .send()
+                    .await
+                    .map_err(|e| cause(&e))
+            })
+            .await
+            .map_err(|cause| UploadError::ListParts {
+                bucket: self.bucket.clone(),
+                key: object.key.clone(),
+                cause,
+            })?;
+        let newest = out
+            .uploads()
+            .iter()
+            .filter(|u| u.key() == Some(object.key.as_str()))
+            .max_by_key(|u| u.initiated().map(|t| (t.secs(), t.subsec_nanos())))
+            .and_then(|u| u.upload_id().map(str::to_string));
+        if newest.is_some() {
+            tracing::info!(key = %object.key, "found the upload a previous run started but never recorded");
         }
+        Ok(newest)
+    }
+
+    async fn create(&self, object: &PlannedObject, file: &Opened) -> Result<String, UploadError> {
+        let algorithm = self.settings.checksum;
+        // The key goes on record before the upload exists, so a death in between leaves a trace.
+        self.state.intend(&object.key).await?;
+        let failed = |cause| UploadError::Create {
+            bucket: self.bucket.clone(),
+            key: object.key.clone(),
+            cause,
+        };
+        let out = self
+            .retry
+            .run("CreateMultipartUpload", &object.key, || async {
+                self.s3
+                    .create_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&object.key)
+                    .set_metadata(Some(self.metadata(object, file, None)))
+                    .set_acl(self.settings.acl.clone())
+                    .set_server_side_encryption(self.settings.sse.clone())
+                    .set_ssekms_key_id(self.settings.sse_kms_key_id.clone())
+                    .set_storage_class(self.settings.storage_class.clone())
+                    .checksum_algorithm(algorithm.sdk())
+                    .checksum_type(ChecksumAlgorithm::sdk_kind(algorithm.multipart_kind()))
+                    .send()
+                    .await
+                    .map_err(|e| cause(&e))
+            })
+            .await
+            .map_err(failed)?;
+        let upload_id = out.upload_id.ok_or_else(|| {
+            failed(S3Cause {
+                code: None,
+                status: None,
+                message: "the server returned no upload ID".into(),
+                retryable: false,
+            })
+        })?;
+        tracing::info!(key = %object.key, parts = object.parts, part_size = object.part_size, "multipart upload started");
+        test_hook_exit_after_create();
+        // Recorded before any part goes out (retried for as long as it takes): whoever resumes
+        // or cleans up must find it. Until then nothing is sent; the upload stays open.
+        self.state.record(&object.key, &upload_id).await?;
         Ok(upload_id)
     }
 
@@ -522,15 +563,19 @@ impl Engine {
         let mut marker: Option<String> = None;
         loop {
             let out = self
-                .s3
-                .list_parts()
-                .bucket(&self.bucket)
-                .key(&object.key)
-                .upload_id(upload_id)
-                .set_part_number_marker(marker.clone())
-                .send()
-                .await
-                .map_err(|e| cause(&e))?;
+                .retry
+                .run("ListParts", &object.key, || async {
+                    self.s3
+                        .list_parts()
+                        .bucket(&self.bucket)
+                        .key(&object.key)
+                        .upload_id(upload_id)
+                        .set_part_number_marker(marker.clone())
+                        .send()
+                        .await
+                        .map_err(|e| cause(&e))
+                })
+                .await?;
             for part in out.parts() {
                 let (Some(number), Some(size)) = (part.part_number(), part.size()) else {
                     continue;
@@ -560,7 +605,7 @@ impl Engine {
     async fn send_parts_and_complete(
         &self,
         object: &PlannedObject,
-        file: &Arc<File>,
+        file: &Arc<Opened>,
         upload_id: &str,
         mut parts: HashMap<u64, SentPart>,
     ) -> Result<Outcome, UploadError> {
@@ -595,6 +640,7 @@ impl Engine {
             part_digests: sized.into_iter().map(|(d, _)| d).collect(),
         };
         let completed = numbered.into_iter().map(|(_, p)| p.part).collect();
+        file.check(object)?;
         let outcome = self.complete(object, &scan, upload_id, completed).await?;
         if self.settings.count_lines {
             self.state.record_lines(object.index, lines);
@@ -605,19 +651,21 @@ impl Engine {
     /// Part `number` of a multipart object, read as these settings want it.
     async fn read_nth_part(
         &self,
-        file: &Arc<File>,
+        file: &Arc<Opened>,
         object: &PlannedObject,
         number: u64,
     ) -> Result<PartRead, UploadError> {
         let (offset, len) = object.part_range(number);
         let (algorithm, count_lines) = (self.settings.checksum, self.settings.count_lines);
-        read_part(file, object, offset, len, algorithm, count_lines).await
+        let read = read_part(file, object, offset, len, algorithm, count_lines).await?;
+        Progress::add(&self.state.progress.bytes_read, len);
+        Ok(read)
     }
 
     async fn send_part(
         &self,
         object: &PlannedObject,
-        file: &Arc<File>,
+        file: &Arc<Opened>,
         upload_id: &str,
         number: u64,
     ) -> Result<SentPart, UploadError> {
@@ -630,54 +678,49 @@ impl Engine {
         let read = self.read_nth_part(file, object, number).await?;
         let body = read.body;
         let digest = checksum::to_base64(&read.digest);
-        let mut attempt = 0;
-        loop {
-            let mut request = self
-                .s3
-                .upload_part()
-                .bucket(&self.bucket)
-                .key(&object.key)
-                .upload_id(upload_id)
-                .part_number(number as i32)
-                .content_length(len as i64)
-                .body(ByteStream::from(body.clone()));
-            request = match algorithm {
-                ChecksumAlgorithm::Crc64Nvme => request.checksum_crc64_nvme(&digest),
-                ChecksumAlgorithm::Crc32C => request.checksum_crc32_c(&digest),
-                ChecksumAlgorithm::Sha256 => request.checksum_sha256(&digest),
-            };
-            match request.customize().disable_payload_signing().send().await {
-                Ok(out) => {
-                    Progress::add(&self.state.progress.bytes_sent, len);
-                    Progress::add(&self.state.progress.parts_sent, 1);
-                    Progress::add(&self.state.progress.bytes_done, len);
-                    let part = CompletedPart::builder()
-                        .part_number(number as i32)
-                        .set_e_tag(out.e_tag);
-                    return Ok(SentPart {
-                        part: with_checksum(part, algorithm, &digest).build(),
-                        digest: read.digest,
-                        newlines: read.newlines,
-                        ends_open: read.ends_open,
-                    });
-                }
-                Err(err) => {
-                    let cause = cause(&err);
-                    if cause.retryable && attempt < self.part_retries && !self.is_cancelled() {
-                        attempt += 1;
-                        tracing::warn!(key = %object.key, part = number, %cause, attempt, "retrying part");
-                        backoff(attempt).await;
-                        continue;
-                    }
-                    return Err(UploadError::Part {
-                        bucket: self.bucket.clone(),
-                        key: object.key.clone(),
-                        part: number,
-                        cause,
-                    });
-                }
-            }
-        }
+        let out = self
+            .retry
+            .run("UploadPart", &object.key, || async {
+                let mut request = self
+                    .s3
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(&object.key)
+                    .upload_id(upload_id)
+                    .part_number(number as i32)
+                    .content_length(len as i64)
+                    .body(ByteStream::from(body.clone()));
+                request = match algorithm {
+                    ChecksumAlgorithm::Crc64Nvme => request.checksum_crc64_nvme(&digest),
+                    ChecksumAlgorithm::Crc32C => request.checksum_crc32_c(&digest),
+                    ChecksumAlgorithm::Sha256 => request.checksum_sha256(&digest),
+                };
+                request
+                    .customize()
+                    .disable_payload_signing()
+                    .send()
+                    .await
+                    .map_err(|e| cause(&e))
+            })
+            .await
+            .map_err(|cause| UploadError::Part {
+                bucket: self.bucket.clone(),
+                key: object.key.clone(),
+                part: number,
+                cause,
+            })?;
+        Progress::add(&self.state.progress.bytes_sent, len);
+        Progress::add(&self.state.progress.parts_sent, 1);
+        Progress::add(&self.state.progress.bytes_done, len);
+        let part = CompletedPart::builder()
+            .part_number(number as i32)
+            .set_e_tag(out.e_tag);
+        Ok(SentPart {
+            part: with_checksum(part, algorithm, &digest).build(),
+            digest: read.digest,
+            newlines: read.newlines,
+            ends_open: read.ends_open,
+        })
     }
 
     async fn complete(
@@ -689,112 +732,130 @@ impl Engine {
     ) -> Result<Outcome, UploadError> {
         let algorithm = self.settings.checksum;
         let kind = algorithm.multipart_kind();
-        let mut attempt = 0;
-        loop {
-            let mut request = self
-                .s3
-                .complete_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&object.key)
-                .upload_id(upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts.clone()))
-                        .build(),
-                )
-                .checksum_type(ChecksumAlgorithm::sdk_kind(kind));
-            if kind == ChecksumKind::FullObject {
-                // The server checks the whole object against it before making it visible.
-                request = match algorithm {
-                    ChecksumAlgorithm::Crc64Nvme => request.checksum_crc64_nvme(&scan.checksum),
-                    ChecksumAlgorithm::Crc32C => request.checksum_crc32_c(&scan.checksum),
-                    ChecksumAlgorithm::Sha256 => request,
-                };
-            }
-            if !self.settings.overwrite {
-                request = request.if_none_match("*");
-            }
-            match request.send().await {
-                Ok(out) => {
-                    let stored = match algorithm {
-                        ChecksumAlgorithm::Crc64Nvme => out.checksum_crc64_nvme,
-                        ChecksumAlgorithm::Crc32C => out.checksum_crc32_c,
-                        ChecksumAlgorithm::Sha256 => out.checksum_sha256,
+        let completed = self
+            .retry
+            .run("CompleteMultipartUpload", &object.key, || async {
+                let mut request = self
+                    .s3
+                    .complete_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&object.key)
+                    .upload_id(upload_id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts.clone()))
+                            .build(),
+                    )
+                    .checksum_type(ChecksumAlgorithm::sdk_kind(kind));
+                if kind == ChecksumKind::FullObject {
+                    // The server checks the whole object against it before making it visible.
+                    request = match algorithm {
+                        ChecksumAlgorithm::Crc64Nvme => request.checksum_crc64_nvme(&scan.checksum),
+                        ChecksumAlgorithm::Crc32C => request.checksum_crc32_c(&scan.checksum),
+                        ChecksumAlgorithm::Sha256 => request,
                     };
-                    self.verify(object, scan, stored).await?;
-                    return Ok(Outcome::Sent);
                 }
-                Err(err) => {
-                    let cause = cause(&err);
-                    if cause.precondition_failed() {
-                        self.abort(object, upload_id).await;
-                        return self.settle_existing(object, scan).await;
-                    }
-                    if cause.retryable && attempt < self.part_retries {
-                        attempt += 1;
-                        tracing::warn!(key = %object.key, %cause, attempt, "retrying completion");
-                        backoff(attempt).await;
-                        continue;
-                    }
-                    if cause.no_such_upload() {
-                        // A retried completion may find its first attempt already done.
-                        if let Some(found) = self.existing(object).await?
-                            && found.matches(object.size, &scan.checksum)
-                        {
-                            return Ok(Outcome::Sent);
-                        }
-                    }
-                    return Err(UploadError::Complete {
-                        bucket: self.bucket.clone(),
-                        key: object.key.clone(),
-                        cause,
-                    });
+                if !self.settings.overwrite {
+                    request = request.if_none_match("*");
                 }
+                request.send().await.map_err(|e| cause(&e))
+            })
+            .await;
+        let cause = match completed {
+            Ok(out) => {
+                let stored = match algorithm {
+                    ChecksumAlgorithm::Crc64Nvme => out.checksum_crc64_nvme,
+                    ChecksumAlgorithm::Crc32C => out.checksum_crc32_c,
+                    ChecksumAlgorithm::Sha256 => out.checksum_sha256,
+                };
+                self.verify(object, scan, stored).await?;
+                return Ok(Outcome::Sent);
             }
+            Err(cause) => cause,
+        };
+        if cause.precondition_failed() {
+            // Someone else wrote the key meanwhile: the same bytes count as delivered (and our
+            // upload is of no more use); different bytes are a conflict for the operator to see.
+            let settled = self.settle_existing(object, scan).await;
+            if settled.is_ok() {
+                self.abort(object, upload_id).await;
+            }
+            return settled;
         }
+        if cause.no_such_upload()
+            && let Some(found) = self.existing(object).await?
+            && found.matches(object.size, &scan.checksum)
+        {
+            // A retried completion may find its first attempt already done.
+            return Ok(Outcome::Sent);
+        }
+        Err(UploadError::Complete {
+            bucket: self.bucket.clone(),
+            key: object.key.clone(),
+            cause,
+        })
     }
 
-    /// Aborts an upload (best effort, a few tries) and forgets it.
+    /// Aborts an upload this run no longer needs because the key already holds the same bytes
+    /// (never on a failure), and forgets it. Best effort: the operator's cleanup finds what is left.
     pub async fn abort(&self, object: &PlannedObject, upload_id: &str) {
-        for attempt in 0..3 {
-            let result = self
-                .s3
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&object.key)
-                .upload_id(upload_id)
-                .send()
-                .await;
-            match result {
-                Ok(_) => {
-                    tracing::info!(key = %object.key, "multipart upload aborted");
-                    self.state.forget(&object.key).await;
-                    return;
-                }
-                Err(err) => {
-                    let cause = cause(&err);
-                    if cause.no_such_upload() || cause.not_found() {
-                        self.state.forget(&object.key).await;
-                        return;
-                    }
-                    tracing::warn!(key = %object.key, %cause, attempt, "failed to abort multipart upload");
-                    if !cause.retryable {
-                        return;
-                    }
-                    backoff(attempt + 1).await;
-                }
+        let result = self
+            .retry
+            .run("AbortMultipartUpload", &object.key, || async {
+                self.s3
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&object.key)
+                    .upload_id(upload_id)
+                    .send()
+                    .await
+                    .map_err(|e| cause(&e))
+            })
+            .await;
+        match result {
+            Ok(_) => tracing::info!(key = %object.key, "multipart upload aborted"),
+            Err(cause) if cause.no_such_upload() || cause.not_found() => {}
+            Err(cause) => {
+                tracing::warn!(key = %object.key, %cause, "failed to abort a multipart upload");
+                return;
             }
         }
+        self.state.forget(&object.key).await;
     }
 }
+
+/// A test hook (`OUTBOUND_TEST_EXIT_AFTER_CREATE=1`): the process dies between creating a
+/// multipart upload and recording it, the window the operator's cleanup must cover by listing.
+fn test_hook_exit_after_create() {
+    if std::env::var_os("OUTBOUND_TEST_EXIT_AFTER_CREATE").is_some_and(|v| v == "1") {
+        tracing::warn!("test hook: exiting before the upload is recorded");
+        std::process::exit(i32::from(super::error::EXIT_RETRYABLE));
+    }
+}
+
+/// User metadata naming the version of the source file an object was cut from (size, mtime,
+/// inode, offset): a later run that finds the same stamp knows the object holds those bytes
+/// without reading them again.
+const STAMP_KEY: &str = "outbound-source-stamp";
 
 /// What HEAD found at a key.
 struct Existing {
     size: i64,
     checksum: Option<String>,
+    /// The source stamp and line count the writer recorded, if it was us.
+    stamp: Option<String>,
+    lines: Option<u64>,
 }
 
 impl Existing {
+    /// The object was written from this very version of the file and range, and the server
+    /// holds a checksum for it: it is delivered, no read needed.
+    fn written_from(&self, object: &PlannedObject, file: &Opened) -> bool {
+        self.size == object.size as i64
+            && self.checksum.is_some()
+            && self.stamp.as_deref() == Some(file.stamp.token(object).as_str())
+    }
+
     fn matches(&self, size: u64, checksum: &str) -> bool {
         self.size == size as i64 && self.checksum.as_deref() == Some(checksum)
     }
@@ -827,11 +888,95 @@ fn stored_checksum(part: &CompletedPart, algorithm: ChecksumAlgorithm) -> Option
     }
 }
 
-/// Exponential backoff with full jitter: up to 0.5 s, 1 s, 2 s ... capped at 20 s.
-async fn backoff(attempt: u32) {
-    let cap = Duration::from_millis(250u64 << attempt.min(7)).min(Duration::from_secs(20));
-    let wait = rand::rng().random_range(cap / 4..=cap);
-    tokio::time::sleep(wait).await;
+/// A source file opened for one object, with what it looked like when opened.
+pub struct Opened {
+    pub file: File,
+    stamp: Stamp,
+}
+
+impl Opened {
+    fn open(object: &PlannedObject) -> Result<Opened, UploadError> {
+        let failed = |source| UploadError::Read {
+            file: object.source.clone(),
+            offset: 0,
+            source,
+        };
+        let file = File::open(&object.path).map_err(failed)?;
+        let stamp = Stamp::of(&file.metadata().map_err(failed)?);
+        if stamp.len < object.offset + object.size {
+            return Err(UploadError::Changed {
+                file: object.source.clone(),
+                what: format!(
+                    "it is {} bytes, planned to at least byte {}",
+                    stamp.len,
+                    object.offset + object.size
+                ),
+            });
+        }
+        Ok(Opened { file, stamp })
+    }
+
+    /// Fails when the file was written since it was opened (before an object is made visible:
+    /// an object must be the bytes of one version of its file).
+    fn check(&self, object: &PlannedObject) -> Result<(), UploadError> {
+        let now = self.file.metadata().map_err(|source| UploadError::Read {
+            file: object.source.clone(),
+            offset: 0,
+            source,
+        })?;
+        match self.stamp.changed_to(&Stamp::of(&now)) {
+            Some(what) => Err(UploadError::Changed {
+                file: object.source.clone(),
+                what,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Size, modification time and inode of a file: a change of the first two means it was
+/// written; a new inode, that it was replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            inode: std::os::unix::fs::MetadataExt::ino(meta),
+        }
+    }
+
+    /// The object's stamp as its metadata records it: this file version and the object's range.
+    fn token(&self, object: &PlannedObject) -> String {
+        let modified = self
+            .modified
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        format!(
+            "{}-{modified}-{}@{}+{}",
+            self.len, self.inode, object.offset, object.size
+        )
+    }
+
+    /// What changed between `self` and `now`, in words.
+    fn changed_to(&self, now: &Stamp) -> Option<String> {
+        if self.len != now.len {
+            Some(format!(
+                "its size went from {} to {} bytes",
+                self.len, now.len
+            ))
+        } else if self.modified != now.modified {
+            Some("it was modified".into())
+        } else {
+            None
+        }
+    }
 }
 
 /// A part stored in S3 and what its bytes gave.
@@ -856,7 +1001,7 @@ struct PartRead {
 /// the page cache (the mapping is the body), because copying parts into buffers of their own cost
 /// more CPU than everything else together (measured: bench/analysis.md).
 async fn read_part(
-    file: &Arc<File>,
+    file: &Arc<Opened>,
     object: &PlannedObject,
     offset: u64,
     len: u64,
@@ -880,15 +1025,12 @@ async fn read_part(
                 ends_open: false,
             });
         }
-        // Touching a mapped page past the end of a file kills the process (SIGBUS): refuse a file
-        // that is already shorter than planned with a clear error instead.
-        let size = file.metadata().map_err(|e| failed(offset, e))?.len();
-        if size < offset + len {
-            let shrank = std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("the file shrank during the upload (now {size} bytes)"),
-            );
-            return Err(failed(size.max(offset), shrank));
+        // A file written while it is sent would deliver a mix of old and new bytes; touching a
+        // mapped page past the end of a shrunk file would kill the process (SIGBUS). Refuse both
+        // with a clear error, checked before every part.
+        let now = Stamp::of(&file.file.metadata().map_err(|e| failed(offset, e))?);
+        if let Some(what) = file.stamp.changed_to(&now) {
+            return Err(UploadError::Changed { file: source, what });
         }
         // SAFETY: the mapping is read-only and private to this part; the source is a read-only
         // file that is not written during the delivery (the contract of a source volume), and a
@@ -900,7 +1042,7 @@ async fn read_part(
                 .offset(offset)
                 .len(len as usize)
                 .populate()
-                .map(&*file)
+                .map(&file.file)
         }
         .map_err(|e| failed(offset, e))?;
         let mut newlines = 0u64;
@@ -1092,9 +1234,9 @@ mod tests {
             .map(|i| if i % 70 == 69 { b'\n' } else { b'x' })
             .collect();
         std::fs::write(&path, &body).unwrap();
-        let file = Arc::new(File::open(&path).unwrap());
         let mut planned = object(1_000_001, true, 1 << 20);
         planned.path = path.clone();
+        let file = Arc::new(Opened::open(&planned).unwrap());
         let (offset, len) = planned.part_range(1);
         let part_1 = async |count_lines| {
             read_part(
@@ -1133,8 +1275,13 @@ mod tests {
         let err = part_1(true)
             .await
             .err()
-            .expect("a file shorter than planned is refused");
-        assert!(err.to_string().contains("shrank"), "{err}");
+            .expect("a file that changed since it was opened is refused");
+        assert!(
+            err.to_string().contains("size went from 3000000 to 1000"),
+            "{err}"
+        );
+        assert_eq!(err.reason(), "SourceChanged");
+        assert!(!err.is_transient());
     }
 
     #[test]

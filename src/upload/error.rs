@@ -1,4 +1,6 @@
-//! Upload errors, named after the failing action, and what an S3 failure means (code, retry or not).
+//! Upload errors, named after the failing action, and what each means: its reason (the delivery's
+//! `Failed` reason), whether it heals by itself (transient) or never will (permanent), and the
+//! exit code that tells the Job which.
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -247,9 +249,17 @@ pub enum UploadError {
         bucket: String,
         key: String,
         reason: String,
+        /// The server was unavailable (worth another pod), not refusing.
+        retryable: bool,
     },
     #[error("stopped because another object failed")]
     Cancelled,
+    #[error("{file} changed while it was delivered: {what}")]
+    Changed { file: String, what: String },
+    #[error("invalid glob {pattern:?}: {reason}")]
+    Glob { pattern: String, reason: String },
+    #[error("stopped by SIGTERM (a drain or a deletion): open uploads stay open for the next pod")]
+    Interrupted,
     /// A link in the source folder that resolves outside it: never followed (it could name a
     /// token or any file of the pod).
     #[error("source file {file} is a link to {target}, outside the source folder")]
@@ -259,12 +269,98 @@ pub enum UploadError {
 /// The delivery's Failed reason for [`UploadError::OutsideVolume`].
 pub const SOURCE_OUTSIDE_VOLUME: &str = "SourceOutsideVolume";
 
+/// Exit code of an upload that failed for good: the Job's pod failure policy fails the Job at
+/// once instead of burning its retries.
+pub const EXIT_PERMANENT: u8 = 78;
+/// Exit code of an upload stopped by a transient failure or SIGTERM: the Job runs another pod,
+/// which resumes the uploads this one left open.
+pub const EXIT_RETRYABLE: u8 = 75;
+
+impl S3Cause {
+    /// The delivery reason of a permanent S3 refusal.
+    fn reason(&self) -> &'static str {
+        match self.code.as_deref() {
+            Some("AccessDenied" | "Forbidden" | "AllAccessDisabled") => "AccessDenied",
+            Some("NoSuchBucket") => "NoSuchBucket",
+            Some("InvalidAccessKeyId") => "InvalidAccessKeyId",
+            Some("SignatureDoesNotMatch") => "SignatureDoesNotMatch",
+            Some(
+                "PermanentRedirect"
+                | "AuthorizationHeaderMalformed"
+                | "IllegalLocationConstraintException",
+            ) => "WrongRegion",
+            Some(code) if code.starts_with("KMS") => "KmsAccessDenied",
+            Some("InvalidStorageClass" | "InvalidArgument" | "InvalidRequest") => "InvalidSettings",
+            _ => "S3Rejected",
+        }
+    }
+}
+
 impl UploadError {
-    /// The reason a delivery failed with this error (a `Failed` condition's reason).
-    pub fn reason(&self) -> &'static str {
+    /// The S3 cause, for errors of an S3 request.
+    fn s3_cause(&self) -> Option<&S3Cause> {
         match self {
+            UploadError::Head { cause, .. }
+            | UploadError::Create { cause, .. }
+            | UploadError::ListParts { cause, .. }
+            | UploadError::Part { cause, .. }
+            | UploadError::Complete { cause, .. }
+            | UploadError::Put { cause, .. }
+            | UploadError::AssumeRole { cause, .. } => Some(cause),
+            _ => None,
+        }
+    }
+
+    /// Heals by itself (network, 5xx, throttling, the API server away, SIGTERM): the uploads stay
+    /// open and the next pod resumes them. Everything else is permanent.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            UploadError::State(_)
+            | UploadError::Cancelled
+            | UploadError::Interrupted
+            | UploadError::Manifest {
+                retryable: true, ..
+            } => true,
+            other => other.s3_cause().is_some_and(|c| c.retryable),
+        }
+    }
+
+    /// The reason a delivery that ends on this error shows (`Failed` condition): one word per
+    /// kind of failure, so alerts and users can tell them apart.
+    pub fn reason(&self) -> &'static str {
+        if self.is_transient() {
+            return match self {
+                UploadError::State(_) => "StatusUnavailable",
+                UploadError::Interrupted => "Interrupted",
+                UploadError::Cancelled => "Cancelled",
+                UploadError::AssumeRole { .. } => "StsUnavailable",
+                _ => "S3Unavailable",
+            };
+        }
+        match self {
+            UploadError::Plan(PlanError::LineTooLong { .. }) => "LineTooLong",
+            UploadError::Plan(PlanError::Gzip { .. }) => "CompressedSource",
+            UploadError::Plan(PlanError::Read { .. })
+            | UploadError::Walk { .. }
+            | UploadError::Read { .. } => "SourceUnreadable",
+            UploadError::Plan(_) | UploadError::Settings(_) => "InvalidSettings",
+            UploadError::Changed { .. } => "SourceChanged",
+            UploadError::Glob { .. } => "InvalidGlob",
             UploadError::OutsideVolume { .. } => SOURCE_OUTSIDE_VOLUME,
-            _ => "UploadFailed",
+            UploadError::AssumeRole { .. } => "AssumeRoleFailed",
+            UploadError::Conflict { .. } => "ObjectConflict",
+            UploadError::Mismatch { .. } => "ChecksumMismatch",
+            UploadError::Manifest { .. } => "ManifestFailed",
+            other => other.s3_cause().map_or("UploadFailed", S3Cause::reason),
+        }
+    }
+
+    /// The process exit code for this error (`EXIT_PERMANENT` or `EXIT_RETRYABLE`).
+    pub fn exit_code(&self) -> u8 {
+        if self.is_transient() {
+            EXIT_RETRYABLE
+        } else {
+            EXIT_PERMANENT
         }
     }
 }

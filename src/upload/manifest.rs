@@ -8,6 +8,7 @@ use futures::StreamExt as _;
 
 use super::engine::ObjectSettings;
 use super::error::{UploadError, cause};
+use super::retry::RetryPolicy;
 use crate::checksum::{self, ChecksumAlgorithm};
 use crate::plan::{Plan, PlannedObject};
 use std::collections::BTreeMap;
@@ -60,20 +61,26 @@ pub async fn build(
     plan: &Plan,
     algorithm: ChecksumAlgorithm,
     known: &BTreeMap<usize, u64>,
+    retry: &RetryPolicy,
+    bytes_read: &std::sync::atomic::AtomicU64,
 ) -> Result<Manifest, UploadError> {
     let heads = futures::stream::iter(plan.objects.iter())
         .map(|object| async move {
-            let head = s3
-                .head_object()
-                .bucket(bucket)
-                .key(&object.key)
-                .checksum_mode(ChecksumMode::Enabled)
-                .send()
+            let head = retry
+                .run("HeadObject", &object.key, || async {
+                    s3.head_object()
+                        .bucket(bucket)
+                        .key(&object.key)
+                        .checksum_mode(ChecksumMode::Enabled)
+                        .send()
+                        .await
+                        .map_err(|e| cause(&e))
+                })
                 .await
-                .map_err(|e| UploadError::Head {
+                .map_err(|cause| UploadError::Head {
                     bucket: bucket.to_string(),
                     key: object.key.clone(),
-                    cause: cause(&e),
+                    cause,
                 })?;
             let size = head.content_length().unwrap_or(-1);
             let value = match algorithm {
@@ -85,6 +92,7 @@ pub async fn build(
                 bucket: bucket.to_string(),
                 key: object.key.clone(),
                 reason,
+                retryable: false,
             };
             if size != object.size as i64 {
                 return Err(incomplete(format!(
@@ -111,9 +119,12 @@ pub async fn build(
                 Some(lines) => lines,
                 None => {
                     let object = object.clone();
-                    tokio::task::spawn_blocking(move || count_lines(&object))
+                    let size = object.size;
+                    let lines = tokio::task::spawn_blocking(move || count_lines(&object))
                         .await
-                        .expect("counting does not panic")?
+                        .expect("counting does not panic")?;
+                    bytes_read.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+                    lines
                 }
             };
             Ok(ManifestFile {
@@ -159,39 +170,46 @@ pub async fn write(
     key: &str,
     manifest: &Manifest,
     settings: &ObjectSettings,
+    retry: &RetryPolicy,
 ) -> Result<bool, UploadError> {
-    let failed = |reason: String| UploadError::Manifest {
+    let failed_as = |reason: String, retryable: bool| UploadError::Manifest {
         bucket: bucket.to_string(),
         key: key.to_string(),
         reason,
+        retryable,
     };
+    let failed = |reason: String| failed_as(reason, false);
     let mut body = serde_json::to_vec_pretty(manifest).map_err(|e| failed(e.to_string()))?;
     body.push(b'\n');
     let digest = checksum::to_base64(&checksum::digest(settings.checksum, &body));
-    let mut request = s3
-        .put_object()
-        .bucket(bucket)
-        .key(key)
-        .content_type("application/json")
-        .body(ByteStream::from(body.clone()))
-        .set_acl(settings.acl.clone())
-        .set_server_side_encryption(settings.sse.clone())
-        .set_ssekms_key_id(settings.sse_kms_key_id.clone())
-        .set_storage_class(settings.storage_class.clone());
-    request = match settings.checksum {
-        ChecksumAlgorithm::Crc64Nvme => request.checksum_crc64_nvme(&digest),
-        ChecksumAlgorithm::Crc32C => request.checksum_crc32_c(&digest),
-        ChecksumAlgorithm::Sha256 => request.checksum_sha256(&digest),
-    };
-    if !settings.overwrite {
-        request = request.if_none_match("*");
-    }
-    match request.send().await {
+    let sent = retry
+        .run("PutObject", key, || async {
+            let mut request = s3
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .content_type("application/json")
+                .body(ByteStream::from(body.clone()))
+                .set_acl(settings.acl.clone())
+                .set_server_side_encryption(settings.sse.clone())
+                .set_ssekms_key_id(settings.sse_kms_key_id.clone())
+                .set_storage_class(settings.storage_class.clone());
+            request = match settings.checksum {
+                ChecksumAlgorithm::Crc64Nvme => request.checksum_crc64_nvme(&digest),
+                ChecksumAlgorithm::Crc32C => request.checksum_crc32_c(&digest),
+                ChecksumAlgorithm::Sha256 => request.checksum_sha256(&digest),
+            };
+            if !settings.overwrite {
+                request = request.if_none_match("*");
+            }
+            request.send().await.map_err(|e| cause(&e))
+        })
+        .await;
+    match sent {
         Ok(_) => Ok(true),
-        Err(err) => {
-            let c = cause(&err);
+        Err(c) => {
             if !c.precondition_failed() {
-                return Err(failed(c.to_string()));
+                return Err(failed_as(c.to_string(), c.retryable));
             }
             let existing = s3
                 .get_object()
@@ -199,12 +217,15 @@ pub async fn write(
                 .key(key)
                 .send()
                 .await
-                .map_err(|e| failed(format!("it exists and cannot be read: {}", cause(&e))))?;
+                .map_err(|e| {
+                    let c = cause(&e);
+                    failed_as(format!("it exists and cannot be read: {c}"), c.retryable)
+                })?;
             let bytes = existing
                 .body
                 .collect()
                 .await
-                .map_err(|e| failed(format!("it exists and cannot be read: {e}")))?
+                .map_err(|e| failed_as(format!("it exists and cannot be read: {e}"), true))?
                 .into_bytes();
             if bytes.as_ref() == body.as_slice() {
                 Ok(false)

@@ -14,13 +14,17 @@
 //! - CRC64NVME and CRC32C uploads ask for FULL_OBJECT checksums (computed locally by combining the
 //!   part CRCs); SHA256 can only be COMPOSITE (`digest-of-digests-N`). versitygw 1.8 supports all
 //!   three, returns them from CompleteMultipartUpload, HEAD and ListParts.
-//! - The SDK retries each request (standard mode, backoff with jitter); on top of that a part,
-//!   create or completion that still fails with a retryable cause is retried a few more rounds.
-//!   When an object is given up, its multipart upload is aborted.
+//! - The SDK retries each request (standard mode, backoff with jitter); on top of that every
+//!   request that still fails with a retryable cause is retried a few more rounds (`retry`).
+//! - A pod never aborts an upload on a failure. A transient one (network, 5xx, throttling, the
+//!   API server away, SIGTERM) exits `EXIT_RETRYABLE` with every upload left open for the next
+//!   pod; a permanent one exits `EXIT_PERMANENT`, which the Job's pod failure policy turns into a
+//!   failed Job at once. The operator aborts the uploads of a delivery that ended or was deleted.
 
 pub mod engine;
 pub mod error;
 pub mod manifest;
+pub mod retry;
 pub mod slots;
 pub mod state;
 pub mod walk;
@@ -41,6 +45,7 @@ use crate::plan::{self, Plan, PlanSettings, SplitOn};
 use crate::units::{format_size, parse_size};
 use engine::{Engine, ObjectSettings, Outcome};
 use error::UploadError;
+use retry::RetryPolicy;
 use state::{Backend, Progress, State};
 
 fn size_arg(text: &str) -> Result<u64, String> {
@@ -179,14 +184,11 @@ pub struct UploadArgs {
     /// Seconds one request may take before it is retried (default: scales with the part size).
     #[arg(long, env = "OUTBOUND_ATTEMPT_TIMEOUT", hide = true)]
     pub attempt_timeout: Option<u64>,
-    /// Seconds between progress reports to the delivery status.
-    #[arg(
-        long,
-        env = "OUTBOUND_PROGRESS_INTERVAL",
-        default_value_t = 3,
-        hide = true
-    )]
-    pub progress_interval: u64,
+    /// Seconds between progress reports to the delivery status (default: 3, or twice the shard
+    /// count when higher, so a delivery's status takes about one write a second whatever its
+    /// parallelism: the pods' reports and the operator's folds of them).
+    #[arg(long, env = "OUTBOUND_PROGRESS_INTERVAL", hide = true)]
+    pub progress_interval: Option<u64>,
 }
 
 /// Options of `outbound plan`.
@@ -211,17 +213,27 @@ pub async fn run_plan(args: PlanArgs) -> anyhow::Result<()> {
 }
 
 /// Runs `outbound upload`: exit 0 when this shard's objects (and the manifest, for shard 0) are
-/// delivered; otherwise the error, also written as one line to the termination log.
+/// delivered; otherwise the error (its `exit_code` tells the Job whether to retry), also written
+/// as one line, `failed: <Reason>: <message>`, to the termination log.
+/// SIGTERM (a drain, a deletion) stops at once: no new part starts, nothing is aborted, and what
+/// was recorded (every open upload id) lets the next pod resume.
 pub async fn run_upload(args: UploadArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let termination_log = args.termination_log.clone().or_else(|| {
         let default = PathBuf::from("/dev/termination-log");
         default.exists().then_some(default)
     });
-    let result = upload(&args).await;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let result = tokio::select! {
+        result = upload(&args) => result,
+        _ = terminate.recv() => {
+            tracing::warn!("SIGTERM: stopping; open uploads stay open for the next pod");
+            Err(UploadError::Interrupted)
+        }
+    };
     let line = match &result {
         Ok(report) => report.line(&args, started.elapsed()),
-        Err(err) => format!("failed: {err}"),
+        Err(err) => format!("failed: {}: {err}", err.reason()),
     };
     // The termination message is one line, whatever the server put in its error text.
     let line = line.replace(['\r', '\n'], " ");
@@ -245,6 +257,7 @@ struct Report {
     bytes: u64,
     sent: u64,
     parts_sent: u64,
+    read: u64,
     skipped: u64,
     manifest: Option<String>,
 }
@@ -252,13 +265,14 @@ struct Report {
 impl Report {
     fn line(&self, args: &UploadArgs, elapsed: Duration) -> String {
         let mut line = format!(
-            "delivered {} objects ({}) to s3://{}/{}: sent {} bytes in {} requests, {} objects already present, {:.1}s",
+            "delivered {} objects ({}) to s3://{}/{}: sent {} bytes in {} requests, read {} bytes from the source, {} objects already present, {:.1}s",
             self.objects,
             format_size(self.bytes),
             args.bucket,
             args.source.prefix,
             self.sent,
             self.parts_sent,
+            self.read,
             self.skipped,
             elapsed.as_secs_f64()
         );
@@ -276,16 +290,24 @@ async fn upload(args: &UploadArgs) -> Result<Report, UploadError> {
             args.shard_index, args.shard_count
         )));
     }
-    let settings = object_settings(args)?;
-    let access = access(args)?;
-    let plan = args.source.plan().await?;
-
-    let manifest_at = format!("{}{}", args.source.prefix, args.manifest_name);
-    if args.manifest && plan.objects.iter().any(|o| o.key == manifest_at) {
-        return Err(UploadError::Settings(format!(
-            "a source file would be written at the manifest's key {manifest_at}: rename it or set another manifest name"
-        )));
+    let state = open_state(args).await?;
+    let result = deliver(args, &state).await;
+    if let Err(err) = &result {
+        // Every error, planning's included, reaches the delivery with its reason. Best effort,
+        // briefly: the termination message carries the same line.
+        state.set_failure(Some(err));
+        if tokio::time::timeout(Duration::from_secs(20), state.flush_patiently())
+            .await
+            .is_err()
+        {
+            tracing::warn!("failed to report the error to the delivery status");
+        }
     }
+    result
+}
+
+/// The resume state of this shard: in the delivery's status, a state file, or nowhere.
+async fn open_state(args: &UploadArgs) -> Result<Arc<State>, UploadError> {
     let backend = match (&args.delivery, &args.state_file) {
         (Some(delivery), _) => {
             let (namespace, name) = delivery.split_once('/').ok_or_else(|| {
@@ -307,7 +329,29 @@ async fn upload(args: &UploadArgs) -> Result<Report, UploadError> {
         (None, Some(path)) => Backend::File(path.clone()),
         (None, None) => Backend::None,
     };
-    let state = State::open(backend).await?;
+    State::open(backend).await
+}
+
+/// Aborts the progress reporter when dropped, whichever way the run ends.
+struct Reporter(tokio::task::JoinHandle<()>);
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn deliver(args: &UploadArgs, state: &Arc<State>) -> Result<Report, UploadError> {
+    let settings = object_settings(args)?;
+    let access = access(args)?;
+    let plan = args.source.plan().await?;
+
+    let manifest_at = format!("{}{}", args.source.prefix, args.manifest_name);
+    if args.manifest && plan.objects.iter().any(|o| o.key == manifest_at) {
+        return Err(UploadError::Settings(format!(
+            "a source file would be written at the manifest's key {manifest_at}: rename it or set another manifest name"
+        )));
+    }
     let mine: Vec<_> = plan
         .shard(args.shard_index, args.shard_count)
         .cloned()
@@ -317,7 +361,10 @@ async fn upload(args: &UploadArgs) -> Result<Report, UploadError> {
         &state.progress.bytes_total,
         mine.iter().map(|o| o.size).sum(),
     );
-    let reporter = state.spawn_reporter(Duration::from_secs(args.progress_interval.max(1)));
+    let interval = args
+        .progress_interval
+        .unwrap_or(3.max(2 * args.shard_count as u64));
+    let _reporter = Reporter(state.spawn_reporter(Duration::from_secs(interval.max(1))));
 
     let target = Target {
         region: args.region.clone(),
@@ -349,9 +396,9 @@ async fn upload(args: &UploadArgs) -> Result<Report, UploadError> {
         s3.clone(),
         args.bucket.clone(),
         settings.clone(),
-        Arc::clone(&state),
+        Arc::clone(state),
         args.concurrency,
-        args.part_retries,
+        RetryPolicy::new(args.part_retries),
     );
 
     // Objects run side by side so small ones keep the pipe full; parts share one memory budget,
@@ -368,28 +415,34 @@ async fn upload(args: &UploadArgs) -> Result<Report, UploadError> {
         .filter_map(Result::err)
         .find(|e| !matches!(e, UploadError::Cancelled));
     if let Some(err) = failure {
-        state.set_message(Some(err.to_string()));
-        let _ = state.flush().await;
-        reporter.abort();
         return Err(err);
     }
     state.set_finished();
-    state.set_message(None);
-    if let Err(e) = state.flush().await {
-        tracing::warn!(error = %e, "failed to report the finished shard");
-    }
+    state.set_failure(None);
+    // Shard 0 writes the manifest only once every shard said so: this must land.
+    state.flush_patiently().await?;
 
     let mut manifest_key = None;
     if args.manifest && args.shard_index == 0 {
         let key = manifest_at;
-        let waited = wait_for_shards(&state, args.shard_count).await?;
+        let waited = wait_for_shards(state, args.shard_count).await?;
         let mut lines = state.reported_lines().await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "failed to read the shards' line counts; counting here");
             Default::default()
         });
         lines.extend(state.lines());
         let manifest = loop {
-            match manifest::build(&s3, &args.bucket, &plan, settings.checksum, &lines).await {
+            match manifest::build(
+                &s3,
+                &args.bucket,
+                &plan,
+                settings.checksum,
+                &lines,
+                &engine.retry,
+                &state.progress.bytes_read,
+            )
+            .await
+            {
                 // Standalone shards have no status to wait on: the objects' presence is the signal.
                 Err(UploadError::Head { cause, .. }) if !waited && cause.not_found() => {
                     tracing::info!("waiting for the other shards' objects");
@@ -398,17 +451,18 @@ async fn upload(args: &UploadArgs) -> Result<Report, UploadError> {
                 other => break other?,
             }
         };
-        let written = manifest::write(&s3, &args.bucket, &key, &manifest, &settings).await?;
+        let written =
+            manifest::write(&s3, &args.bucket, &key, &manifest, &settings, &engine.retry).await?;
         tracing::info!(key = %key, written, "manifest delivered");
         manifest_key = Some(key);
     }
-    reporter.abort();
     let p = &state.progress;
     Ok(Report {
         objects: Progress::get(&p.objects_done),
         bytes: Progress::get(&p.bytes_total),
         sent: Progress::get(&p.bytes_sent),
         parts_sent: Progress::get(&p.parts_sent),
+        read: Progress::get(&p.bytes_read),
         skipped: Progress::get(&p.objects_skipped),
         manifest: manifest_key,
     })

@@ -1,5 +1,7 @@
 //! Resume state and progress: open upload IDs and counters, kept in a state file (standalone) or
 //! in the delivery's `status.shards.<index>` (server-side apply, one field manager per shard).
+//! Writes to the API server are retried with backoff and jitter; one that keeps failing pauses
+//! the sending of new uploads, it never aborts anything.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,6 +14,12 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use serde_json::json;
 
 use super::error::UploadError;
+use super::retry::jitter;
+use crate::shard::{OpenUpload, ShardStatus};
+
+/// How long a status write that must land (an upload id, the end of a shard) is retried before
+/// the pod gives up and exits retryable: long enough for an API server upgrade.
+const STATUS_PATIENCE: Duration = Duration::from_secs(15 * 60);
 
 pub const GROUP: &str = "outbound.dev";
 pub const VERSION: &str = "v1alpha1";
@@ -50,6 +58,8 @@ pub struct Progress {
     pub parts_sent: AtomicU64,
     /// Objects found already delivered.
     pub objects_skipped: AtomicU64,
+    /// Bytes read from the source (to send, to compare, to count lines).
+    pub bytes_read: AtomicU64,
 }
 
 impl Progress {
@@ -81,7 +91,8 @@ pub struct State {
     /// Line counts of this run's objects (sent or found), by plan index, for the manifest.
     lines: Mutex<BTreeMap<usize, u64>>,
     pub progress: Progress,
-    message: Mutex<Option<String>>,
+    /// The last error: (reason, message, permanent).
+    failure: Mutex<Option<(String, String, bool)>>,
     finished: AtomicBool,
     dirty: AtomicBool,
     // Serialises writes so an older snapshot never lands after a newer one.
@@ -122,19 +133,16 @@ impl State {
                 let delivery = api.get(name).await.map_err(|e| {
                     UploadError::State(format!("failed to read delivery {name}: {e}"))
                 })?;
-                let mut uploads = BTreeMap::new();
-                if let Some(list) =
-                    delivery.data["status"]["shards"][index.to_string()]["uploads"].as_array()
-                {
-                    for entry in list {
-                        if let (Some(key), Some(id)) =
-                            (entry["key"].as_str(), entry["uploadId"].as_str())
-                        {
-                            uploads.insert(key.to_string(), id.to_string());
-                        }
-                    }
-                }
-                uploads
+                shards(&delivery)
+                    .remove(&index.to_string())
+                    .map(|shard| {
+                        shard
+                            .uploads
+                            .into_iter()
+                            .map(|u| (u.key, u.upload_id))
+                            .collect()
+                    })
+                    .unwrap_or_default()
             }
         };
         Ok(Arc::new(State {
@@ -142,7 +150,7 @@ impl State {
             uploads: Mutex::new(uploads),
             lines: Mutex::new(BTreeMap::new()),
             progress: Progress::default(),
-            message: Mutex::new(None),
+            failure: Mutex::new(None),
             finished: AtomicBool::new(false),
             dirty: AtomicBool::new(true),
             writing: tokio::sync::Mutex::new(()),
@@ -151,16 +159,64 @@ impl State {
 
     /// The upload ID a previous run opened for `key`.
     pub fn upload_for(&self, key: &str) -> Option<String> {
-        self.uploads.lock().unwrap().get(key).cloned()
+        self.uploads
+            .lock()
+            .unwrap()
+            .get(key)
+            .filter(|id| !id.is_empty())
+            .cloned()
+    }
+
+    /// Whether a previous run was about to start an upload for `key` and never recorded its id.
+    pub fn intended(&self, key: &str) -> bool {
+        self.uploads
+            .lock()
+            .unwrap()
+            .get(key)
+            .is_some_and(|id| id.is_empty())
+    }
+
+    /// Records that an upload for `key` is about to start (an entry without id), before S3 is
+    /// asked: a pod killed between the two leaves a key the operator can look up, exactly.
+    pub async fn intend(&self, key: &str) -> Result<(), UploadError> {
+        if !matches!(self.backend, Backend::Delivery { .. }) {
+            return Ok(());
+        }
+        self.uploads
+            .lock()
+            .unwrap()
+            .entry(key.to_string())
+            .or_default();
+        self.flush_patiently().await
     }
 
     /// Records a new upload ID and writes it at once: whoever cleans up must be able to find it.
+    /// While the write fails (the API server away or refusing), this waits and tries again.
     pub async fn record(&self, key: &str, upload_id: &str) -> Result<(), UploadError> {
         self.uploads
             .lock()
             .unwrap()
             .insert(key.to_string(), upload_id.to_string());
-        self.flush().await
+        self.flush_patiently().await
+    }
+
+    /// Writes the state, retrying with backoff and jitter for up to `STATUS_PATIENCE`.
+    pub async fn flush_patiently(&self) -> Result<(), UploadError> {
+        let started = std::time::Instant::now();
+        let mut round = 0u32;
+        loop {
+            match self.flush().await {
+                Ok(()) => return Ok(()),
+                Err(e) if started.elapsed() >= STATUS_PATIENCE => return Err(e),
+                Err(e) => {
+                    round += 1;
+                    tracing::warn!(error = %e, round, "pausing: the state could not be recorded; trying again");
+                    let cap =
+                        Duration::from_millis(500u64 << round.min(5)).min(Duration::from_secs(15));
+                    tokio::time::sleep(jitter(cap)).await;
+                }
+            }
+        }
     }
 
     /// Forgets a completed or aborted upload; written with the next progress report.
@@ -190,8 +246,10 @@ impl State {
         self.dirty.store(true, Ordering::Relaxed);
     }
 
-    pub fn set_message(&self, message: Option<String>) {
-        *self.message.lock().unwrap() = message;
+    /// Records the error that stopped this shard (or clears it).
+    pub fn set_failure(&self, failure: Option<&UploadError>) {
+        *self.failure.lock().unwrap() =
+            failure.map(|e| (e.reason().to_string(), e.to_string(), !e.is_transient()));
         self.dirty.store(true, Ordering::Relaxed);
     }
 
@@ -226,32 +284,39 @@ impl State {
             Backend::Delivery { api, name, index } => {
                 let p = &self.progress;
                 let bytes_total = Progress::get(&p.bytes_total);
-                let mut shard = json!({
-                    // An object restarted afresh counts its parts twice; never report above 100%.
-                    "bytesDone": Progress::get(&p.bytes_done).min(bytes_total),
-                    "bytesTotal": bytes_total,
-                    "objectsDone": Progress::get(&p.objects_done),
-                    "objectsTotal": Progress::get(&p.objects_total),
-                    "uploads": uploads
-                        .iter()
-                        .map(|(key, id)| json!({"key": key, "uploadId": id}))
-                        .collect::<Vec<_>>(),
-                    "finished": self.finished.load(Ordering::Relaxed),
-                    "updatedAt": jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()).to_string(),
-                });
-                if let Some(message) = self.message.lock().unwrap().clone() {
-                    shard["message"] = json!(message);
-                }
+                let finished = self.finished.load(Ordering::Relaxed);
                 let lines = self.lines();
-                if self.finished.load(Ordering::Relaxed) && lines.len() <= MAX_REPORTED_LINES {
+                let failure = self.failure.lock().unwrap().clone();
+                let shard = ShardStatus {
+                    // An object restarted afresh counts its parts twice; never report above 100%.
+                    bytes_done: Progress::get(&p.bytes_done).min(bytes_total),
+                    bytes_total,
+                    objects_done: Progress::get(&p.objects_done),
+                    objects_total: Progress::get(&p.objects_total),
+                    uploads: uploads
+                        .iter()
+                        .map(|(key, id)| OpenUpload {
+                            key: key.clone(),
+                            upload_id: id.clone(),
+                        })
+                        .collect(),
+                    finished,
                     // For shard 0's manifest; above the bound, shard 0 counts those lines itself.
-                    shard["lines"] = json!(
-                        lines
-                            .iter()
-                            .map(|(index, n)| (index.to_string(), *n))
-                            .collect::<BTreeMap<_, _>>()
-                    );
-                }
+                    lines: if finished && lines.len() <= MAX_REPORTED_LINES {
+                        lines.iter().map(|(i, n)| (i.to_string(), *n)).collect()
+                    } else {
+                        BTreeMap::new()
+                    },
+                    permanent: failure.as_ref().is_some_and(|f| f.2),
+                    reason: failure.as_ref().map(|f| f.0.clone()),
+                    message: failure.map(|f| f.1),
+                    updated_at: Some(
+                        jiff::Timestamp::now()
+                            .round(jiff::Unit::Second)
+                            .unwrap_or_else(|_| jiff::Timestamp::now())
+                            .to_string(),
+                    ),
+                };
                 let patch = json!({
                     "apiVersion": format!("{GROUP}/{VERSION}"),
                     "kind": KIND,
@@ -305,14 +370,10 @@ impl State {
             .await
             .map_err(|e| UploadError::State(format!("failed to read delivery {name}: {e}")))?;
         let mut lines = BTreeMap::new();
-        if let Some(shards) = delivery.data["status"]["shards"].as_object() {
-            for shard in shards.values() {
-                if let Some(reported) = shard["lines"].as_object() {
-                    for (index, n) in reported {
-                        if let (Ok(index), Some(n)) = (index.parse(), n.as_u64()) {
-                            lines.insert(index, n);
-                        }
-                    }
+        for shard in shards(&delivery).into_values() {
+            for (index, n) in shard.lines {
+                if let Ok(index) = index.parse() {
+                    lines.insert(index, n);
                 }
             }
         }
@@ -328,9 +389,14 @@ impl State {
             .get(name)
             .await
             .map_err(|e| UploadError::State(format!("failed to read delivery {name}: {e}")))?;
-        let shards = &delivery.data["status"]["shards"];
+        let shards = shards(&delivery);
         Ok(Some((0..count).all(|i| {
-            shards[i.to_string()]["finished"].as_bool() == Some(true)
+            shards.get(&i.to_string()).is_some_and(|s| s.finished)
         })))
     }
+}
+
+/// The shard reports in a delivery's status (an unreadable one counts as absent).
+fn shards(delivery: &DynamicObject) -> BTreeMap<String, ShardStatus> {
+    serde_json::from_value(delivery.data["status"]["shards"].clone()).unwrap_or_default()
 }

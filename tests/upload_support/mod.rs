@@ -196,6 +196,8 @@ pub fn upload_command(
 /// The result of a finished run, with its output as text.
 pub struct Run {
     pub success: bool,
+    /// The exit code (75: stopped on a transient failure, 78: a permanent one).
+    pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
@@ -217,8 +219,8 @@ impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "success: {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.success, self.stdout, self.stderr
+            "success: {} (exit code {:?})\n--- stdout\n{}\n--- stderr\n{}",
+            self.success, self.code, self.stdout, self.stderr
         )
     }
 }
@@ -226,6 +228,7 @@ impl std::fmt::Debug for Run {
 pub fn finished(output: Output) -> Run {
     Run {
         success: output.status.success(),
+        code: output.status.code(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }

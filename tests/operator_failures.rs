@@ -1,0 +1,757 @@
+//! The operator on a bad day, on the ground: each permanent failure ends its delivery `Failed`
+//! after one pod with its own reason, naming the file or key; an ended delivery never runs
+//! again; deleting a delivery ends within a bound even when its uploads cannot be aborted; an
+//! upload created but never recorded is still aborted.
+
+mod operator_support;
+#[path = "upload_support/proxy.rs"]
+#[allow(dead_code)]
+mod proxy;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use operator_support::*;
+use outbound::api::{OutboundDelivery, OutboundDestination};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+fn destination_yaml(name: &str, bucket: &str, endpoint: &str, credentials: &str) -> String {
+    format!(
+        "apiVersion: outbound.dev/v1alpha1\nkind: OutboundDestination\nmetadata: {{name: {name}}}\nspec:\n  s3: {{bucket: {bucket}, region: us-east-1, endpoint: \"{endpoint}\", forcePathStyle: true}}\n  credentials: {credentials}\n"
+    )
+}
+
+fn delivery_yaml(name: &str, destination: &str, source: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: outbound.dev/v1alpha1\nkind: OutboundDelivery\nmetadata: {{name: {name}}}\nspec:\n  destinationRef: {{name: {destination}}}\n  source: {{volume: {{claimName: exports, path: {source}}}}}\n{extra}"
+    )
+}
+
+/// Lines of 100 bytes each.
+fn write_lines(path: &std::path::Path, lines: usize) {
+    use std::io::Write;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for i in 0..lines {
+        writeln!(f, "{i:010}{}", "x".repeat(89)).unwrap();
+    }
+    f.flush().unwrap();
+}
+
+async fn keyed(world: &World, name: &str, bucket: &str, endpoint: &str, key: &str, secret: &str) {
+    let secret_name = format!("{name}-keys");
+    world
+        .secret(
+            &secret_name,
+            &[
+                ("AWS_ACCESS_KEY_ID", key),
+                ("AWS_SECRET_ACCESS_KEY", secret),
+            ],
+        )
+        .await;
+    world
+        .apply_yaml::<OutboundDestination>(&destination_yaml(
+            name,
+            bucket,
+            endpoint,
+            &format!("{{secret: {{name: {secret_name}}}}}"),
+        ))
+        .await
+        .unwrap();
+}
+
+/// A moto user whose policy allows the probe (its probe objects, listing, the bucket) and
+/// nothing else: the destination is Ready, and every PutObject of a delivery is AccessDenied.
+fn moto_probe_only_user(env: &GroundEnv, name: &str, bucket: &str) -> (String, String) {
+    let python = std::env::var("HOME").unwrap() + "/.cache/outbound/venv/bin/python";
+    let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"], "Resource": format!("arn:aws:s3:::{bucket}")},
+        {"Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject", "s3:GetObject"], "Resource": format!("arn:aws:s3:::{bucket}/.outbound-probe-*")},
+    ]});
+    let script = format!(
+        "import boto3,json\niam=boto3.client('iam',endpoint_url='{}',region_name='us-east-1',aws_access_key_id='{}',aws_secret_access_key='{}')\niam.create_user(UserName='{name}')\niam.put_user_policy(UserName='{name}',PolicyName='probe-only',PolicyDocument=json.dumps({}))\nk=iam.create_access_key(UserName='{name}')['AccessKey']\nprint(json.dumps([k['AccessKeyId'],k['SecretAccessKey']]))",
+        env.moto_endpoint,
+        env.moto_access_key,
+        env.moto_secret_key,
+        serde_json::to_string(&policy.to_string()).unwrap()
+    );
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("keys json")
+}
+
+async fn job_of(world: &World, delivery: &str) -> Option<Job> {
+    let jobs = world
+        .api::<Job>()
+        .list(&ListParams::default().labels(&format!("outbound.dev/delivery={delivery}")))
+        .await
+        .unwrap();
+    jobs.items.into_iter().next()
+}
+
+#[tokio::test]
+async fn each_permanent_failure_fails_its_delivery_after_one_pod_with_its_reason() {
+    let mut world = World::new("permanent").await;
+    let env = &world.env;
+    let (endpoint, key, secret) = (
+        env.s3_endpoint.clone(),
+        env.s3_access_key.clone(),
+        env.s3_secret_key.clone(),
+    );
+    let gw = s3(&endpoint, &env.s3_region, &key, &secret).await;
+    let bkt = format!("perm-{}", suffix());
+    gw.create_bucket().bucket(&bkt).send().await.unwrap();
+    let gone = format!("gone-{}", suffix());
+    gw.create_bucket().bucket(&gone).send().await.unwrap();
+    let moto = s3(
+        &env.moto_endpoint,
+        "us-east-1",
+        &env.moto_access_key,
+        &env.moto_secret_key,
+    )
+    .await;
+    let denied_bkt = format!("denied-{}", suffix());
+    moto.create_bucket()
+        .bucket(&denied_bkt)
+        .send()
+        .await
+        .unwrap();
+    let (denied_key, denied_secret) =
+        moto_probe_only_user(env, &format!("probe-only-{}", suffix()), &denied_bkt);
+    let moto_endpoint = env.moto_endpoint.clone();
+
+    let folder = world.volume("exports").await;
+    // A line of 3 MiB against a split size of 1Mi.
+    std::fs::create_dir_all(folder.join("long")).unwrap();
+    std::fs::write(
+        folder.join("long/wide.sync"),
+        [vec![b'x'; 3 << 20], b"\n".to_vec()].concat(),
+    )
+    .unwrap();
+    // A gzip stream (magic bytes) larger than the split size, in lines mode.
+    let mut gz = vec![0x1f, 0x8b, 0x08, 0x00];
+    gz.extend((0..(2u32 << 20)).map(|i| (i % 251) as u8));
+    std::fs::create_dir_all(folder.join("gzip")).unwrap();
+    std::fs::write(folder.join("gzip/segments.sync.gz"), &gz).unwrap();
+    // Plain small files for the destinations that refuse them.
+    for dir in ["plain", "conflict", "glob"] {
+        write_lines(&folder.join(format!("{dir}/part.sync")), 1000);
+    }
+    // A different object already at the key a delivery will write.
+    gw.put_object()
+        .bucket(&bkt)
+        .key("conflict/part.sync")
+        .body(b"someone else's bytes\n".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    // A file that grows while it is sent (through a slow proxy).
+    write_lines(&folder.join("growing/big.sync"), 200_000);
+    let slow = proxy::Proxy::start(&endpoint).await;
+    slow.faults.rate.store(2 << 20, Ordering::SeqCst);
+
+    keyed(&world, "gw", &bkt, &endpoint, &key, &secret).await;
+    keyed(&world, "slow", &bkt, &slow.url(), &key, &secret).await;
+    keyed(&world, "nobucket", &gone, &endpoint, &key, &secret).await;
+    keyed(
+        &world,
+        "denied",
+        &denied_bkt,
+        &moto_endpoint,
+        &denied_key,
+        &denied_secret,
+    )
+    .await;
+    world.start_operator();
+    for d in ["gw", "slow", "nobucket", "denied"] {
+        world.wait_destination(d, "True", "Validated").await;
+    }
+    // The bucket goes away after the probe said Ready (the next probe is 20 s away).
+    gw.delete_bucket().bucket(&gone).send().await.unwrap();
+
+    let prefix = |p: &str| format!("  keyPrefix: {p}/\n  backoffLimit: 3\n");
+    // (delivery, destination, source folder, extra spec, reason, words of the message)
+    type Case<'a> = (&'a str, &'a str, &'a str, String, &'a str, &'a [&'a str]);
+    let cases: Vec<Case> = vec![
+        (
+            "long-line",
+            "gw",
+            "long",
+            format!("{}  splitSize: 1Mi\n", prefix("long")),
+            "LineTooLong",
+            &["wide.sync", "longer than the split size"],
+        ),
+        (
+            "gzip",
+            "gw",
+            "gzip",
+            format!("{}  splitSize: 1Mi\n", prefix("gzip")),
+            "CompressedSource",
+            &["segments.sync.gz", "gzip"],
+        ),
+        (
+            "no-bucket",
+            "nobucket",
+            "plain",
+            prefix("plain"),
+            "NoSuchBucket",
+            &["part.sync", "NoSuchBucket"],
+        ),
+        (
+            "denied",
+            "denied",
+            "plain",
+            prefix("plain"),
+            "AccessDenied",
+            &["part.sync", "AccessDenied"],
+        ),
+        (
+            "conflict",
+            "gw",
+            "conflict",
+            prefix("conflict"),
+            "ObjectConflict",
+            &["conflict/part.sync", "already exists"],
+        ),
+        (
+            "bad-glob",
+            "gw",
+            "glob",
+            prefix("glob"),
+            "InvalidGlob",
+            &["[unclosed"],
+        ),
+        (
+            "growing",
+            "slow",
+            "growing",
+            prefix("growing"),
+            "SourceChanged",
+            &["big.sync", "changed"],
+        ),
+    ];
+    for (name, dest, source, extra, _, _) in &cases {
+        let mut yaml = delivery_yaml(name, dest, source, extra);
+        if *name == "bad-glob" {
+            yaml = yaml.replace(
+                &format!("path: {source}}}"),
+                &format!("path: {source}, include: [\"[unclosed\"]}}"),
+            );
+        }
+        world.apply_yaml::<OutboundDelivery>(&yaml).await.unwrap();
+    }
+    // Once the growing file's upload is under way, append to it.
+    wait_for(
+        "the growing file's upload under way",
+        Duration::from_secs(120),
+        || async { (slow.faults.bytes_up() > 1 << 20).then_some(()) },
+        || world.diagnose(),
+    )
+    .await;
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(folder.join("growing/big.sync"))
+            .unwrap();
+        writeln!(f, "one more line").unwrap();
+    }
+
+    for (name, _, _, _, reason, words) in &cases {
+        let d = world
+            .wait_delivery(name, "Failed", Some(reason), Duration::from_secs(180))
+            .await;
+        let status = d.status.unwrap();
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        for word in *words {
+            assert!(
+                ready.message.contains(word),
+                "{name}: {word:?} missing from {:?}",
+                ready.message
+            );
+        }
+        let failed = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Failed")
+            .unwrap();
+        assert_eq!(failed.status, "True", "{name}");
+        // One pod, no retry burned on an error that cannot heal.
+        let job = job_of(&world, name).await.expect("the Job is kept");
+        let job_status = job.status.unwrap();
+        assert_eq!(
+            job_status.failed.unwrap_or(0),
+            1,
+            "{name}: exactly one pod ran: {job_status:?}"
+        );
+        assert_eq!(status.attempts, Some(1), "{name}");
+    }
+    // A failed delivery's uploads are aborted by the operator: the growing file's one is gone.
+    wait_for(
+        "no open upload left by the failed deliveries",
+        Duration::from_secs(60),
+        || async { open_uploads(&gw, &bkt).await.is_empty().then_some(()) },
+        || world.diagnose(),
+    )
+    .await;
+    world.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_ended_delivery_never_runs_again() {
+    let mut world = World::new("terminal").await;
+    let env = &world.env;
+    let (endpoint, key, secret) = (
+        env.s3_endpoint.clone(),
+        env.s3_access_key.clone(),
+        env.s3_secret_key.clone(),
+    );
+    let gw = s3(&endpoint, &env.s3_region, &key, &secret).await;
+    let bkt = format!("term-{}", suffix());
+    gw.create_bucket().bucket(&bkt).send().await.unwrap();
+    let folder = world.volume("exports").await;
+    write_lines(&folder.join("daily/a.sync"), 5000);
+    let proxy = proxy::Proxy::start(&endpoint).await;
+    keyed(&world, "acme", &bkt, &proxy.url(), &key, &secret).await;
+    world.start_operator();
+    world.wait_destination("acme", "True", "Validated").await;
+    world
+        .apply_yaml::<OutboundDelivery>(&delivery_yaml("once", "acme", "daily", ""))
+        .await
+        .unwrap();
+    let done = world
+        .wait_delivery("once", "Succeeded", None, Duration::from_secs(120))
+        .await;
+    let job_name = done.status.as_ref().unwrap().job_name.clone().unwrap();
+    let writes = || {
+        proxy
+            .faults
+            .requests()
+            .into_iter()
+            .filter(|r| r.starts_with("PUT") || r.starts_with("POST"))
+            .count()
+    };
+    let writes_when_done = writes();
+
+    // The Job goes (a TTL, a person), and someone points status.jobName elsewhere.
+    world
+        .api::<Job>()
+        .delete(&job_name, &DeleteParams::background())
+        .await
+        .unwrap();
+    let status = serde_json::json!({"apiVersion": "outbound.dev/v1alpha1", "kind": "OutboundDelivery",
+        "status": {"jobName": "odel-somebody-else"}});
+    world
+        .api::<OutboundDelivery>()
+        .patch_status(
+            "once",
+            &PatchParams::apply("intruder").force(),
+            &Patch::Apply(&status),
+        )
+        .await
+        .unwrap();
+    // A later change to the destination makes the operator look at every delivery again.
+    world
+        .api::<OutboundDestination>()
+        .patch(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {"touched": "yes"}}})),
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let jobs = world
+            .api::<Job>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items;
+        let alive: Vec<_> = jobs
+            .iter()
+            .filter(|j| j.metadata.deletion_timestamp.is_none())
+            .filter_map(|j| j.metadata.name.clone())
+            .collect();
+        assert!(
+            alive.is_empty(),
+            "a new Job for an ended delivery: {alive:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(writes(), writes_when_done, "no byte sent again");
+    let d = world.delivery("once").await;
+    assert_eq!(d.status.unwrap().phase.unwrap().as_str(), "Succeeded");
+    world.cleanup().await;
+}
+
+/// Adds `image -> executable` to the ground's image map (the node re-reads it per pod), under
+/// a lock shared with the other tests that do so.
+fn map_image(image: &str, executable: &std::path::Path) {
+    let state = std::env::var("GROUND_STATE").expect("GROUND_STATE from the ground's env");
+    let path = std::path::Path::new(&state).join("images.json");
+    let lock = std::fs::File::create(path.with_extension("lock")).unwrap();
+    let status = std::process::Command::new("flock")
+        .arg("-x")
+        .arg(path.with_extension("lock"))
+        .arg("python3")
+        .arg("-c")
+        .arg(format!(
+            "import json,os\np='{}'\nm=json.load(open(p))\nm['{image}']='{}'\nopen(p+'.tmp','w').write(json.dumps(m))\nos.replace(p+'.tmp',p)",
+            path.display(),
+            executable.display()
+        ))
+        .status()
+        .unwrap();
+    drop(lock);
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn deletion_ends_within_the_bound_and_orphans_are_aborted() {
+    let mut world = World::new("deletion").await;
+    let env = &world.env;
+    let (endpoint, key, secret) = (
+        env.s3_endpoint.clone(),
+        env.s3_access_key.clone(),
+        env.s3_secret_key.clone(),
+    );
+    let gw = s3(&endpoint, &env.s3_region, &key, &secret).await;
+    let bkt = format!("del-{}", suffix());
+    gw.create_bucket().bucket(&bkt).send().await.unwrap();
+    let folder = world.volume("exports").await;
+    write_lines(&folder.join("big/big.sync"), 400_000);
+    write_lines(&folder.join("orphan/big.sync"), 400_000);
+    let slow = proxy::Proxy::start(&endpoint).await;
+    slow.faults.rate.store(2 << 20, Ordering::SeqCst);
+    keyed(&world, "acme", &bkt, &slow.url(), &key, &secret).await;
+
+    // Pods of the image `outbound-orphan-hook` die between creating an upload and recording it.
+    let hook = world.dir.path().join("orphan-hook.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nOUTBOUND_TEST_EXIT_AFTER_CREATE=1 exec {} \"$@\"\n",
+            env!("CARGO_BIN_EXE_outbound")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let image = format!("outbound-orphan-hook-{}", suffix());
+    map_image(&image, &hook);
+
+    world.start_operator_with_env(&[("OUTBOUND_CLEANUP_TIMEOUT", "15s")]);
+    world.wait_destination("acme", "True", "Validated").await;
+
+    // 1. Mid-upload, the Secret goes; then the delivery is deleted: the uploads cannot be
+    // aborted, yet the delivery is gone within the bound, and an event names what is left.
+    world
+        .apply_yaml::<OutboundDelivery>(&delivery_yaml(
+            "stuck",
+            "acme",
+            "big",
+            "  keyPrefix: big/\n",
+        ))
+        .await
+        .unwrap();
+    let upload_id = wait_for(
+        "an upload recorded",
+        Duration::from_secs(120),
+        || async {
+            let d = world.delivery("stuck").await;
+            d.status?
+                .shards
+                .values()
+                .flat_map(|s| s.uploads.iter())
+                .find(|u| !u.upload_id.is_empty())
+                .map(|u| u.upload_id.clone())
+        },
+        || world.diagnose(),
+    )
+    .await;
+    world
+        .api::<Secret>()
+        .delete("acme-keys", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deleted = std::time::Instant::now();
+    world
+        .api::<OutboundDelivery>()
+        .delete("stuck", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(
+        "the delivery gone",
+        Duration::from_secs(90),
+        || async {
+            world
+                .api::<OutboundDelivery>()
+                .get_opt("stuck")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+        || world.diagnose(),
+    )
+    .await;
+    assert!(
+        deleted.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        deleted.elapsed()
+    );
+    let events = world
+        .api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let abandoned = events
+        .items
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("AbortAbandoned"))
+        .unwrap_or_else(|| panic!("no AbortAbandoned event: {:#?}", events.items));
+    let note = abandoned.message.clone().unwrap_or_default();
+    assert!(note.contains(&upload_id), "{note}");
+    assert!(note.contains("big/big.sync"), "{note}");
+    assert_eq!(abandoned.type_.as_deref(), Some("Warning"));
+    // (Left open on purpose: the customer's lifecycle rule is the backstop.)
+    let open = open_uploads(&gw, &bkt).await;
+    assert!(!open.is_empty());
+    for id in open {
+        let _ = gw
+            .abort_multipart_upload()
+            .bucket(&bkt)
+            .key("big/big.sync")
+            .upload_id(id)
+            .send()
+            .await;
+    }
+
+    // 2. An upload created but never recorded (the pod dies in between) is still aborted when
+    // the delivery is deleted.
+    keyed(&world, "acme", &bkt, &slow.url(), &key, &secret).await;
+    world.wait_destination("acme", "True", "Validated").await;
+    world.kill_operator();
+    world.start_operator_with_env(&[
+        ("OUTBOUND_CLEANUP_TIMEOUT", "15s"),
+        ("OUTBOUND_UPLOADER_IMAGE", &image),
+    ]);
+    world
+        .apply_yaml::<OutboundDelivery>(&delivery_yaml(
+            "orphan",
+            "acme",
+            "orphan",
+            // The Job waits ~10 s before its next pod: the window in which the upload the first
+            // pod created is known to nobody but its intent in the status.
+            "  keyPrefix: orphan/\n",
+        ))
+        .await
+        .unwrap();
+    wait_for(
+        "an upload the pod never recorded",
+        Duration::from_secs(120),
+        || async {
+            let d = world.delivery("orphan").await;
+            let recorded = d
+                .status?
+                .shards
+                .values()
+                .flat_map(|s| s.uploads.iter())
+                .any(|u| !u.upload_id.is_empty());
+            (!recorded && !open_uploads(&gw, &bkt).await.is_empty()).then_some(())
+        },
+        || world.diagnose(),
+    )
+    .await;
+    world
+        .api::<OutboundDelivery>()
+        .delete("orphan", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(
+        "the orphan aborted and the delivery gone",
+        Duration::from_secs(90),
+        || async {
+            let gone = world
+                .api::<OutboundDelivery>()
+                .get_opt("orphan")
+                .await
+                .unwrap()
+                .is_none();
+            (gone && open_uploads(&gw, &bkt).await.is_empty()).then_some(())
+        },
+        || world.diagnose(),
+    )
+    .await;
+    world.cleanup().await;
+}
+
+#[tokio::test]
+async fn status_writes_refused_for_a_minute_pause_the_delivery_and_abort_nothing() {
+    let mut world = World::new("apipause").await;
+    let env = &world.env;
+    let (endpoint, key, secret) = (
+        env.s3_endpoint.clone(),
+        env.s3_access_key.clone(),
+        env.s3_secret_key.clone(),
+    );
+    let gw = s3(&endpoint, &env.s3_region, &key, &secret).await;
+    let bkt = format!("pause-{}", suffix());
+    gw.create_bucket().bucket(&bkt).send().await.unwrap();
+    let folder = world.volume("exports").await;
+    // Four multipart objects: new uploads keep starting while the API refuses the pod.
+    for i in 0..4 {
+        write_lines(&folder.join(format!("data/big{i}.sync")), 250_000);
+    }
+    let slow = proxy::Proxy::start(&endpoint).await;
+    slow.faults.rate.store(4 << 20, Ordering::SeqCst);
+    keyed(&world, "acme", &bkt, &slow.url(), &key, &secret).await;
+    world.start_operator();
+    world.wait_destination("acme", "True", "Validated").await;
+    world
+        .apply_yaml::<OutboundDelivery>(&delivery_yaml("paused", "acme", "data", ""))
+        .await
+        .unwrap();
+    wait_for(
+        "an upload recorded",
+        Duration::from_secs(120),
+        || async {
+            let d = world.delivery("paused").await;
+            d.status?
+                .shards
+                .values()
+                .any(|s| s.uploads.iter().any(|u| !u.upload_id.is_empty()))
+                .then_some(())
+        },
+        || world.diagnose(),
+    )
+    .await;
+
+    // The API server refuses every status write of this namespace's upload pods.
+    let name = format!("deny-uploader-{}", world.ns);
+    let user = format!("system:serviceaccount:{}:outbound-upload", world.ns);
+    let policy = serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{"apiGroups": ["outbound.dev"], "apiVersions": ["*"],
+                "operations": ["UPDATE"], "resources": ["outbounddeliveries/status"]}]},
+            "validations": [{"expression": format!("request.userInfo.username != '{user}'"),
+                "message": "the API server is being upgraded"}],
+        }
+    });
+    let binding = serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"]},
+    });
+    let apply = |doc: serde_json::Value| {
+        let out = std::process::Command::new("kubectl")
+            .args(["apply", "--server-side", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(doc.to_string().as_bytes())?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    apply(policy);
+    apply(binding);
+    let refused_from = std::time::Instant::now();
+    // The API server loads a new policy within a second or two; from then on nothing lands.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = world.delivery("paused").await.status.unwrap();
+    // For a minute, the pod's reports are refused: progress in the status stands still.
+    while refused_from.elapsed() < Duration::from_secs(60) {
+        let d = world.delivery("paused").await;
+        let status = d.status.unwrap();
+        assert!(
+            status.phase.map(|p| p.as_str()) != Some("Failed"),
+            "the delivery failed while the API refused its pod: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let during = world.delivery("paused").await.status.unwrap();
+    assert_eq!(
+        before.shards, during.shards,
+        "no status write got through the policy"
+    );
+    for kind in [
+        "validatingadmissionpolicybinding",
+        "validatingadmissionpolicy",
+    ] {
+        let out = std::process::Command::new("kubectl")
+            .args(["delete", kind, &name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    slow.faults.rate.store(0, Ordering::SeqCst);
+    world
+        .wait_delivery("paused", "Succeeded", None, Duration::from_secs(240))
+        .await;
+    let requests = slow.faults.requests();
+    assert!(
+        !requests.iter().any(|r| r.starts_with("DELETE")),
+        "nothing aborted: {requests:#?}"
+    );
+    let job = job_of(&world, "paused").await.unwrap();
+    assert_eq!(
+        job.status.unwrap().failed.unwrap_or(0),
+        0,
+        "the pod paused, it did not fail"
+    );
+    for i in 0..4 {
+        let key = format!("big{i}.sync");
+        let got = gw
+            .get_object()
+            .bucket(&bkt)
+            .key(&key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        assert_eq!(
+            got.as_ref(),
+            std::fs::read(folder.join(format!("data/{key}"))).unwrap(),
+            "{key}"
+        );
+    }
+    assert!(open_uploads(&gw, &bkt).await.is_empty());
+    world.cleanup().await;
+}
