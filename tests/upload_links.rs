@@ -25,13 +25,22 @@ async fn links_out_of_the_source_are_refused_and_nothing_is_delivered() {
         let dir = source_dir();
         write_lines(&dir.path().join("a.sync"), 1000, 1, true);
         symlink(target, dir.path().join(link)).unwrap();
-        let run = upload(&server, &bucket, dir.path(), &["--prefix", "in/"]).await;
+        let report = outside.path().join(format!("{link}.termination-log"));
+        let args = [
+            "--prefix",
+            "in/",
+            "--termination-log",
+            report.to_str().unwrap(),
+        ];
+        let run = upload(&server, &bucket, dir.path(), &args).await;
         assert!(!run.success, "{link}: {run:?}");
-        let output = format!("{}{}", run.stdout, run.stderr);
+        // The final line (the pod's termination message) names the reason and the file.
+        let line = std::fs::read_to_string(&report).unwrap();
         assert!(
-            output.contains(&format!("source file {link} is a link to"))
-                && output.contains("outside the source folder"),
-            "{link}: {run:?}"
+            line.starts_with(&format!(
+                "failed: SourceOutsideVolume: source file {link} is a link to"
+            )) && line.contains("outside the source folder"),
+            "{link}: {line}"
         );
         // Refused before any request: not even the regular file went up.
         assert!(list(&client, &bucket, "").await.is_empty(), "{link}");
