@@ -552,6 +552,9 @@ fn start_operator(bin: &str, ns: &str, kubeconfig: &Path, log: &Path) -> Operato
             // The same identity every start: a restart takes its own Lease back at once.
             "--identity",
             "bench",
+            // The ground's S3 servers are plain http on 127.0.0.1.
+            "--allow-http-endpoints",
+            "--allow-private-endpoints",
         ])
         .env("KUBECONFIG", kubeconfig)
         .env(

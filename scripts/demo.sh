@@ -33,7 +33,8 @@ for obj in crd/outbounddestinations.outbound.dev crd/outbounddeliveries.outbound
   fi
 done
 helm upgrade --install outbound charts/outbound --namespace outbound-system --create-namespace \
-  --set replicaCount=1 --set logFormat=text --set watchNamespace=demo --wait --timeout 120s
+  --set replicaCount=1 --set logFormat=text --set watchNamespace=demo --wait --timeout 120s \
+  --set endpoints.allowHttp=true --set endpoints.allowPrivate=true  # the ground's S3 is http on 127.0.0.1
 kubectl -n outbound-system get pods -o wide
 
 say "sample data: one file larger than the $split split size and a few small ones"

@@ -23,13 +23,25 @@ pub enum Access {
     },
 }
 
-// Hand-written so that a stray `{:?}` can never print a secret.
+/// An access key id as status may show it: the first and last four characters, and only when the
+/// value has an access key id's shape (`AKIA…WXYZ`). A Secret key may hold anything (a database
+/// password by mistake), so a value of any other shape is not shown at all.
+pub fn masked_access_key_id(value: &str) -> Option<String> {
+    let shaped = (16..=128).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    shaped.then(|| format!("{}\u{2026}{}", &value[..4], &value[value.len() - 4..]))
+}
+
+// Hand-written so that a stray `{:?}` can never print a secret (nor an access key id that is
+// something else, a password put in the wrong Secret key).
 impl std::fmt::Debug for Access {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Access::Keys { access_key_id, .. } => f
                 .debug_struct("Keys")
-                .field("access_key_id", access_key_id)
+                .field("access_key_id", &masked_access_key_id(access_key_id))
                 .finish_non_exhaustive(),
             Access::WorkloadIdentity => f.write_str("WorkloadIdentity"),
             Access::AssumeRole {

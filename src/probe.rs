@@ -3,9 +3,10 @@
 //! with a message the customer can act on. Needs network (S3/STS), no Kubernetes client.
 
 use crate::api::Identity;
+pub use crate::credentials::masked_access_key_id;
 use crate::credentials::{Access, Target, s3_client, sdk_config};
 use crate::status::ProbeReport;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_types::error::metadata::ErrorMetadata;
 
 /// Why a destination is not ready (the `Ready=False` reasons).
@@ -23,6 +24,36 @@ pub mod reason {
     pub const UNREACHABLE: &str = "Unreachable";
     pub const CREDENTIALS_UNAVAILABLE: &str = "CredentialsUnavailable";
     pub const PROBE_FAILED: &str = "ProbeFailed";
+    pub const ENDPOINT_NOT_ALLOWED: &str = "EndpointNotAllowed";
+}
+
+/// Replaces every occurrence of a secret value in `text`: servers may quote the request they
+/// refused (a signature mismatch can carry the credential scope), and none of it may reach a
+/// condition, an Event or a log line.
+pub fn redact(text: &str, secrets: &[&str]) -> String {
+    let mut text = text.to_string();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        if text.contains(secret) {
+            text = text.replace(secret, "[redacted]");
+        }
+    }
+    text
+}
+
+/// The values of an access that must never be shown.
+fn secret_values(access: &Access) -> Vec<&str> {
+    match access {
+        Access::Keys {
+            access_key_id,
+            secret_access_key,
+            session_token,
+        } => {
+            let mut values = vec![access_key_id.as_str(), secret_access_key.as_str()];
+            values.extend(session_token.as_deref());
+            values
+        }
+        Access::WorkloadIdentity | Access::AssumeRole { .. } => Vec::new(),
+    }
 }
 
 /// What the probe needs to know about a destination.
@@ -114,6 +145,64 @@ impl ErrorFacts {
                 ),
             no_credentials,
             text,
+        }
+    }
+}
+
+/// A server-sent token (error code, region) as it may be quoted, or `None` when it is anything
+/// but a short word: a custom endpoint answers whatever it likes.
+fn token(value: &str, allowed: impl Fn(char) -> bool) -> Option<&str> {
+    (!value.is_empty() && value.len() <= 64 && value.chars().all(allowed)).then_some(value)
+}
+
+impl ErrorFacts {
+    /// The same facts with the server's own text replaced by the class of the failure (what kind
+    /// of network failure, or the error code and HTTP status): a custom endpoint is any server a
+    /// namespace's user names, and its answers must not be relayed into status, Events and logs.
+    pub fn classed(&self) -> ErrorFacts {
+        let lower = self.text.to_ascii_lowercase();
+        let has = |words: &[&str]| words.iter().any(|w| lower.contains(w));
+        let code = self
+            .code
+            .as_deref()
+            .and_then(|c| token(c, |ch| ch.is_ascii_alphanumeric() || ch == '.'));
+        let class = if self.no_credentials {
+            "no credentials".to_string()
+        } else if self.unreachable {
+            if has(&["connection refused"]) {
+                "connection refused".into()
+            } else if has(&["timed out", "timeout"]) {
+                "timed out".into()
+            } else if has(&["dns", "lookup", "resolve", "name or service"]) {
+                "name not resolved".into()
+            } else if has(&["tls", "certificate", "handshake"]) {
+                "TLS handshake failed".into()
+            } else if has(&["connection reset", "broken pipe", "connection closed"]) {
+                "connection reset".into()
+            } else {
+                "no answer".into()
+            }
+        } else {
+            match (code, self.http_status) {
+                (Some(code), Some(status)) => format!("{code} (HTTP {status})"),
+                (Some(code), None) => code.to_string(),
+                (None, Some(status)) => format!("HTTP {status}"),
+                (None, None) => "unexpected answer".into(),
+            }
+        };
+        ErrorFacts {
+            code: code.map(str::to_string),
+            message: None,
+            http_status: self.http_status,
+            bucket_region: self.bucket_region.as_deref().and_then(|r| {
+                token(r, |ch| {
+                    ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-'
+                })
+                .map(str::to_string)
+            }),
+            unreachable: self.unreachable,
+            no_credentials: self.no_credentials,
+            text: class,
         }
     }
 }
@@ -267,16 +356,32 @@ pub fn role_arn_of(arn: &str) -> String {
     arn.to_string()
 }
 
-/// Probes a destination. Never returns an error: every failure is a report with a reason.
+/// Probes a destination. Never returns an error: every failure is a report with a reason, whose
+/// message holds no value of the Secret.
 pub async fn probe(target: &ProbeTarget, access: &Access) -> ProbeReport {
+    let mut report = probe_unredacted(target, access).await;
+    if let Some((_, message)) = &mut report.failure {
+        *message = redact(message, &secret_values(access));
+    }
+    report
+}
+
+async fn probe_unredacted(target: &ProbeTarget, access: &Access) -> ProbeReport {
     let kms = target.sse.as_deref() == Some("aws:kms");
+    // AWS's answers are quoted as they are (they say what to fix); a custom endpoint's only by
+    // class.
+    let custom = target.target.endpoint.is_some() || target.sts_endpoint.is_some();
     let fail = |step: Step,
                 facts: &ErrorFacts,
                 identity: Option<Identity>,
                 policy: Option<String>| ProbeReport {
         failure: Some(classify(
             step,
-            facts,
+            &if custom {
+                facts.classed()
+            } else {
+                facts.clone()
+            },
             &target.bucket,
             &target.target.region,
             kms,
@@ -338,7 +443,8 @@ pub async fn probe(target: &ProbeTarget, access: &Access) -> ProbeReport {
                 Err(e) => return fail(Step::AssumeRole, &ErrorFacts::from_sdk(&e), None, None),
             }
         }
-        Access::Keys { access_key_id, .. } => (base, Some(access_key_id.clone())),
+        // Only ever masked: the identity itself comes from STS or from nowhere.
+        Access::Keys { access_key_id, .. } => (base, masked_access_key_id(access_key_id)),
         Access::WorkloadIdentity => (base, None),
     };
 
@@ -350,7 +456,8 @@ pub async fn probe(target: &ProbeTarget, access: &Access) -> ProbeReport {
             source: "STS".into(),
         },
         Err(e) if sts_optional => {
-            tracing::debug!(error = %DisplayErrorContext(&e), "no STS at the endpoint; identity unverified");
+            let error = ErrorFacts::from_sdk(&e).classed().text;
+            tracing::debug!(%error, "no STS at the endpoint; identity unverified");
             Identity {
                 account: None,
                 arn: None,
@@ -522,6 +629,78 @@ mod tests {
             classify(Step::Identity, &down, "b", "r", false).0,
             reason::UNREACHABLE
         );
+    }
+
+    #[test]
+    fn only_key_shaped_access_key_ids_show_and_only_masked() {
+        assert_eq!(
+            masked_access_key_id("AKIAIOSFODNN7EXAMPLE").as_deref(),
+            Some("AKIA\u{2026}MPLE")
+        );
+        for not_a_key in [
+            "sentinel-db-password-1234",
+            "hunter2",
+            "akiaiosfodnn7example",
+            "AKIA IOSFODNN7EXAMPLE",
+            "AKIAIOSFODNN7",
+            "",
+            "ÄKIAIOSFODNN7EXAMPLE",
+        ] {
+            assert_eq!(masked_access_key_id(not_a_key), None, "{not_a_key}");
+        }
+        assert_eq!(masked_access_key_id(&"A".repeat(129)), None);
+    }
+
+    #[test]
+    fn secret_values_are_cut_out_of_messages() {
+        let access = Access::Keys {
+            access_key_id: "db-password".into(),
+            secret_access_key: "s3cr3t".into(),
+            session_token: Some("tok".into()),
+        };
+        let text = "Credential=db-password/20261127 signed with s3cr3t and tok";
+        let clean = redact(text, &secret_values(&access));
+        assert_eq!(
+            clean,
+            "Credential=[redacted]/20261127 signed with [redacted] and [redacted]"
+        );
+        assert_eq!(redact("nothing", &[""]), "nothing");
+    }
+
+    #[test]
+    fn a_custom_endpoint_is_reported_by_class_never_by_its_text() {
+        let refused = ErrorFacts {
+            unreachable: true,
+            text: "dispatch failure: io error: client error (Connect): tcp connect error: Connection refused (os error 111)".into(),
+            ..Default::default()
+        };
+        let (reason, msg) = classify(Step::HeadBucket, &refused.classed(), "b", "r", false);
+        assert_eq!(reason, reason::UNREACHABLE);
+        assert!(msg.ends_with(": connection refused"), "{msg}");
+        let answer = ErrorFacts {
+            code: Some("AccessDenied".into()),
+            message: Some("ami-id\nhostname\niam/security-credentials/role".into()),
+            http_status: Some(403),
+            bucket_region: Some("<html>".into()),
+            text: "service error: ami-id hostname".into(),
+            ..Default::default()
+        };
+        let classed = answer.classed();
+        assert_eq!(classed.bucket_region, None);
+        let (reason, msg) = classify(Step::PutObject, &classed, "b", "r", false);
+        assert_eq!(reason, reason::ACCESS_DENIED);
+        assert!(
+            msg.ends_with(": AccessDenied (HTTP 403)") && !msg.contains("ami-id"),
+            "{msg}"
+        );
+        let odd = ErrorFacts {
+            code: Some("<b>nope</b>".into()),
+            http_status: Some(500),
+            text: "whatever the server said".into(),
+            ..Default::default()
+        };
+        let (_, msg) = classify(Step::PutObject, &odd.classed(), "b", "r", false);
+        assert!(msg.ends_with("failed: HTTP 500"), "{msg}");
     }
 
     #[test]

@@ -296,11 +296,17 @@ pub fn destination_status(
     let prev = current.map(|c| &c.conditions[..]).unwrap_or(&[]);
     let ready = match &report.failure {
         None => {
+            // The identity holds only what STS said and a masked access key id, never a value
+            // read from the Secret as it is.
             let who = report
                 .identity
                 .as_ref()
-                .and_then(|i| i.arn.clone().or(i.access_key_id.clone()))
-                .unwrap_or_else(|| "our identity".into());
+                .and_then(|i| {
+                    i.arn
+                        .clone()
+                        .or(i.access_key_id.as_ref().map(|k| format!("access key {k}")))
+                })
+                .unwrap_or_else(|| "the configured credentials".into());
             condition(
                 prev,
                 condition::READY,

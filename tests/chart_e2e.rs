@@ -101,6 +101,11 @@ fn helm_install(cmd: &str, release: &str, ns: &str, chart: &Path, extra: &[&str]
         "replicaCount=1",
         "--set",
         "logFormat=text",
+        // The ground's S3 servers are plain http on 127.0.0.1.
+        "--set",
+        "endpoints.allowHttp=true",
+        "--set",
+        "endpoints.allowPrivate=true",
         "--set",
     ];
     let watch = format!("watchNamespace={ns}");

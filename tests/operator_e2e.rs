@@ -105,6 +105,26 @@ async fn jobs_in(world: &World) -> Vec<Job> {
         .items
 }
 
+/// Applies YAML as written, not through the Rust types (which would refuse, before the API
+/// server could, a value such as an unknown ACL).
+async fn apply_untyped<K>(world: &World, yaml: &str) -> Result<(), kube::Error>
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    use kube::ResourceExt;
+    let obj: kube::api::DynamicObject = serde_yaml::from_str(yaml).expect("test YAML parses");
+    let resource = kube::api::ApiResource::erase::<K>(&());
+    let api: kube::Api<kube::api::DynamicObject> =
+        kube::Api::namespaced_with(world.client.clone(), &world.ns, &resource);
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::apply("outbound-test").force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .map(|_| ())
+}
+
 #[tokio::test]
 async fn bad_specs_are_refused_by_the_api_server() {
     let world = World::new("refused").await;
@@ -139,6 +159,90 @@ async fn bad_specs_are_refused_by_the_api_server() {
         let yaml = destination_yaml(name, "bkt", "http://127.0.0.1:1", creds, extra);
         let err = world
             .apply_yaml::<OutboundDestination>(&yaml)
+            .await
+            .expect_err(name);
+        assert!(err.to_string().contains(want), "{name}: {err}");
+    }
+    // Key prefixes start every object key in the customer's bucket; ACLs and storage classes are
+    // S3's own lists. (YAML double quotes spell the control character.)
+    let long = format!("{}/", "\u{e9}".repeat(300));
+    let prefixes = [
+        (
+            "prefix-dotdot",
+            "in/../out/",
+            "must not contain . or .. segments",
+        ),
+        ("prefix-dot", "./in/", "must not contain . or .. segments"),
+        ("prefix-no-slash", "audience", "must end in /"),
+        (
+            "prefix-control",
+            "in\\x01/",
+            "must not contain control characters",
+        ),
+        ("prefix-double-slash", "in//out/", "empty segment (//)"),
+        ("prefix-long", long.as_str(), "must be at most 512 bytes"),
+    ];
+    for (name, prefix, want) in prefixes {
+        let yaml = format!(
+            "apiVersion: outbound.dev/v1alpha1\nkind: OutboundDestination\nmetadata: {{name: {name}}}\nspec:\n  s3: {{bucket: bkt, prefix: \"{prefix}\"}}\n  credentials: {{secret: {{name: k}}}}\n"
+        );
+        let err = apply_untyped::<OutboundDestination>(&world, &yaml)
+            .await
+            .expect_err(name);
+        assert!(err.to_string().contains(want), "{name}: {err}");
+    }
+    let settings = [
+        (
+            "acl-unknown",
+            "{acl: everyone}",
+            "Unsupported value: \"everyone\"",
+        ),
+        (
+            "class-unknown",
+            "{storageClass: standard}",
+            "Unsupported value: \"standard\"",
+        ),
+    ];
+    for (name, upload, want) in settings {
+        let extra = format!("  upload: {upload}\n");
+        let yaml = destination_yaml(
+            name,
+            "bkt",
+            "http://127.0.0.1:1",
+            "{secret: {name: k}}",
+            &extra,
+        );
+        let err = apply_untyped::<OutboundDestination>(&world, &yaml)
+            .await
+            .expect_err(name);
+        assert!(err.to_string().contains(want), "{name}: {err}");
+    }
+    world
+        .apply_yaml::<OutboundDestination>(&destination_yaml(
+            "fine",
+            "bkt",
+            "http://127.0.0.1:1",
+            "{secret: {name: k}}",
+            "  upload: {acl: bucket-owner-full-control, storageClass: STANDARD_IA}\n",
+        ))
+        .await
+        .expect("known ACL and storage class");
+    let key_prefixes = [
+        (
+            "key-dotdot",
+            "../escape/".to_string(),
+            "must not contain . or .. segments",
+        ),
+        ("key-long", "a".repeat(600), "512"),
+        (
+            "key-control",
+            "day\\t1/".to_string(),
+            "must not contain control characters",
+        ),
+    ];
+    for (name, key_prefix, want) in key_prefixes {
+        let extra = format!("  keyPrefix: \"{key_prefix}\"\n");
+        let err = apply_untyped::<OutboundDelivery>(&world, &delivery_yaml(name, "x", "c", &extra))
             .await
             .expect_err(name);
         assert!(err.to_string().contains(want), "{name}: {err}");
@@ -327,7 +431,11 @@ async fn each_bad_input_gets_its_own_reason_and_no_job() {
     }
     let good = world.destination("good").await.status.unwrap();
     let identity = good.identity.expect("identity in status");
-    assert_eq!(identity.access_key_id.as_deref(), Some(gw_key.as_str()));
+    // Without STS the access key id shows only masked, and only when it is shaped like one.
+    assert_eq!(
+        identity.access_key_id,
+        outbound::probe::masked_access_key_id(&gw_key)
+    );
     // moto serves STS: the identity there is the IAM user's ARN.
     let noperm = world
         .destination("no-permission")
@@ -549,6 +657,217 @@ fn assert_secret_nowhere(world: &World, secret: &str) {
     }
 }
 
+/// Creates a versitygw account with these keys (role admin: it may write every bucket), through
+/// versitygw's admin API as the ground's root user.
+fn versitygw_account(env: &GroundEnv, access: &str, secret: &str) {
+    let admin = std::env::var("S3_ADMIN_ENDPOINT").expect("S3_ADMIN_ENDPOINT from the ground");
+    let out = std::process::Command::new("versitygw")
+        .args(["admin", "--access", &env.s3_access_key, "--secret"])
+        .arg(&env.s3_secret_key)
+        .args(["--endpoint-url", &admin, "create-user", "--access", access])
+        .args(["--secret", secret, "--role", "admin"])
+        .output()
+        .expect("versitygw (on the ground's PATH)");
+    assert!(
+        out.status.success(),
+        "versitygw admin create-user: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn no_secret_value_is_shown_and_a_key_shaped_id_only_masked() {
+    let mut world = World::new("nosecret").await;
+    let env = &world.env;
+    let gw = s3(
+        &env.s3_endpoint,
+        &env.s3_region,
+        &env.s3_access_key,
+        &env.s3_secret_key,
+    )
+    .await;
+    let bkt = format!("nosecret-{}", suffix());
+    bucket(&gw, &bkt).await;
+    // A Secret key that holds something else than an access key id (a database password put in
+    // the wrong key), one that does hold a key-shaped id, and one the server does not know.
+    let sentinel = format!("sentinel-db-password-{}", suffix());
+    let shaped = format!("AKIA{}{}", suffix().to_uppercase(), suffix().to_uppercase());
+    let unknown = format!("sentinel-unknown-{}", suffix());
+    let secret = format!("sentinel-secret-{}", suffix());
+    versitygw_account(env, &sentinel, &secret);
+    versitygw_account(env, &shaped, &secret);
+    let endpoint = env.s3_endpoint.clone();
+    for (name, key) in [
+        ("db", &sentinel),
+        ("shaped", &shaped),
+        ("unknown", &unknown),
+    ] {
+        world
+            .secret(
+                name,
+                &[
+                    ("AWS_ACCESS_KEY_ID", key),
+                    ("AWS_SECRET_ACCESS_KEY", &secret),
+                ],
+            )
+            .await;
+        world
+            .apply_yaml::<OutboundDestination>(&destination_yaml(
+                name,
+                &bkt,
+                &endpoint,
+                &format!("{{secret: {{name: {name}}}}}"),
+                "",
+            ))
+            .await
+            .unwrap();
+    }
+    world.start_operator();
+    // versitygw serves no STS: before, the Secret's value was the identity ("<value> can write").
+    let db = world.wait_destination("db", "True", "Validated").await;
+    let status = db.status.unwrap();
+    let identity = status.identity.expect("identity");
+    assert_eq!(identity.source, "Unverified");
+    assert_eq!(identity.access_key_id, None, "not shaped like a key id");
+    let masked = format!("{}\u{2026}{}", &shaped[..4], &shaped[shaped.len() - 4..]);
+    let ok = world.wait_destination("shaped", "True", "Validated").await;
+    let status = ok.status.unwrap();
+    assert_eq!(
+        status.identity.expect("identity").access_key_id,
+        Some(masked.clone())
+    );
+    assert!(
+        status.conditions[0].message.contains(&masked),
+        "{}",
+        status.conditions[0].message
+    );
+    world
+        .wait_destination("unknown", "False", "InvalidAccessKeyId")
+        .await;
+    // The Events are published after the status: wait for one per destination before looking.
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> = world.api();
+    wait_for(
+        "an Event for each destination",
+        Duration::from_secs(30),
+        || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            let mut named: Vec<String> = list
+                .items
+                .iter()
+                .filter_map(|e| e.regarding.as_ref()?.name.clone())
+                .collect();
+            named.sort();
+            named.dedup();
+            (named.len() >= 3).then_some(())
+        },
+        || world.diagnose(),
+    )
+    .await;
+    for value in [&sentinel, &shaped, &unknown, &secret] {
+        assert_secret_nowhere(&world, value);
+    }
+    world.cleanup().await;
+}
+
+#[tokio::test]
+async fn endpoints_the_admin_did_not_allow_are_refused_and_deliveries_wait() {
+    let mut world = World::new("endpoints").await;
+    let creds = "{secret: {name: keys}}";
+    let cases = [
+        (
+            "metadata",
+            "http://169.254.169.254",
+            "spec.s3.endpoint",
+            "cloud metadata address",
+        ),
+        (
+            "loopback",
+            "https://127.0.0.1:9",
+            "spec.s3.endpoint",
+            "loopback address",
+        ),
+        (
+            "link-local",
+            "https://[fe80::1]:443",
+            "spec.s3.endpoint",
+            "link-local address",
+        ),
+        (
+            "plain",
+            "http://s3.example.com",
+            "spec.s3.endpoint",
+            "plain http",
+        ),
+    ];
+    for (name, endpoint, _, _) in cases {
+        world
+            .apply_yaml::<OutboundDestination>(&destination_yaml(name, "bkt", endpoint, creds, ""))
+            .await
+            .unwrap();
+    }
+    world
+        .apply_yaml::<OutboundDestination>(
+            "apiVersion: outbound.dev/v1alpha1\nkind: OutboundDestination\nmetadata: {name: sts}\nspec:\n  s3: {bucket: bkt, endpoint: \"https://s3.example.com\", stsEndpoint: \"https://[fd00:ec2::254]\"}\n  credentials: {secret: {name: keys}}\n",
+        )
+        .await
+        .unwrap();
+    // Everything else the delivery needs is there: only the destination holds it back.
+    world
+        .secret(
+            "keys",
+            &[
+                ("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEEXAMPLE00"),
+                ("AWS_SECRET_ACCESS_KEY", "not-used"),
+            ],
+        )
+        .await;
+    world.volume("exports").await;
+    world
+        .apply_yaml::<OutboundDelivery>(&delivery_yaml("to-metadata", "metadata", "exports", ""))
+        .await
+        .unwrap();
+    // The defaults, as a chart installs them: the test support allows both for the ground.
+    world.start_operator_with_env(&[
+        ("OUTBOUND_ALLOW_HTTP_ENDPOINTS", "false"),
+        ("OUTBOUND_ALLOW_PRIVATE_ENDPOINTS", "false"),
+    ]);
+    let all =
+        cases
+            .iter()
+            .copied()
+            .chain([("sts", "", "spec.s3.stsEndpoint", "cloud metadata address")]);
+    for (name, _, field, why) in all {
+        let d = world
+            .wait_destination(name, "False", "EndpointNotAllowed")
+            .await;
+        let message = &d.status.unwrap().conditions[0].message;
+        assert!(
+            message.contains(field) && message.contains(why),
+            "{name}: {message}"
+        );
+    }
+    let d = world
+        .wait_delivery(
+            "to-metadata",
+            "Pending",
+            Some("DestinationNotReady"),
+            Duration::from_secs(30),
+        )
+        .await;
+    let ready = d.status.unwrap().conditions;
+    assert!(
+        ready
+            .iter()
+            .any(|c| c.message.contains("EndpointNotAllowed")),
+        "{ready:?}"
+    );
+    // Still nothing a few seconds later.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(jobs_in(&world).await.is_empty(), "a Job was created");
+    world.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_secret_destination_delivers_split_files_exactly() {
     let mut world = World::new("deliver").await;
@@ -597,7 +916,10 @@ async fn a_secret_destination_delivers_split_files_exactly() {
         .unwrap()
         .identity
         .expect("the writing identity in status");
-    assert_eq!(identity.access_key_id.as_deref(), Some(key.as_str()));
+    assert_eq!(
+        identity.access_key_id,
+        outbound::probe::masked_access_key_id(&key)
+    );
 
     world
         .apply_yaml::<OutboundDelivery>(&delivery_yaml_from(

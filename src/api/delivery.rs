@@ -3,7 +3,7 @@
 // kube's printcolumn(...) repeats `type_ = ...` inside one attribute, which clippy misreads.
 #![allow(clippy::duplicated_attributes)]
 
-use super::{SplitOn, SplitSize};
+use super::{SplitOn, SplitSize, prefix_rule};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -53,9 +53,16 @@ pub struct OutboundDeliverySpec {
     pub destination_ref: LocalRef,
     /// What to deliver.
     pub source: DeliverySource,
-    /// Key prefix of this delivery, under the destination's prefix (e.g. `2026-11-27/`).
+    /// Key prefix of this delivery, under the destination's prefix (e.g. `2026-11-27/`). No
+    /// control characters, no `.`, `..` or empty (`//`) segment, at most 512 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024))]
+    #[schemars(length(max = 512))]
+    #[x_kube(
+        validation = Rule::new(prefix_rule::NO_CONTROL).message(prefix_rule::NO_CONTROL_MESSAGE),
+        validation = Rule::new(prefix_rule::NO_DOT_SEGMENT).message(prefix_rule::NO_DOT_SEGMENT_MESSAGE),
+        validation = Rule::new(prefix_rule::NO_EMPTY_SEGMENT).message(prefix_rule::NO_EMPTY_SEGMENT_MESSAGE),
+        validation = Rule::new(prefix_rule::MAX_BYTES).message(prefix_rule::MAX_BYTES_MESSAGE)
+    )]
     pub key_prefix: Option<String>,
     /// Largest object written; never above the destination's split size (nor 1Ti).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,7 +3,7 @@
 // kube's printcolumn(...) repeats `type_ = ...` inside one attribute, which clippy misreads.
 #![allow(clippy::duplicated_attributes)]
 
-use super::SplitSize;
+use super::{SplitSize, prefix_rule};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -66,16 +66,28 @@ pub struct S3Location {
     /// The bucket's region.
     #[serde(default = "default_region")]
     pub region: String,
-    /// Key prefix under which every delivery's objects are written (e.g. `audience/`).
+    /// Key prefix under which every delivery's objects are written (e.g. `audience/`). It ends
+    /// in `/`, and holds no control characters, no `.`, `..` or empty (`//`) segment and at most
+    /// 512 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    #[x_kube(
+        validation = Rule::new("self == '' || self.endsWith('/')").message("a non-empty prefix must end in / (e.g. audience/)"),
+        validation = Rule::new(prefix_rule::NO_CONTROL).message(prefix_rule::NO_CONTROL_MESSAGE),
+        validation = Rule::new(prefix_rule::NO_DOT_SEGMENT).message(prefix_rule::NO_DOT_SEGMENT_MESSAGE),
+        validation = Rule::new(prefix_rule::NO_EMPTY_SEGMENT).message(prefix_rule::NO_EMPTY_SEGMENT_MESSAGE),
+        validation = Rule::new(prefix_rule::MAX_BYTES).message(prefix_rule::MAX_BYTES_MESSAGE)
+    )]
     pub prefix: Option<String>,
-    /// URL of an S3-compatible server (e.g. `http://127.0.0.1:7070`); unset means Amazon S3.
+    /// URL of an S3-compatible server (e.g. `https://minio.storage.svc:9000`); unset means
+    /// Amazon S3. Must be https, and not a loopback, link-local or cloud metadata address, unless
+    /// the operator's admin allowed them (`Ready=False`, reason `EndpointNotAllowed`, otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// URL of the STS service used to show the writing identity and to assume roles. Unset: AWS
     /// STS, or `endpoint` when that is set (moto and MinIO serve STS there). When the endpoint
     /// serves no STS, the destination is still validated by the S3 probe and the identity shows
-    /// only the access key id.
+    /// at most a masked access key id. The same rules as for `endpoint` apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sts_endpoint: Option<String>,
     /// Path-style addressing (`endpoint/bucket/key`), needed by most S3-compatible servers.
@@ -160,9 +172,10 @@ pub struct UploadSettings {
     /// Where a split falls: `lines` (every part a complete file of whole lines) or `bytes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split_on: Option<SplitOn>,
-    /// S3 storage class of the objects (e.g. `STANDARD`, `INTELLIGENT_TIERING`).
+    /// S3 storage class of the objects (e.g. `STANDARD`, `INTELLIGENT_TIERING`); unset: the
+    /// bucket's default (`STANDARD`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage_class: Option<String>,
+    pub storage_class: Option<StorageClass>,
     /// Server-side encryption of the objects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_side_encryption: Option<ServerSideEncryption>,
@@ -172,7 +185,71 @@ pub struct UploadSettings {
     /// Canned ACL sent with every object. Default `bucket-owner-full-control` in cross-account
     /// modes (safe to send, and gives the bucket owner the objects), none with keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub acl: Option<String>,
+    pub acl: Option<CannedAcl>,
+}
+
+/// A canned ACL S3 accepts on objects.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CannedAcl {
+    Private,
+    PublicRead,
+    PublicReadWrite,
+    AuthenticatedRead,
+    AwsExecRead,
+    BucketOwnerRead,
+    BucketOwnerFullControl,
+}
+
+impl CannedAcl {
+    /// The spelling S3 (and the spec) uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CannedAcl::Private => "private",
+            CannedAcl::PublicRead => "public-read",
+            CannedAcl::PublicReadWrite => "public-read-write",
+            CannedAcl::AuthenticatedRead => "authenticated-read",
+            CannedAcl::AwsExecRead => "aws-exec-read",
+            CannedAcl::BucketOwnerRead => "bucket-owner-read",
+            CannedAcl::BucketOwnerFullControl => "bucket-owner-full-control",
+        }
+    }
+}
+
+/// An S3 storage class.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StorageClass {
+    Standard,
+    ReducedRedundancy,
+    StandardIa,
+    OnezoneIa,
+    IntelligentTiering,
+    Glacier,
+    DeepArchive,
+    Outposts,
+    GlacierIr,
+    Snow,
+    ExpressOnezone,
+}
+
+impl StorageClass {
+    /// The spelling S3 (and the spec) uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageClass::Standard => "STANDARD",
+            StorageClass::ReducedRedundancy => "REDUCED_REDUNDANCY",
+            StorageClass::StandardIa => "STANDARD_IA",
+            StorageClass::OnezoneIa => "ONEZONE_IA",
+            StorageClass::IntelligentTiering => "INTELLIGENT_TIERING",
+            StorageClass::Glacier => "GLACIER",
+            StorageClass::DeepArchive => "DEEP_ARCHIVE",
+            StorageClass::Outposts => "OUTPOSTS",
+            StorageClass::GlacierIr => "GLACIER_IR",
+            StorageClass::Snow => "SNOW",
+            StorageClass::ExpressOnezone => "EXPRESS_ONEZONE",
+        }
+    }
 }
 
 /// Where a file is split.
@@ -281,10 +358,54 @@ pub struct Identity {
     /// ARN of the principal (from STS GetCallerIdentity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
-    /// The access key id in use (never the secret), when the Secret mode is used.
+    /// The access key id in use, masked to its first and last four characters (`AKIA…WXYZ`),
+    /// when the Secret mode is used and the value looks like an access key id; never the secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_key_id: Option<String>,
     /// How the identity was learnt: `STS`, or `Unverified` when the endpoint serves no STS (the
     /// S3 probe still proved the keys can write).
     pub source: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acl_and_storage_class_keep_the_spelling_users_write() {
+        let upload: UploadSettings =
+            serde_yaml::from_str("{acl: bucket-owner-full-control, storageClass: GLACIER_IR}")
+                .unwrap();
+        assert_eq!(upload.acl, Some(CannedAcl::BucketOwnerFullControl));
+        assert_eq!(upload.storage_class, Some(StorageClass::GlacierIr));
+        // What reaches the Job (as_str) is what serde reads and writes.
+        for acl in [
+            CannedAcl::Private,
+            CannedAcl::PublicRead,
+            CannedAcl::PublicReadWrite,
+            CannedAcl::AuthenticatedRead,
+            CannedAcl::AwsExecRead,
+            CannedAcl::BucketOwnerRead,
+            CannedAcl::BucketOwnerFullControl,
+        ] {
+            assert_eq!(serde_json::to_value(acl).unwrap(), acl.as_str());
+        }
+        for class in [
+            StorageClass::Standard,
+            StorageClass::ReducedRedundancy,
+            StorageClass::StandardIa,
+            StorageClass::OnezoneIa,
+            StorageClass::IntelligentTiering,
+            StorageClass::Glacier,
+            StorageClass::DeepArchive,
+            StorageClass::Outposts,
+            StorageClass::GlacierIr,
+            StorageClass::Snow,
+            StorageClass::ExpressOnezone,
+        ] {
+            assert_eq!(serde_json::to_value(class).unwrap(), class.as_str());
+        }
+        assert!(serde_yaml::from_str::<UploadSettings>("{acl: everyone}").is_err());
+        assert!(serde_yaml::from_str::<UploadSettings>("{storageClass: standard}").is_err());
+    }
 }

@@ -29,6 +29,22 @@ pub const DEFAULT_ACCESS_KEY_ID_KEY: &str = "AWS_ACCESS_KEY_ID";
 /// The default secret key holding the secret access key.
 pub const DEFAULT_SECRET_ACCESS_KEY_KEY: &str = "AWS_SECRET_ACCESS_KEY";
 
+/// CEL rules shared by the key prefixes (`s3.prefix`, `keyPrefix`): a prefix starts every object
+/// key in the customer's bucket, so it holds no control characters, no `.` or `..` segment (tools
+/// that map keys to paths would climb out), no empty segment and at most 512 bytes (S3 keys are at
+/// most 1024 bytes, and the file names need room too).
+pub(crate) mod prefix_rule {
+    pub const NO_CONTROL: &str = "!self.matches('[[:cntrl:]]')";
+    pub const NO_CONTROL_MESSAGE: &str = "must not contain control characters";
+    pub const NO_DOT_SEGMENT: &str = "!self.matches('(^|/)[.][.]?(/|$)')";
+    pub const NO_DOT_SEGMENT_MESSAGE: &str = "must not contain . or .. segments";
+    pub const NO_EMPTY_SEGMENT: &str = "!self.contains('//')";
+    pub const NO_EMPTY_SEGMENT_MESSAGE: &str = "must not contain an empty segment (//)";
+    /// `maxLength` counts characters; keys are limited in bytes.
+    pub const MAX_BYTES: &str = "size(bytes(self)) <= 512";
+    pub const MAX_BYTES_MESSAGE: &str = "must be at most 512 bytes";
+}
+
 /// Condition types.
 pub mod condition {
     pub const READY: &str = "Ready";

@@ -1,6 +1,7 @@
 //! The destination reconciler: resolve credentials, probe the bucket, write `Ready`, identity
 //! and bucket-policy statement. Needs a client (Secret, status) and the network (S3/STS).
 
+use super::endpoint::{self, EndpointPolicy};
 use super::{Context, requeue_for};
 use crate::api::{CONTROLLER_MANAGER, OutboundDestination, SecretKeys};
 use crate::credentials::{Access, Target};
@@ -157,13 +158,45 @@ pub fn probe_target(dest: &OutboundDestination) -> ProbeTarget {
     }
 }
 
+/// Whether the destination's endpoints are ones the admin allows (https; no loopback, link-local
+/// or metadata address), or the report that says which field is refused and why.
+async fn endpoints_allowed(
+    dest: &OutboundDestination,
+    policy: EndpointPolicy,
+) -> Result<(), Box<ProbeReport>> {
+    let s3 = &dest.spec.s3;
+    let fields = [
+        ("spec.s3.endpoint", &s3.endpoint),
+        ("spec.s3.stsEndpoint", &s3.sts_endpoint),
+    ];
+    for (field, url) in fields {
+        let Some(url) = url else { continue };
+        let checked = match endpoint::check(field, url, policy) {
+            Ok(parsed) => endpoint::check_resolved(field, url, &parsed, policy).await,
+            Err(message) => Err(message),
+        };
+        if let Err(message) = checked {
+            return Err(Box::new(ProbeReport {
+                failure: Some((reason::ENDPOINT_NOT_ALLOWED.into(), message)),
+                identity: None,
+                bucket_policy_statement: None,
+            }));
+        }
+    }
+    Ok(())
+}
+
 pub async fn reconcile(dest: Arc<OutboundDestination>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconcile(CONTROLLER);
     let ns = dest.namespace().unwrap_or_default();
     let name = dest.name_any();
-    let report = match resolve_access(&ctx.client, &dest).await? {
-        Ok(access) => probe::probe(&probe_target(&dest), &access).await,
+    // A refused endpoint is never contacted, not even to read the Secret for it.
+    let report = match endpoints_allowed(&dest, ctx.args.endpoint_policy()).await {
         Err(report) => *report,
+        Ok(()) => match resolve_access(&ctx.client, &dest).await? {
+            Ok(access) => probe::probe(&probe_target(&dest), &access).await,
+            Err(report) => *report,
+        },
     };
     let reason = report
         .failure

@@ -3,6 +3,7 @@
 
 mod delivery;
 mod destination;
+pub mod endpoint;
 pub mod leader;
 mod uploads;
 pub mod validate;
@@ -66,6 +67,23 @@ pub struct RunArgs {
     /// (credentials gone, access revoked) before it lets go with a Warning event listing them.
     #[arg(long, env = "OUTBOUND_CLEANUP_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
     pub cleanup_timeout: Duration,
+    /// Let destinations name plain `http://` S3 and STS endpoints (default: https only).
+    #[arg(long, env = "OUTBOUND_ALLOW_HTTP_ENDPOINTS", action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub allow_http_endpoints: bool,
+    /// Let destinations name loopback, link-local and cloud metadata endpoints (169.254.169.254,
+    /// fd00:ec2::254, metadata.google.internal); default: refused.
+    #[arg(long, env = "OUTBOUND_ALLOW_PRIVATE_ENDPOINTS", action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub allow_private_endpoints: bool,
+}
+
+impl RunArgs {
+    /// The endpoints destinations may name.
+    pub fn endpoint_policy(&self) -> endpoint::EndpointPolicy {
+        endpoint::EndpointPolicy {
+            allow_http: self.allow_http_endpoints,
+            allow_private: self.allow_private_endpoints,
+        }
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

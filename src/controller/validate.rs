@@ -259,7 +259,18 @@ pub fn validate(
         .status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::READY));
+    // A Ready from before the destination's last change says nothing about its new spec (a new
+    // endpoint may be one the operator refuses): wait for the probe of this generation.
+    let stale = |c: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition| matches!((c.observed_generation, destination.metadata.generation), (Some(seen), Some(now)) if seen != now);
     match dest_ready {
+        Some(c) if c.status == "True" && stale(c) => {
+            return Err(Blocked::new(
+                "DestinationNotReady",
+                format!(
+                    "OutboundDestination {dest_name} changed and has not been validated again yet"
+                ),
+            ));
+        }
         Some(c) if c.status == "True" => {}
         Some(c) => {
             return Err(Blocked::new(
@@ -284,7 +295,7 @@ pub fn validate(
         };
     let acl = upload
         .acl
-        .clone()
+        .map(|a| a.as_str().to_string())
         .or_else(|| cross.map(|_| "bucket-owner-full-control".to_string()));
     let prefix = join_prefix(dspec.s3.prefix.as_deref(), spec.key_prefix.as_deref());
     let _ = DELIVERY_LABEL;
@@ -307,7 +318,7 @@ pub fn validate(
         exclude: spec.source.volume.exclude.clone(),
         split_size,
         split_on: spec.split_on.or(upload.split_on).unwrap_or_default(),
-        storage_class: upload.storage_class.clone(),
+        storage_class: upload.storage_class.map(|c| c.as_str().to_string()),
         sse: upload
             .server_side_encryption
             .as_ref()
@@ -474,6 +485,19 @@ pub(crate) mod tests {
             )),
             "DestinationNotReady"
         );
+    }
+
+    #[test]
+    fn a_ready_from_an_older_generation_of_the_destination_does_not_count() {
+        let d = delivery();
+        let mut dest = destination(true);
+        dest.metadata.generation = Some(1);
+        assert!(validate(&d, Some(&dest), Some(&all_keys()[..]), Some(&pvc())).is_ok());
+        // The spec changed (say, to an endpoint the operator refuses) and was not probed yet.
+        dest.metadata.generation = Some(2);
+        let b = validate(&d, Some(&dest), Some(&all_keys()[..]), Some(&pvc())).unwrap_err();
+        assert_eq!(b.reason, "DestinationNotReady");
+        assert!(b.message.contains("validated again"), "{}", b.message);
     }
 
     #[test]

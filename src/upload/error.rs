@@ -260,7 +260,14 @@ pub enum UploadError {
     Glob { pattern: String, reason: String },
     #[error("stopped by SIGTERM (a drain or a deletion): open uploads stay open for the next pod")]
     Interrupted,
+    /// A link in the source folder that resolves outside it: never followed (it could name a
+    /// token or any file of the pod).
+    #[error("source file {file} is a link to {target}, outside the source folder")]
+    OutsideVolume { file: String, target: String },
 }
+
+/// The delivery's Failed reason for [`UploadError::OutsideVolume`].
+pub const SOURCE_OUTSIDE_VOLUME: &str = "SourceOutsideVolume";
 
 /// Exit code of an upload that failed for good: the Job's pod failure policy fails the Job at
 /// once instead of burning its retries.
@@ -339,6 +346,7 @@ impl UploadError {
             UploadError::Plan(_) | UploadError::Settings(_) => "InvalidSettings",
             UploadError::Changed { .. } => "SourceChanged",
             UploadError::Glob { .. } => "InvalidGlob",
+            UploadError::OutsideVolume { .. } => SOURCE_OUTSIDE_VOLUME,
             UploadError::AssumeRole { .. } => "AssumeRoleFailed",
             UploadError::Conflict { .. } => "ObjectConflict",
             UploadError::Mismatch { .. } => "ChecksumMismatch",
@@ -373,6 +381,19 @@ mod tests {
         );
         assert_eq!(xml_field(b"", "Code"), None);
         assert_eq!(xml_field(b"<Code></Code>", "Code"), None);
+    }
+
+    #[test]
+    fn a_link_out_names_the_file_and_its_reason() {
+        let err = UploadError::OutsideVolume {
+            file: "token.sync".into(),
+            target: "/var/run/secrets/token".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "source file token.sync is a link to /var/run/secrets/token, outside the source folder"
+        );
+        assert_eq!(err.reason(), "SourceOutsideVolume");
     }
 
     #[test]

@@ -1,0 +1,260 @@
+//! Finding the source files: the regular files under the source folder, filtered by the
+//! include/exclude globs, with the relative path each one is delivered under. Links never lead
+//! out of the source folder.
+
+use std::path::{Path, PathBuf};
+
+use super::error::UploadError;
+use crate::plan::SourceFile;
+
+/// Regular files under `root`, relative `/`-separated paths, filtered by include/exclude globs.
+///
+/// Links are resolved as `openat2(RESOLVE_BENEATH)` would: both the root and the link are
+/// canonicalized, and a link whose target is not below the root is refused
+/// ([`UploadError::OutsideVolume`]), whether it names a file or a folder: the source volume is
+/// the customer-facing boundary, and a link to `/var/run/secrets/...` or `/etc/passwd` must not
+/// turn into an object in someone's bucket. A file link that stays inside is delivered under the
+/// link's own name, read from the canonical path (which holds no link at the time of the walk).
+/// A folder link that stays inside is not descended: its files are delivered under their real
+/// path already, and not following folder links also means no cycles. A file link that the
+/// globs leave out is never opened, so it is not judged.
+pub fn walk(
+    root: &Path,
+    include: &[String],
+    exclude: &[String],
+) -> Result<Vec<SourceFile>, UploadError> {
+    let globs = |patterns: &[String]| -> Result<Option<globset::GlobSet>, UploadError> {
+        let patterns: Vec<&String> = patterns.iter().filter(|p| !p.trim().is_empty()).collect();
+        if patterns.is_empty() {
+            return Ok(None);
+        }
+        let mut builder = globset::GlobSetBuilder::new();
+        for p in patterns {
+            builder.add(
+                globset::Glob::new(p.trim())
+                    .map_err(|e| UploadError::Settings(format!("invalid glob {p:?}: {e}")))?,
+            );
+        }
+        builder
+            .build()
+            .map(Some)
+            .map_err(|e| UploadError::Settings(e.to_string()))
+    };
+    let include = globs(include)?;
+    let exclude = globs(exclude)?;
+    let walk_err = |path: &Path, source| UploadError::Walk {
+        path: path.display().to_string(),
+        source,
+    };
+    // Links are judged against the real root: the source folder itself may be reached through a
+    // link (a mount path), and what counts is where its files really are.
+    let real_root = std::fs::canonicalize(root).map_err(|e| walk_err(root, e))?;
+    let mut files = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(|e| walk_err(&dir, e))? {
+            let entry = entry.map_err(|e| walk_err(&dir, e))?;
+            let path = entry.path();
+            let relative = path
+                .strip_prefix(root)
+                .expect("walked below the root")
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            // The entry itself, links not followed.
+            let file_type = entry.file_type().map_err(|e| walk_err(&path, e))?;
+            if file_type.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let (path, meta) = if file_type.is_symlink() {
+                let Some((target, beneath)) = link_beneath(&real_root, &path, &relative)? else {
+                    continue;
+                };
+                // The canonical path has no link left: stat it without following anything.
+                let meta = std::fs::symlink_metadata(&target).map_err(|e| walk_err(&path, e))?;
+                if meta.is_dir() {
+                    if !beneath {
+                        return Err(outside(&relative, &target));
+                    }
+                    continue;
+                }
+                if !meta.is_file() {
+                    continue;
+                }
+                if !selected(&include, &exclude, &relative) {
+                    continue;
+                }
+                if !beneath {
+                    return Err(outside(&relative, &target));
+                }
+                (target, meta)
+            } else {
+                (
+                    path.clone(),
+                    entry.metadata().map_err(|e| walk_err(&path, e))?,
+                )
+            };
+            if !meta.is_file() || !selected(&include, &exclude, &relative) {
+                continue;
+            }
+            files.push(SourceFile {
+                relative,
+                path,
+                size: meta.len(),
+            });
+        }
+    }
+    files.sort_by(|a, b| a.relative.cmp(&b.relative));
+    Ok(files)
+}
+
+fn selected(
+    include: &Option<globset::GlobSet>,
+    exclude: &Option<globset::GlobSet>,
+    relative: &str,
+) -> bool {
+    include.as_ref().is_none_or(|g| g.is_match(relative))
+        && exclude.as_ref().is_none_or(|g| !g.is_match(relative))
+}
+
+fn outside(relative: &str, target: &Path) -> UploadError {
+    UploadError::OutsideVolume {
+        file: relative.to_string(),
+        target: target.display().to_string(),
+    }
+}
+
+/// Where the link at `path` really leads, and whether that is beneath `real_root`; `None` for a
+/// dangling link (nothing to read, nothing to deliver).
+fn link_beneath(
+    real_root: &Path,
+    path: &Path,
+    relative: &str,
+) -> Result<Option<(PathBuf, bool)>, UploadError> {
+    match std::fs::canonicalize(path) {
+        // `starts_with` compares whole components: `/data2` is not beneath `/data`.
+        Ok(target) => {
+            let beneath = target.starts_with(real_root);
+            Ok(Some((target, beneath)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(
+                file = relative,
+                "skipping a dangling link in the source folder"
+            );
+            Ok(None)
+        }
+        Err(source) => Err(UploadError::Walk {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn names(files: &[SourceFile]) -> Vec<&str> {
+        files.iter().map(|f| f.relative.as_str()).collect()
+    }
+
+    /// A source folder `src` with `a.sync` and `sub/b.sync`, beside a folder `outside` that holds
+    /// a file standing for a token.
+    fn ground() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let out = dir.path().join("outside");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(src.join("a.sync"), b"a\n").unwrap();
+        std::fs::write(src.join("sub/b.sync"), b"bb\n").unwrap();
+        std::fs::write(out.join("token"), b"secret token\n").unwrap();
+        (dir, src, out)
+    }
+
+    #[test]
+    fn regular_files_in_order_with_globs() {
+        let (_dir, src, _) = ground();
+        let all = walk(&src, &[], &[]).unwrap();
+        assert_eq!(names(&all), ["a.sync", "sub/b.sync"]);
+        assert_eq!(all[1].size, 3);
+        let some = walk(&src, &[], &["sub/*".into()]).unwrap();
+        assert_eq!(names(&some), ["a.sync"]);
+    }
+
+    #[test]
+    fn a_file_link_out_is_refused_naming_the_file() {
+        let (_dir, src, out) = ground();
+        symlink(out.join("token"), src.join("sub/token.sync")).unwrap();
+        let err = walk(&src, &[], &[]).unwrap_err();
+        match &err {
+            UploadError::OutsideVolume { file, target } => {
+                assert_eq!(file, "sub/token.sync");
+                assert!(target.ends_with("outside/token"), "{target}");
+            }
+            other => panic!("{other}"),
+        }
+        assert_eq!(err.reason(), "SourceOutsideVolume");
+        // A relative link climbing out is the same link.
+        std::fs::remove_file(src.join("sub/token.sync")).unwrap();
+        symlink("../../outside/token", src.join("sub/up.sync")).unwrap();
+        assert!(matches!(
+            walk(&src, &[], &[]),
+            Err(UploadError::OutsideVolume { file, .. }) if file == "sub/up.sync"
+        ));
+        // Left out by the globs, it is never opened and so not in the way.
+        let files = walk(&src, &[], &["sub/up.sync".into()]).unwrap();
+        assert_eq!(names(&files), ["a.sync", "sub/b.sync"]);
+    }
+
+    #[test]
+    fn a_folder_link_out_is_refused() {
+        let (_dir, src, out) = ground();
+        symlink(&out, src.join("secrets")).unwrap();
+        let err = walk(&src, &["*.sync".into()], &[]).unwrap_err();
+        assert!(
+            matches!(&err, UploadError::OutsideVolume { file, .. } if file == "secrets"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_link_inside_is_delivered_under_its_own_name() {
+        let (_dir, src, _) = ground();
+        symlink("sub/b.sync", src.join("latest.sync")).unwrap();
+        // A folder link inside is not descended (its files are there under their real path).
+        symlink("sub", src.join("again")).unwrap();
+        let files = walk(&src, &[], &[]).unwrap();
+        assert_eq!(names(&files), ["a.sync", "latest.sync", "sub/b.sync"]);
+        let latest = &files[1];
+        assert_eq!(latest.size, 3);
+        assert_eq!(
+            latest.path,
+            std::fs::canonicalize(src.join("sub/b.sync")).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_root_reached_through_a_link_is_its_target() {
+        let (dir, src, _) = ground();
+        let via = dir.path().join("via");
+        symlink(&src, &via).unwrap();
+        symlink("a.sync", src.join("same.sync")).unwrap();
+        let files = walk(&via, &[], &[]).unwrap();
+        assert_eq!(names(&files), ["a.sync", "same.sync", "sub/b.sync"]);
+    }
+
+    #[test]
+    fn a_dangling_link_is_skipped() {
+        let (_dir, src, _) = ground();
+        symlink("nowhere", src.join("gone.sync")).unwrap();
+        assert_eq!(
+            names(&walk(&src, &[], &[]).unwrap()),
+            ["a.sync", "sub/b.sync"]
+        );
+    }
+}
