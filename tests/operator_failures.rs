@@ -859,3 +859,158 @@ async fn twenty_thousand_files_in_four_shards_keep_the_delivery_small_and_quiet(
     assert_eq!(manifest["Files"].as_array().unwrap().len(), files as usize);
     world.cleanup().await;
 }
+
+/// Kills a process of the ground by its pid file (the ground starts it again).
+fn kill_ground_process(name: &str) {
+    let state = std::env::var("GROUND_STATE").expect("GROUND_STATE from the ground's env");
+    let pid = std::fs::read_to_string(format!("{state}/pids/{name}.pid")).unwrap();
+    let out = std::process::Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kill {name}: {out:?}");
+}
+
+#[tokio::test]
+async fn a_delivery_survives_chaos_byte_for_byte() {
+    use k8s_openapi::api::core::v1::Pod;
+    let mut world = World::new("chaos").await;
+    let env = &world.env;
+    let (endpoint, key, secret) = (
+        env.s3_endpoint.clone(),
+        env.s3_access_key.clone(),
+        env.s3_secret_key.clone(),
+    );
+    let gw = s3(&endpoint, &env.s3_region, &key, &secret).await;
+    let bkt = format!("chaos-{}", suffix());
+    gw.create_bucket().bucket(&bkt).send().await.unwrap();
+    let folder = world.volume("exports").await;
+    // 2 GiB in 8 files of 256 MiB (2.7 million lines each).
+    let files = 8;
+    for i in 0..files {
+        write_lines(&folder.join(format!("data/part{i}.sync")), 2_684_355);
+    }
+    let total: u64 = (0..files)
+        .map(|i| {
+            std::fs::metadata(folder.join(format!("data/part{i}.sync")))
+                .unwrap()
+                .len()
+        })
+        .sum();
+    // Slow enough that every disruption lands mid-delivery.
+    let slow = proxy::Proxy::start(&endpoint).await;
+    slow.faults.rate.store(3 << 20, Ordering::SeqCst);
+    keyed(&world, "acme", &bkt, &slow.url(), &key, &secret).await;
+    world.start_operator();
+    world.wait_destination("acme", "True", "Validated").await;
+    world
+        .apply_yaml::<OutboundDelivery>(&delivery_yaml(
+            "chaos",
+            "acme",
+            "data",
+            "  parallelism: 2\n  backoffLimit: 10\n",
+        ))
+        .await
+        .unwrap();
+
+    let pods_api = world.api::<Pod>();
+    let delete_a_pod = async || {
+        let pods = pods_api
+            .list(&ListParams::default().labels("outbound.dev/delivery=chaos"))
+            .await
+            .unwrap()
+            .items;
+        let running: Vec<_> = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .collect();
+        if running.is_empty() {
+            return false;
+        }
+        let victim = running[rand::random_range(0..running.len())];
+        pods_api
+            .delete(
+                &victim.metadata.name.clone().unwrap(),
+                &DeleteParams::default(),
+            )
+            .await
+            .is_ok()
+    };
+    // Each disruption at a random point of its tenth of the delivery.
+    let events = [
+        "operator",
+        "pod",
+        "versitygw",
+        "apiserver",
+        "pod",
+        "operator",
+        "pod",
+    ];
+    let mut deleted_pods = 0;
+    for (n, event) in events.iter().enumerate() {
+        let at = total / 10 * (n as u64 + 1) + rand::random_range(0..total / 20);
+        wait_for(
+            &format!("{at} bytes sent before disrupting the {event}"),
+            Duration::from_secs(300),
+            || async { (slow.faults.bytes_up() >= at).then_some(()) },
+            || world.diagnose(),
+        )
+        .await;
+        eprintln!(
+            "chaos: {event} at {} of {total} bytes",
+            slow.faults.bytes_up()
+        );
+        match *event {
+            "operator" => {
+                world.kill_operator();
+                world.start_operator();
+            }
+            "pod" => {
+                // A pod may be between attempts: try again until one is running.
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                while !delete_a_pod().await {
+                    assert!(std::time::Instant::now() < deadline, "no pod to delete");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                deleted_pods += 1;
+            }
+            "versitygw" => kill_ground_process("versitygw"),
+            "apiserver" => kill_ground_process("kube-apiserver"),
+            _ => unreachable!(),
+        }
+    }
+    assert_eq!(deleted_pods, 3);
+    world
+        .wait_delivery("chaos", "Succeeded", None, Duration::from_secs(900))
+        .await;
+    let sent = slow.faults.bytes_up();
+    eprintln!(
+        "chaos: {total} bytes delivered, {sent} sent ({:.1}% re-sent)",
+        (sent as f64 / total as f64 - 1.0) * 100.0
+    );
+    for i in 0..files {
+        let key = format!("part{i}.sync");
+        let got = gw
+            .get_object()
+            .bucket(&bkt)
+            .key(&key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        let want = std::fs::read(folder.join(format!("data/{key}"))).unwrap();
+        assert!(got.as_ref() == want.as_slice(), "{key} differs");
+    }
+    assert!(
+        sent < total + total * 15 / 100,
+        "re-sent {} of {total} bytes",
+        sent.saturating_sub(total)
+    );
+    assert!(open_uploads(&gw, &bkt).await.is_empty());
+    world.cleanup().await;
+}

@@ -224,11 +224,20 @@ pub async fn run_upload(args: UploadArgs) -> anyhow::Result<()> {
         default.exists().then_some(default)
     });
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let run = upload(&args, Arc::clone(&stop));
+    tokio::pin!(run);
     let result = tokio::select! {
-        result = upload(&args) => result,
+        result = &mut run => result,
         _ = terminate.recv() => {
+            // No new part starts; the parts on the wire get a few seconds to land (each one
+            // that does is not sent again), then the pod goes, well inside its grace period.
             tracing::warn!("SIGTERM: stopping; open uploads stay open for the next pod");
-            Err(UploadError::Interrupted)
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            match tokio::time::timeout(SIGTERM_DRAIN, &mut run).await {
+                Ok(Ok(report)) => Ok(report),
+                _ => Err(UploadError::Interrupted),
+            }
         }
     };
     let line = match &result {
@@ -283,7 +292,13 @@ impl Report {
     }
 }
 
-async fn upload(args: &UploadArgs) -> Result<Report, UploadError> {
+/// How long the parts in flight may take to land after SIGTERM.
+const SIGTERM_DRAIN: Duration = Duration::from_secs(6);
+
+async fn upload(
+    args: &UploadArgs,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<Report, UploadError> {
     if args.shard_count == 0 || args.shard_index >= args.shard_count {
         return Err(UploadError::Settings(format!(
             "shard index {} is not below shard count {}",
@@ -291,7 +306,7 @@ async fn upload(args: &UploadArgs) -> Result<Report, UploadError> {
         )));
     }
     let state = open_state(args).await?;
-    let result = deliver(args, &state).await;
+    let result = deliver(args, &state, stop).await;
     if let Err(err) = &result {
         // Every error, planning's included, reaches the delivery with its reason. Best effort,
         // briefly: the termination message carries the same line.
@@ -341,7 +356,11 @@ impl Drop for Reporter {
     }
 }
 
-async fn deliver(args: &UploadArgs, state: &Arc<State>) -> Result<Report, UploadError> {
+async fn deliver(
+    args: &UploadArgs,
+    state: &Arc<State>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<Report, UploadError> {
     let settings = object_settings(args)?;
     let access = access(args)?;
     let plan = args.source.plan().await?;
@@ -398,7 +417,10 @@ async fn deliver(args: &UploadArgs, state: &Arc<State>) -> Result<Report, Upload
         settings.clone(),
         Arc::clone(state),
         args.concurrency,
-        RetryPolicy::new(args.part_retries),
+        RetryPolicy {
+            rounds: args.part_retries,
+            stop,
+        },
     );
 
     // Objects run side by side so small ones keep the pipe full; parts share one memory budget,
@@ -410,12 +432,17 @@ async fn deliver(args: &UploadArgs, state: &Arc<State>) -> Result<Report, Upload
         .buffer_unordered((2 * args.concurrency).clamp(2, 32))
         .collect()
         .await;
-    let failure = results
-        .into_iter()
-        .filter_map(Result::err)
-        .find(|e| !matches!(e, UploadError::Cancelled));
-    if let Some(err) = failure {
-        return Err(err);
+    // The first real error; objects only cancelled (a stop asked from outside) still mean the
+    // shard is not finished.
+    let mut errors: Vec<UploadError> = results.into_iter().filter_map(Result::err).collect();
+    if let Some(at) = errors
+        .iter()
+        .position(|e| !matches!(e, UploadError::Cancelled))
+    {
+        return Err(errors.swap_remove(at));
+    }
+    if !errors.is_empty() {
+        return Err(UploadError::Interrupted);
     }
     state.set_finished();
     state.set_failure(None);

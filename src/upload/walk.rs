@@ -30,15 +30,15 @@ pub fn walk(
         }
         let mut builder = globset::GlobSetBuilder::new();
         for p in patterns {
-            builder.add(
-                globset::Glob::new(p.trim())
-                    .map_err(|e| UploadError::Settings(format!("invalid glob {p:?}: {e}")))?,
-            );
+            builder.add(globset::Glob::new(p.trim()).map_err(|e| UploadError::Glob {
+                pattern: p.trim().to_string(),
+                reason: e.kind().to_string(),
+            })?);
         }
-        builder
-            .build()
-            .map(Some)
-            .map_err(|e| UploadError::Settings(e.to_string()))
+        builder.build().map(Some).map_err(|e| UploadError::Glob {
+            pattern: e.glob().unwrap_or_default().to_string(),
+            reason: e.kind().to_string(),
+        })
     };
     let include = globs(include)?;
     let exclude = globs(exclude)?;
@@ -184,6 +184,10 @@ mod tests {
         assert_eq!(all[1].size, 3);
         let some = walk(&src, &[], &["sub/*".into()]).unwrap();
         assert_eq!(names(&some), ["a.sync"]);
+        let bad = walk(&src, &["[unclosed".into()], &[]).unwrap_err();
+        assert_eq!(bad.reason(), "InvalidGlob");
+        assert!(!bad.is_transient());
+        assert!(bad.to_string().contains("\"[unclosed\""), "{bad}");
     }
 
     #[test]
