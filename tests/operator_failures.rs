@@ -1020,3 +1020,260 @@ async fn a_delivery_survives_chaos_byte_for_byte() {
     assert!(open_uploads(&gw, &bkt).await.is_empty());
     world.cleanup().await;
 }
+
+/// Bytes of the parts stored in every open upload of `bucket`.
+async fn stored_in_open_uploads(s3: &aws_sdk_s3::Client, bucket: &str) -> (usize, u64) {
+    let open = s3
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap();
+    let mut bytes = 0;
+    for upload in open.uploads() {
+        let parts = s3
+            .list_parts()
+            .bucket(bucket)
+            .key(upload.key().unwrap())
+            .upload_id(upload.upload_id().unwrap())
+            .send()
+            .await
+            .unwrap();
+        bytes += parts
+            .parts()
+            .iter()
+            .map(|p| p.size().unwrap_or(0) as u64)
+            .sum::<u64>();
+    }
+    (open.uploads().len(), bytes)
+}
+
+#[tokio::test]
+async fn a_storm_past_every_retry_fails_one_pod_and_the_next_resumes() {
+    let _turn = HEAVY.lock().await;
+    let mut world = World::new("storm").await;
+    let env = &world.env;
+    let (endpoint, key, secret) = (
+        env.s3_endpoint.clone(),
+        env.s3_access_key.clone(),
+        env.s3_secret_key.clone(),
+    );
+    let gw = s3(&endpoint, &env.s3_region, &key, &secret).await;
+    let bkt = format!("storm-{}", suffix());
+    gw.create_bucket().bucket(&bkt).send().await.unwrap();
+    let folder = world.volume("exports").await;
+    // 1 GiB in two files, each split into 256 MiB objects.
+    for i in 0..2 {
+        write_lines(&folder.join(format!("data/segments{i}.sync")), 5_368_709);
+    }
+    let total: u64 = (0..2)
+        .map(|i| {
+            std::fs::metadata(folder.join(format!("data/segments{i}.sync")))
+                .unwrap()
+                .len()
+        })
+        .sum();
+    let proxy = proxy::Proxy::start(&endpoint).await;
+    proxy.faults.rate.store(4 << 20, Ordering::SeqCst);
+    keyed(&world, "acme", &bkt, &proxy.url(), &key, &secret).await;
+    world.start_operator();
+    world.wait_destination("acme", "True", "Validated").await;
+    world
+        .apply_yaml::<OutboundDelivery>(&delivery_yaml(
+            "storm",
+            "acme",
+            "data",
+            "  splitSize: 256Mi\n",
+        ))
+        .await
+        .unwrap();
+    wait_for(
+        "half of the delivery sent",
+        Duration::from_secs(300),
+        || async { (proxy.faults.bytes_up() >= total / 2).then_some(()) },
+        || world.diagnose(),
+    )
+    .await;
+    // Every part is answered 503 SlowDown, for longer than the pod's retries last.
+    proxy.faults.parts_always_fail.store(true, Ordering::SeqCst);
+    proxy.faults.rate.store(0, Ordering::SeqCst);
+    let sent_before = proxy.faults.bytes_up();
+    let job = wait_for(
+        "the pod to give up and exit retryable",
+        Duration::from_secs(300),
+        || async {
+            let job = job_of(&world, "storm").await?;
+            (job.status.as_ref()?.failed.unwrap_or(0) >= 1).then_some(job)
+        },
+        || world.diagnose(),
+    )
+    .await;
+    let pods = world
+        .api::<k8s_openapi::api::core::v1::Pod>()
+        .list(&ListParams::default().labels("outbound.dev/delivery=storm"))
+        .await
+        .unwrap()
+        .items;
+    let failed = pods
+        .iter()
+        .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed"))
+        .expect("the failed pod");
+    let terminated = failed
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0]
+        .state
+        .as_ref()
+        .unwrap()
+        .terminated
+        .clone()
+        .unwrap();
+    assert_eq!(terminated.exit_code, 75, "{terminated:?}");
+    let message = terminated.message.unwrap_or_default();
+    assert!(message.contains("S3Unavailable"), "{message}");
+    assert!(message.contains("SlowDown"), "{message}");
+    assert!(job.status.unwrap().failed == Some(1));
+    // The uploads stay open with their parts: nothing was aborted.
+    let (open, stored) = stored_in_open_uploads(&gw, &bkt).await;
+    assert!(open >= 1, "the uploads stay open");
+    assert!(stored > 0);
+    assert!(
+        !proxy
+            .faults
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("DELETE") && r.contains("uploadId=")),
+        "no abort"
+    );
+    // What the bucket holds when the storm ends: whole objects and the open uploads' parts.
+    let complete: u64 = list_objects(&gw, &bkt)
+        .await
+        .iter()
+        .map(|(_, size)| *size as u64)
+        .sum();
+    let kept = complete + stored;
+    // The storm passes: the next pod resumes and the delivery completes.
+    let storm_end = proxy.faults.bytes_up();
+    proxy
+        .faults
+        .parts_always_fail
+        .store(false, Ordering::SeqCst);
+    world
+        .wait_delivery("storm", "Succeeded", None, Duration::from_secs(600))
+        .await;
+    let sent_after = proxy.faults.bytes_up() - storm_end;
+    // Bytes sent after the storm beyond what was missing (request heads included).
+    let resent = sent_after.saturating_sub(total - kept);
+    eprintln!(
+        "storm: {total} bytes; {sent_before} sent before the storm, {kept} kept through it; {sent_after} sent after it, {resent} of them again ({:.1}% of what was sent before)",
+        resent as f64 * 100.0 / sent_before as f64
+    );
+    assert!(
+        resent < sent_before / 10,
+        "re-sent {resent} of the {sent_before} bytes sent before the storm"
+    );
+    assert!(open_uploads(&gw, &bkt).await.is_empty());
+    world.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_deleted_pod_stops_within_seconds_and_the_next_resumes() {
+    use k8s_openapi::api::core::v1::Pod;
+    let mut world = World::new("drain").await;
+    let env = &world.env;
+    let (endpoint, key, secret) = (
+        env.s3_endpoint.clone(),
+        env.s3_access_key.clone(),
+        env.s3_secret_key.clone(),
+    );
+    let gw = s3(&endpoint, &env.s3_region, &key, &secret).await;
+    let bkt = format!("drain-{}", suffix());
+    gw.create_bucket().bucket(&bkt).send().await.unwrap();
+    let folder = world.volume("exports").await;
+    write_lines(&folder.join("data/big.sync"), 2_000_000);
+    let total = 200_000_000u64;
+    let proxy = proxy::Proxy::start(&endpoint).await;
+    proxy.faults.rate.store(2 << 20, Ordering::SeqCst);
+    keyed(&world, "acme", &bkt, &proxy.url(), &key, &secret).await;
+    world.start_operator();
+    world.wait_destination("acme", "True", "Validated").await;
+    world
+        .apply_yaml::<OutboundDelivery>(&delivery_yaml("drained", "acme", "data", ""))
+        .await
+        .unwrap();
+    wait_for(
+        "a third of the delivery sent",
+        Duration::from_secs(300),
+        || async { (proxy.faults.bytes_up() >= total / 3).then_some(()) },
+        || world.diagnose(),
+    )
+    .await;
+    let pods = world.api::<Pod>();
+    let running = pods
+        .list(&ListParams::default().labels("outbound.dev/delivery=drained"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .expect("a running upload pod");
+    let name = running.metadata.name.clone().unwrap();
+    // A drain: the pod is deleted with its 30 s grace period, its process gets SIGTERM.
+    let asked = std::time::Instant::now();
+    pods.delete(&name, &DeleteParams::default()).await.unwrap();
+    let terminated = wait_for(
+        "the deleted pod to stop",
+        Duration::from_secs(30),
+        || async {
+            let p = pods.get_opt(&name).await.ok()??;
+            p.status?.container_statuses?[0].state.clone()?.terminated
+        },
+        || world.diagnose(),
+    )
+    .await;
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(10), "stopped after {took:?}");
+    assert_eq!(terminated.exit_code, 75, "{terminated:?}");
+    let (open, stored) = stored_in_open_uploads(&gw, &bkt).await;
+    assert_eq!(open, 1, "the upload stays open");
+    assert!(stored > 0);
+    proxy.faults.rate.store(0, Ordering::SeqCst);
+    world
+        .wait_delivery("drained", "Succeeded", None, Duration::from_secs(300))
+        .await;
+    let sent = proxy.faults.bytes_up();
+    assert!(
+        sent < total + total / 5,
+        "sent {sent} bytes for {total}: the next pod resumed"
+    );
+    assert!(
+        !proxy
+            .faults
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("DELETE") && r.contains("uploadId=")),
+        "no abort"
+    );
+    let got = gw
+        .get_object()
+        .bucket(&bkt)
+        .key("big.sync")
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    assert!(
+        got.as_ref()
+            == std::fs::read(folder.join("data/big.sync"))
+                .unwrap()
+                .as_slice()
+    );
+    world.cleanup().await;
+}
