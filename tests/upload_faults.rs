@@ -544,3 +544,43 @@ async fn a_retry_after_most_of_a_delivery_reads_little_again() {
     }
     assert_eq!(records, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_source_file_is_a_permanent_failure_naming_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = versitygw();
+    let client = server.client();
+    let bucket = new_bucket(&client, "unreadable").await;
+    let dir = source_dir();
+    write_lines(&dir.path().join("ok.sync"), 4000, 5, true);
+    let secret = dir.path().join("locked.sync");
+    write_lines(&secret, 4000, 6, true);
+    // Readable by nobody but its owner; the uploader runs as another user (as pods do).
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(log.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let log = log.path().join("termination-log");
+    let plain = upload_command(
+        &server,
+        &bucket,
+        dir.path(),
+        &["--termination-log", log.to_str().unwrap()],
+    );
+    let plain = plain.as_std();
+    let mut cmd = tokio::process::Command::new("setpriv");
+    cmd.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(plain.get_program())
+        .args(plain.get_args())
+        .envs(plain.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .kill_on_drop(true);
+    let run = finished(cmd.output().await.unwrap());
+    assert_eq!(run.code, Some(78), "a permanent failure: {run:?}");
+    let message = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        message.starts_with("failed: SourceUnreadable: failed to read locked.sync"),
+        "{message}"
+    );
+    assert!(message.contains("ermission denied"), "{message}");
+    assert!(list(&client, &bucket, "locked").await.is_empty());
+}
