@@ -170,7 +170,11 @@ async fn chart_runs_the_operator_as_a_pod_and_upgrades_crds() {
     // The delivery below must be the chart's operator's work alone: no other operator may watch
     // every namespace (a `make demo` release watches only its own).
     let everywhere: Vec<String> = Api::<Pod>::all(world.client.clone())
-        .list(&ListParams::default().labels("app.kubernetes.io/name=outbound"))
+        // Operators only: upload pods carry the name too.
+        .list(
+            &ListParams::default()
+                .labels("app.kubernetes.io/name=outbound,app.kubernetes.io/component!=uploader"),
+        )
         .await
         .unwrap()
         .items
@@ -220,7 +224,10 @@ async fn chart_runs_the_operator_as_a_pod_and_upgrades_crds() {
         Duration::from_secs(60),
         || async {
             let list = pods
-                .list(&ListParams::default().labels("app.kubernetes.io/name=outbound"))
+                // Operators only: upload pods carry the name too.
+                .list(&ListParams::default().labels(
+                    "app.kubernetes.io/name=outbound,app.kubernetes.io/component!=uploader",
+                ))
                 .await
                 .ok()?;
             list.items

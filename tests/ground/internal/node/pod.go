@@ -425,7 +425,7 @@ func tailFile(path string, lines, maxBytes int) string {
 func (w *podWorker) report(ctx context.Context, phase corev1.PodPhase, message string) {
 	statuses := w.snapshotStatuses()
 	pods := w.node.client.CoreV1().Pods(w.pod.Namespace)
-	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+	update := func() error {
 		cur, err := pods.Get(ctx, w.pod.Name, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -458,9 +458,18 @@ func (w *podWorker) report(ctx context.Context, phase corev1.PodPhase, message s
 		setCond(st, corev1.PodReady, ready, now)
 		_, err = pods.UpdateStatus(ctx, cur, metav1.UpdateOptions{})
 		return err
-	})
-	if err != nil && !apierrors.IsNotFound(err) && ctx.Err() == nil {
-		log.Printf("node: failed to update status of pod %s/%s: %v", w.pod.Namespace, w.pod.Name, err)
+	}
+	err := retry.RetryOnConflict(retry.DefaultBackoff, update)
+	// A kubelet keeps a pod's status in sync whatever happens to the API server: a final status
+	// lost while it restarts would leave the pod Running, and its Job waiting, for ever.
+	for wait := 200 * time.Millisecond; err != nil && !apierrors.IsNotFound(err) && ctx.Err() == nil; wait = min(2*wait, 5*time.Second) {
+		log.Printf("node: failed to update status of pod %s/%s (trying again): %v", w.pod.Namespace, w.pod.Name, err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		err = retry.RetryOnConflict(retry.DefaultBackoff, update)
 	}
 }
 
