@@ -98,6 +98,19 @@ async fn stored_parts(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> (
     (id, bytes)
 }
 
+/// The proxy's byte count once what an ended run had handed to the kernel has drained through.
+async fn settled_bytes(proxy: &Proxy) -> u64 {
+    let mut seen = proxy.faults.bytes_up();
+    loop {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let now = proxy.faults.bytes_up();
+        if now == seen {
+            return now;
+        }
+        seen = now;
+    }
+}
+
 /// Waits until the proxy has seen `bytes` from the client, while `child` still runs.
 async fn wait_for_bytes(proxy: &Proxy, child: &mut tokio::process::Child, bytes: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -192,7 +205,7 @@ async fn a_storm_that_outlasts_every_retry_keeps_the_upload_open_for_the_next_ru
         .parts_always_fail
         .store(false, Ordering::SeqCst);
     proxy.faults.rate.store(0, Ordering::SeqCst);
-    let before = proxy.faults.bytes_up();
+    let before = settled_bytes(&proxy).await;
     let run = finished(
         upload_command(&via, &bucket, dir.path(), &args)
             .output()
