@@ -1606,6 +1606,34 @@ async fn an_upload_pod_may_report_on_its_own_delivery_only() {
         report_as(&unbound, &ns, "a", shard(45)).await,
         "only with the token of a pod of its Job",
     );
+    // An account a destination names for its pods (bound to the upload Role as the operator
+    // binds it), with a token made by `kubectl create token`, bound to no pod: nothing either.
+    let named = "workload-writer";
+    let sa: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": named}})).unwrap();
+    world
+        .api::<k8s_openapi::api::core::v1::ServiceAccount>()
+        .create(&Default::default(), &sa)
+        .await
+        .unwrap();
+    world
+        .api::<k8s_openapi::api::rbac::v1::RoleBinding>()
+        .create(
+            &Default::default(),
+            &outbound::job::build_role_binding(&ns, named),
+        )
+        .await
+        .unwrap();
+    let out = std::process::Command::new("kubectl")
+        .args(["create", "token", named, "-n", &ns])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let as_named = client_with_token(String::from_utf8(out.stdout).unwrap().trim().into()).await;
+    assert_refused(
+        report_as(&as_named, &ns, "a", shard(46)).await,
+        "only with the token of a pod of its Job",
+    );
     assert_eq!(
         world.delivery("a").await.status.unwrap().shards["0"].bytes_done,
         42,

@@ -85,18 +85,18 @@ const POD_NAME: &str = "authentication.kubernetes.io/pod-name";
 /// The policy and its binding that keep each upload pod to its own delivery. The pods share one
 /// ServiceAccount, Role and RoleBinding per namespace (RBAC cannot name the one delivery a pod
 /// works for without two objects per delivery, whose writes cost the API server more than the
-/// rest of a delivery). So a status write by the upload account, or by any pod of an upload Job
-/// (whatever account a destination gives it), must come with the token of a pod of the Job that
-/// the delivery's `status.jobName` names, and must leave `status.jobName` as it is. A pod token
+/// rest of a delivery). So a status write by any service account that may not create Jobs in
+/// the namespace (every account but the operator's: the upload account, an account a destination
+/// names, whatever token it holds) must come with the token of a pod of the Job that the
+/// delivery's `status.jobName` names, and must leave `status.jobName` as it is. A pod token
 /// carries its pod's name; the Job controller names pods `<job>-<5 chars>`, or
 /// `<job>-<index>-<5 chars>` when Indexed. Nothing here depends on a release: two agree.
 pub fn upload_pods_policy() -> (ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding) {
-    let is_upload_pod = format!(
-        "request.userInfo.username.startsWith('system:serviceaccount:') \
-&& (request.userInfo.username.endsWith(':{UPLOAD_SERVICE_ACCOUNT}') \
-|| (has(request.userInfo.extra) && '{POD_NAME}' in request.userInfo.extra \
-&& request.userInfo.extra['{POD_NAME}'].exists(p, p.startsWith('{JOB_NAME_PREFIX}'))))"
-    );
+    // Every service account but the operator's (the one that may create Jobs here): the upload
+    // account, an account a destination names for its pods, whatever token it holds (one made
+    // with `kubectl create token` is bound to no pod).
+    let is_upload_pod = "request.userInfo.username.startsWith('system:serviceaccount:') \
+&& !authorizer.group('batch').resource('jobs').namespace(request.namespace).check('create').allowed()";
     let pod = format!(
         "has(request.userInfo.extra) && '{POD_NAME}' in request.userInfo.extra \
 ? request.userInfo.extra['{POD_NAME}'][0] : ''"
