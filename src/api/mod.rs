@@ -11,7 +11,7 @@ pub use policy::{
     JOB_NAME_PREFIX, MAX_JOB_NAME, SPLIT_SIZE_POLICY, UPLOAD_PODS_POLICY, UPLOAD_SERVICE_ACCOUNT,
     policies, split_size_policy, upload_pods_policy,
 };
-pub use quantity::{MAX_SPLIT_BYTES, SplitSize};
+pub use quantity::SplitSize;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

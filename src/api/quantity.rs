@@ -4,9 +4,6 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 
-/// The largest split size S3 and the product allow: 1 TiB.
-pub const MAX_SPLIT_BYTES: u64 = 1 << 40;
-
 /// A size as users write it: `1073741824` or `512Gi`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -20,7 +17,7 @@ impl SplitSize {
     pub fn bytes(&self) -> Result<u64, String> {
         match self {
             SplitSize::Bytes(n) => Ok(*n),
-            SplitSize::Quantity(q) => parse_quantity(q),
+            SplitSize::Quantity(q) => crate::units::parse_size(q).map_err(|e| e.to_string()),
         }
     }
 }
@@ -60,78 +57,9 @@ impl JsonSchema for SplitSize {
     }
 }
 
-/// Parses a Kubernetes quantity into bytes (binary and decimal suffixes, whole bytes only).
-///
-/// Kept private to the API until `units::parse_size` is shared by the uploader.
-pub(crate) fn parse_quantity(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, suffix) = text.split_at(split);
-    let multiplier: u64 = match suffix {
-        "" => 1,
-        "k" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "T" => 1_000_000_000_000,
-        "P" => 1_000_000_000_000_000,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "Ti" => 1 << 40,
-        "Pi" => 1 << 50,
-        other => return Err(format!("unknown size suffix {other:?} in {text:?}")),
-    };
-    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
-    if whole.is_empty() && frac.is_empty() {
-        return Err(format!("{text:?} is not a size"));
-    }
-    let whole: u64 = if whole.is_empty() {
-        0
-    } else {
-        whole
-            .parse()
-            .map_err(|_| format!("{text:?} is not a size"))?
-    };
-    let mut bytes = whole
-        .checked_mul(multiplier)
-        .ok_or_else(|| format!("{text:?} is too large"))?;
-    if !frac.is_empty() {
-        let digits: u32 = frac.len() as u32;
-        let frac_value: u64 = frac
-            .parse()
-            .map_err(|_| format!("{text:?} is not a size"))?;
-        let scale = 10u64
-            .checked_pow(digits)
-            .ok_or_else(|| format!("{text:?} has too many decimals"))?;
-        let scaled = (frac_value as u128) * (multiplier as u128);
-        if !scaled.is_multiple_of(scale as u128) {
-            return Err(format!("{text:?} is not a whole number of bytes"));
-        }
-        bytes = bytes
-            .checked_add((scaled / scale as u128) as u64)
-            .ok_or_else(|| format!("{text:?} is too large"))?;
-    }
-    Ok(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_quantities() {
-        assert_eq!(parse_quantity("1Ti"), Ok(MAX_SPLIT_BYTES));
-        assert_eq!(parse_quantity("512Gi"), Ok(512 << 30));
-        assert_eq!(parse_quantity("8Mi"), Ok(8 << 20));
-        assert_eq!(parse_quantity("1.5Ki"), Ok(1536));
-        assert_eq!(parse_quantity("5G"), Ok(5_000_000_000));
-        assert_eq!(parse_quantity("42"), Ok(42));
-        assert!(parse_quantity("0.3").is_err());
-        assert!(parse_quantity("1Xi").is_err());
-        assert!(parse_quantity("").is_err());
-    }
 
     #[test]
     fn split_size_accepts_int_or_string() {

@@ -2,8 +2,8 @@
 //! or the reason it cannot start yet. No client here.
 
 use crate::api::{
-    ChecksumAlgorithm, DELIVERY_LABEL, JOB_NAME_PREFIX, MAX_JOB_NAME, MAX_SPLIT_BYTES,
-    OutboundDelivery, OutboundDestination, SplitOn, UPLOAD_SERVICE_ACCOUNT, condition,
+    ChecksumAlgorithm, DELIVERY_LABEL, JOB_NAME_PREFIX, MAX_JOB_NAME, OutboundDelivery,
+    OutboundDestination, SplitOn, UPLOAD_SERVICE_ACCOUNT, condition,
 };
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::ResourceExt;
@@ -166,7 +166,7 @@ pub fn validate(
         Some(size) => size
             .bytes()
             .map_err(|e| Blocked::new("InvalidSplitSize", format!("destination splitSize: {e}")))?,
-        None => MAX_SPLIT_BYTES,
+        None => crate::units::MAX_SPLIT_SIZE,
     };
     let split_size = match &spec.split_size {
         Some(size) => {
@@ -185,7 +185,7 @@ pub fn validate(
         }
         None => dest_split,
     };
-    if split_size == 0 || split_size > MAX_SPLIT_BYTES {
+    if split_size == 0 || split_size > crate::units::MAX_SPLIT_SIZE {
         return Err(Blocked::new(
             "InvalidSplitSize",
             format!("split size {split_size} must be between 1 byte and 1Ti"),
