@@ -15,6 +15,7 @@ use sha2::Digest as _;
     clap::ValueEnum,
     serde::Serialize,
     serde::Deserialize,
+    schemars::JsonSchema,
 )]
 #[clap(rename_all = "UPPER")]
 pub enum ChecksumAlgorithm {

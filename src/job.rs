@@ -125,7 +125,7 @@ pub fn upload_env(v: &ValidatedDelivery) -> Vec<EnvVar> {
     }
     envs.push(env(
         "OUTBOUND_CHECKSUM_ALGORITHM",
-        v.checksum_algorithm.as_str(),
+        v.checksum_algorithm.name(),
     ));
     if let Some(acl) = &v.acl {
         envs.push(env("OUTBOUND_ACL", acl));

@@ -40,6 +40,7 @@ const CUT_WINDOW: usize = 64 << 10;
     clap::ValueEnum,
     serde::Serialize,
     serde::Deserialize,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum SplitOn {
@@ -48,6 +49,15 @@ pub enum SplitOn {
     Lines,
     /// Exactly at the split size: for opaque files.
     Bytes,
+}
+
+impl SplitOn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SplitOn::Lines => "lines",
+            SplitOn::Bytes => "bytes",
+        }
+    }
 }
 
 /// Everything that decides a plan.

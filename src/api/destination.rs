@@ -252,25 +252,10 @@ impl StorageClass {
     }
 }
 
-/// Where a file is split.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "camelCase")]
-pub enum SplitOn {
-    /// On a line boundary: every part is a complete file.
-    #[default]
-    Lines,
-    /// At exactly the split size (opaque files).
-    Bytes,
-}
-
-impl SplitOn {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SplitOn::Lines => "lines",
-            SplitOn::Bytes => "bytes",
-        }
-    }
-}
+// One definition of each, shared with the data plane: what a user writes is what the uploader
+// takes on its command line.
+pub use crate::checksum::ChecksumAlgorithm;
+pub use crate::plan::SplitOn;
 
 /// Server-side encryption.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -298,28 +283,6 @@ impl SseAlgorithm {
         match self {
             SseAlgorithm::Aes256 => "AES256",
             SseAlgorithm::AwsKms => "aws:kms",
-        }
-    }
-}
-
-/// Checksum algorithm.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum ChecksumAlgorithm {
-    #[default]
-    #[serde(rename = "CRC64NVME")]
-    Crc64Nvme,
-    #[serde(rename = "CRC32C")]
-    Crc32C,
-    #[serde(rename = "SHA256")]
-    Sha256,
-}
-
-impl ChecksumAlgorithm {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChecksumAlgorithm::Crc64Nvme => "CRC64NVME",
-            ChecksumAlgorithm::Crc32C => "CRC32C",
-            ChecksumAlgorithm::Sha256 => "SHA256",
         }
     }
 }
