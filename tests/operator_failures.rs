@@ -61,6 +61,43 @@ async fn keyed(world: &World, name: &str, bucket: &str, endpoint: &str, key: &st
         .unwrap();
 }
 
+/// A test's stage: a world with the operator running, a new versitygw bucket, the claim
+/// `exports` (its folder) and the destination `acme` (keys in a Secret), Ready, writing through a
+/// fault proxy that lets `rate` bytes a second through each connection (0: no limit).
+struct Stage {
+    world: World,
+    gw: aws_sdk_s3::Client,
+    bkt: String,
+    folder: std::path::PathBuf,
+    proxy: proxy::Proxy,
+}
+
+async fn stage(name: &str, bucket_prefix: &str, rate: u64) -> Stage {
+    let mut world = World::new(name).await;
+    let env = &world.env;
+    let (endpoint, key, secret) = (
+        env.s3_endpoint.clone(),
+        env.s3_access_key.clone(),
+        env.s3_secret_key.clone(),
+    );
+    let gw = s3(&endpoint, &env.s3_region, &key, &secret).await;
+    let bkt = format!("{bucket_prefix}-{}", suffix());
+    gw.create_bucket().bucket(&bkt).send().await.unwrap();
+    let folder = world.volume("exports").await;
+    let proxy = proxy::Proxy::start(&endpoint).await;
+    proxy.faults.rate.store(rate, Ordering::SeqCst);
+    keyed(&world, "acme", &bkt, &proxy.url(), &key, &secret).await;
+    world.start_operator();
+    world.wait_destination("acme", "True", "Validated").await;
+    Stage {
+        world,
+        gw,
+        bkt,
+        folder,
+        proxy,
+    }
+}
+
 /// A moto user whose policy allows the probe (its probe objects, listing, the bucket) and
 /// nothing else: the destination is Ready, and every PutObject of a delivery is AccessDenied.
 fn moto_probe_only_user(env: &GroundEnv, name: &str, bucket: &str) -> (String, String) {
@@ -316,22 +353,13 @@ async fn each_permanent_failure_fails_its_delivery_after_one_pod_with_its_reason
 
 #[tokio::test]
 async fn an_ended_delivery_never_runs_again() {
-    let mut world = World::new("terminal").await;
-    let env = &world.env;
-    let (endpoint, key, secret) = (
-        env.s3_endpoint.clone(),
-        env.s3_access_key.clone(),
-        env.s3_secret_key.clone(),
-    );
-    let gw = s3(&endpoint, &env.s3_region, &key, &secret).await;
-    let bkt = format!("term-{}", suffix());
-    gw.create_bucket().bucket(&bkt).send().await.unwrap();
-    let folder = world.volume("exports").await;
+    let Stage {
+        world,
+        folder,
+        proxy,
+        ..
+    } = stage("terminal", "term", 0).await;
     write_lines(&folder.join("daily/a.sync"), 5000);
-    let proxy = proxy::Proxy::start(&endpoint).await;
-    keyed(&world, "acme", &bkt, &proxy.url(), &key, &secret).await;
-    world.start_operator();
-    world.wait_destination("acme", "True", "Validated").await;
     world
         .apply_yaml::<OutboundDelivery>(&delivery_yaml("once", "acme", "daily", ""))
         .await
@@ -611,26 +639,17 @@ async fn deletion_ends_within_the_bound_and_orphans_are_aborted() {
 
 #[tokio::test]
 async fn status_writes_refused_for_a_minute_pause_the_delivery_and_abort_nothing() {
-    let mut world = World::new("apipause").await;
-    let env = &world.env;
-    let (endpoint, key, secret) = (
-        env.s3_endpoint.clone(),
-        env.s3_access_key.clone(),
-        env.s3_secret_key.clone(),
-    );
-    let gw = s3(&endpoint, &env.s3_region, &key, &secret).await;
-    let bkt = format!("pause-{}", suffix());
-    gw.create_bucket().bucket(&bkt).send().await.unwrap();
-    let folder = world.volume("exports").await;
+    let Stage {
+        world,
+        gw,
+        bkt,
+        folder,
+        proxy: slow,
+    } = stage("apipause", "pause", 4 << 20).await;
     // Four multipart objects: new uploads keep starting while the API refuses the pod.
     for i in 0..4 {
         write_lines(&folder.join(format!("data/big{i}.sync")), 250_000);
     }
-    let slow = proxy::Proxy::start(&endpoint).await;
-    slow.faults.rate.store(4 << 20, Ordering::SeqCst);
-    keyed(&world, "acme", &bkt, &slow.url(), &key, &secret).await;
-    world.start_operator();
-    world.wait_destination("acme", "True", "Validated").await;
     world
         .apply_yaml::<OutboundDelivery>(&delivery_yaml("paused", "acme", "data", ""))
         .await
@@ -772,17 +791,13 @@ async fn status_writes_refused_for_a_minute_pause_the_delivery_and_abort_nothing
 async fn twenty_thousand_files_in_four_shards_keep_the_delivery_small_and_quiet() {
     use futures::StreamExt as _;
     let _turn = HEAVY.lock().await;
-    let mut world = World::new("many").await;
-    let env = &world.env;
-    let (endpoint, key, secret) = (
-        env.s3_endpoint.clone(),
-        env.s3_access_key.clone(),
-        env.s3_secret_key.clone(),
-    );
-    let gw = s3(&endpoint, &env.s3_region, &key, &secret).await;
-    let bkt = format!("many-{}", suffix());
-    gw.create_bucket().bucket(&bkt).send().await.unwrap();
-    let folder = world.volume("exports").await;
+    let Stage {
+        world,
+        gw,
+        bkt,
+        folder,
+        proxy: _,
+    } = stage("many", "many", 0).await;
     let files = 20_000;
     let lines_each = 12;
     for i in 0..files {
@@ -795,9 +810,6 @@ async fn twenty_thousand_files_in_four_shards_keep_the_delivery_small_and_quiet(
             .collect();
         std::fs::write(dir.join(format!("f{i:05}.sync")), body).unwrap();
     }
-    keyed(&world, "acme", &bkt, &endpoint, &key, &secret).await;
-    world.start_operator();
-    world.wait_destination("acme", "True", "Validated").await;
 
     // Every version of the delivery the API server stores, as a watch sees them.
     let api = world.api::<OutboundDelivery>();
@@ -880,17 +892,13 @@ fn kill_ground_process(name: &str) {
 async fn a_delivery_survives_chaos_byte_for_byte() {
     use k8s_openapi::api::core::v1::Pod;
     let _turn = HEAVY.lock().await;
-    let mut world = World::new("chaos").await;
-    let env = &world.env;
-    let (endpoint, key, secret) = (
-        env.s3_endpoint.clone(),
-        env.s3_access_key.clone(),
-        env.s3_secret_key.clone(),
-    );
-    let gw = s3(&endpoint, &env.s3_region, &key, &secret).await;
-    let bkt = format!("chaos-{}", suffix());
-    gw.create_bucket().bucket(&bkt).send().await.unwrap();
-    let folder = world.volume("exports").await;
+    let Stage {
+        mut world,
+        gw,
+        bkt,
+        folder,
+        proxy: slow,
+    } = stage("chaos", "chaos", 3 << 20).await;
     // 2 GiB in 8 files of 256 MiB (2.7 million lines each).
     let files = 8;
     for i in 0..files {
@@ -903,12 +911,6 @@ async fn a_delivery_survives_chaos_byte_for_byte() {
                 .len()
         })
         .sum();
-    // Slow enough that every disruption lands mid-delivery.
-    let slow = proxy::Proxy::start(&endpoint).await;
-    slow.faults.rate.store(3 << 20, Ordering::SeqCst);
-    keyed(&world, "acme", &bkt, &slow.url(), &key, &secret).await;
-    world.start_operator();
-    world.wait_destination("acme", "True", "Validated").await;
     world
         .apply_yaml::<OutboundDelivery>(&delivery_yaml(
             "chaos",
@@ -1051,17 +1053,13 @@ async fn stored_in_open_uploads(s3: &aws_sdk_s3::Client, bucket: &str) -> (usize
 #[tokio::test]
 async fn a_storm_past_every_retry_fails_one_pod_and_the_next_resumes() {
     let _turn = HEAVY.lock().await;
-    let mut world = World::new("storm").await;
-    let env = &world.env;
-    let (endpoint, key, secret) = (
-        env.s3_endpoint.clone(),
-        env.s3_access_key.clone(),
-        env.s3_secret_key.clone(),
-    );
-    let gw = s3(&endpoint, &env.s3_region, &key, &secret).await;
-    let bkt = format!("storm-{}", suffix());
-    gw.create_bucket().bucket(&bkt).send().await.unwrap();
-    let folder = world.volume("exports").await;
+    let Stage {
+        world,
+        gw,
+        bkt,
+        folder,
+        proxy,
+    } = stage("storm", "storm", 4 << 20).await;
     // 1 GiB in two files, each split into 256 MiB objects.
     for i in 0..2 {
         write_lines(&folder.join(format!("data/segments{i}.sync")), 5_368_709);
@@ -1073,11 +1071,6 @@ async fn a_storm_past_every_retry_fails_one_pod_and_the_next_resumes() {
                 .len()
         })
         .sum();
-    let proxy = proxy::Proxy::start(&endpoint).await;
-    proxy.faults.rate.store(4 << 20, Ordering::SeqCst);
-    keyed(&world, "acme", &bkt, &proxy.url(), &key, &secret).await;
-    world.start_operator();
-    world.wait_destination("acme", "True", "Validated").await;
     world
         .apply_yaml::<OutboundDelivery>(&delivery_yaml(
             "storm",
@@ -1191,24 +1184,15 @@ async fn a_storm_past_every_retry_fails_one_pod_and_the_next_resumes() {
 #[tokio::test]
 async fn a_deleted_pod_stops_within_seconds_and_the_next_resumes() {
     use k8s_openapi::api::core::v1::Pod;
-    let mut world = World::new("drain").await;
-    let env = &world.env;
-    let (endpoint, key, secret) = (
-        env.s3_endpoint.clone(),
-        env.s3_access_key.clone(),
-        env.s3_secret_key.clone(),
-    );
-    let gw = s3(&endpoint, &env.s3_region, &key, &secret).await;
-    let bkt = format!("drain-{}", suffix());
-    gw.create_bucket().bucket(&bkt).send().await.unwrap();
-    let folder = world.volume("exports").await;
+    let Stage {
+        world,
+        gw,
+        bkt,
+        folder,
+        proxy,
+    } = stage("drain", "drain", 2 << 20).await;
     write_lines(&folder.join("data/big.sync"), 2_000_000);
     let total = 200_000_000u64;
-    let proxy = proxy::Proxy::start(&endpoint).await;
-    proxy.faults.rate.store(2 << 20, Ordering::SeqCst);
-    keyed(&world, "acme", &bkt, &proxy.url(), &key, &secret).await;
-    world.start_operator();
-    world.wait_destination("acme", "True", "Validated").await;
     world
         .apply_yaml::<OutboundDelivery>(&delivery_yaml("drained", "acme", "data", ""))
         .await
