@@ -1216,6 +1216,35 @@ fn moto_admin_python(env: &GroundEnv, body: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Creates a moto role trusting `principal` with `external_id`, allowed everything on S3.
+fn moto_role(env: &GroundEnv, role: &str, principal: &str, external_id: &str) -> String {
+    moto_admin_python(
+        env,
+        &format!(
+            "trust={{'Version':'2012-10-17','Statement':[{{'Effect':'Allow','Principal':{{'AWS':'{principal}'}},'Action':'sts:AssumeRole','Condition':{{'StringEquals':{{'sts:ExternalId':'{external_id}'}}}}}}]}}\n\
+r=iam.create_role(RoleName='{role}',AssumeRolePolicyDocument=json.dumps(trust))['Role']['Arn']\n\
+iam.put_role_policy(RoleName='{role}',PolicyName='s3',PolicyDocument=json.dumps({{'Version':'2012-10-17','Statement':[{{'Effect':'Allow','Action':'s3:*','Resource':'*'}}]}}))\n\
+print(r)"
+        ),
+    )
+}
+
+/// Waits until the destination shows a generated ExternalId and returns it with the status.
+async fn wait_external_id(world: &World, name: &str) -> (String, OutboundDestination) {
+    wait_for(
+        &format!("destination {name} shows a generated ExternalId and a trust statement"),
+        Duration::from_secs(60),
+        || async {
+            let d = world.destination(name).await;
+            let s = d.status.as_ref()?;
+            s.trust_policy_statement.as_ref()?;
+            Some((s.external_id.clone()?, d))
+        },
+        || world.diagnose(),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn cross_account_modes_probe_with_our_identity_and_the_external_id() {
     let mut world = World::new("cross").await;
@@ -1230,26 +1259,23 @@ async fn cross_account_modes_probe_with_our_identity_and_the_external_id() {
     let bkt = format!("cross-{}", suffix());
     bucket(&moto_admin, &bkt).await;
     let role = format!("outbound-{}", suffix());
+    let own_role = format!("outbound-own-{}", suffix());
     let admin_arn = moto_admin_python(env, "print(sts.get_caller_identity()['Arn'])");
-    let role_arn = moto_admin_python(
-        env,
-        &format!(
-            "trust={{'Version':'2012-10-17','Statement':[{{'Effect':'Allow','Principal':{{'AWS':'{admin_arn}'}},'Action':'sts:AssumeRole','Condition':{{'StringEquals':{{'sts:ExternalId':'ext-right'}}}}}}]}}\n\
-r=iam.create_role(RoleName='{role}',AssumeRolePolicyDocument=json.dumps(trust))['Role']['Arn']\n\
-iam.put_role_policy(RoleName='{role}',PolicyName='s3',PolicyDocument=json.dumps({{'Version':'2012-10-17','Statement':[{{'Effect':'Allow','Action':'s3:*','Resource':'*'}}]}}))\n\
-print(r)"
-        ),
-    );
+    // The customer's role trusts us with an id not agreed yet (moto lets anyone assume a role
+    // that does not exist, so the role is there from the start); it is fixed from what the
+    // destination shows.
+    let role_arn = moto_role(env, &role, &admin_arn, "not-agreed-yet");
+    let own_role_arn = moto_role(env, &own_role, &admin_arn, "ext-own");
     let moto = env.moto_endpoint.clone();
     let (ak, sk) = (env.moto_access_key.clone(), env.moto_secret_key.clone());
     let cases = [
         (
-            "right-id",
-            format!("{{crossAccount: {{roleArn: \"{role_arn}\", externalId: ext-right}}}}"),
+            "generated",
+            format!("{{crossAccount: {{roleArn: \"{role_arn}\"}}}}"),
         ),
         (
-            "wrong-id",
-            format!("{{crossAccount: {{roleArn: \"{role_arn}\", externalId: ext-wrong}}}}"),
+            "own-id",
+            format!("{{crossAccount: {{roleArn: \"{own_role_arn}\", externalId: ext-own}}}}"),
         ),
         ("allowlist", "{crossAccount: {}}".to_string()),
     ];
@@ -1260,37 +1286,68 @@ print(r)"
             .unwrap();
     }
     // The operator's own workload identity: the AWS default chain, here environment keys.
-    world.start_operator_with_env(&[
-        ("AWS_ACCESS_KEY_ID", &ak),
-        ("AWS_SECRET_ACCESS_KEY", &sk),
+    let identity = [
+        ("AWS_ACCESS_KEY_ID", ak.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", sk.as_str()),
         ("AWS_REGION", "us-east-1"),
-    ]);
+    ];
+    world.start_operator_with_env(&identity);
+    let (external_id, _) = wait_external_id(&world, "generated").await;
+    assert!(
+        external_id.len() == 32 && external_id.chars().all(|c| c.is_ascii_hexdigit()),
+        "{external_id}"
+    );
+    // No role yet: AssumeRole is refused, and the status says what the trust policy needs.
+    let denied = world
+        .wait_destination("generated", "False", "AssumeRoleDenied")
+        .await
+        .status
+        .unwrap();
+    let trust: serde_json::Value =
+        serde_json::from_str(denied.trust_policy_statement.as_deref().unwrap()).unwrap();
+    assert_eq!(trust["Principal"]["AWS"], admin_arn.as_str());
+    assert_eq!(
+        trust["Condition"]["StringEquals"]["sts:ExternalId"],
+        external_id.as_str()
+    );
+    assert_eq!(denied.external_id.as_deref(), Some(external_id.as_str()));
+    // The customer puts exactly that id into the trust policy; the next probe assumes the role.
+    moto_admin_python(
+        &world.env,
+        &format!(
+            "trust={{'Version':'2012-10-17','Statement':[{}]}}\niam.update_assume_role_policy(RoleName='{role}',PolicyDocument=json.dumps(trust))",
+            denied.trust_policy_statement.as_deref().unwrap()
+        ),
+    );
     let right = world
-        .wait_destination("right-id", "True", "Validated")
+        .wait_destination("generated", "True", "Validated")
         .await
         .status
         .unwrap();
     let arn = right.identity.unwrap().arn.unwrap_or_default();
     assert!(arn.contains(&format!("assumed-role/{role}/")), "{arn}");
+    assert_eq!(right.external_id.as_deref(), Some(external_id.as_str()));
     assert_eq!(
         right.bucket_policy_statement, None,
         "no bucket policy needed with a role"
     );
-    let wrong = world
-        .wait_destination("wrong-id", "False", "AssumeRoleDenied")
+    // An ExternalId the namespace's user chose is refused by default, before anything is asked.
+    let refused = world
+        .wait_destination("own-id", "False", "ExternalIdNotAllowed")
         .await
         .status
         .unwrap();
     assert!(
-        wrong.conditions[0].message.contains("ExternalId"),
+        refused.conditions[0].message.contains("status.externalId"),
         "{}",
-        wrong.conditions[0].message
+        refused.conditions[0].message
     );
     let allow = world
         .wait_destination("allowlist", "True", "Validated")
         .await
         .status
         .unwrap();
+    assert_eq!(allow.external_id, None, "no ExternalId without a role");
     let policy = allow
         .bucket_policy_statement
         .expect("the bucket-policy statement for the allowlist mode");
@@ -1298,6 +1355,41 @@ print(r)"
         policy.contains(&admin_arn) && policy.contains(&format!("arn:aws:s3:::{bkt}/*")),
         "{policy}"
     );
+    // A restarted operator, now allowing spec ExternalIds: the generated id stays as it was, and
+    // the destination's own id is used.
+    world.kill_operator();
+    let mut allowing = identity.to_vec();
+    allowing.push(("OUTBOUND_ALLOW_SPEC_EXTERNAL_ID", "true"));
+    world.start_operator_with_env(&allowing);
+    let own = world
+        .wait_destination("own-id", "True", "Validated")
+        .await
+        .status
+        .unwrap();
+    let arn = own.identity.unwrap().arn.unwrap_or_default();
+    assert!(arn.contains(&format!("assumed-role/{own_role}/")), "{arn}");
+    assert!(
+        own.trust_policy_statement.unwrap().contains("ext-own"),
+        "the statement names the id in use"
+    );
+    // A probe later (the interval is 20 s), the generated id is unchanged.
+    let before = world.destination("generated").await.status.unwrap();
+    wait_for(
+        "the generated destination is probed again",
+        Duration::from_secs(60),
+        || async {
+            let now = world.destination("generated").await.status.unwrap();
+            (now.last_probe_time != before.last_probe_time).then_some(())
+        },
+        || world.diagnose(),
+    )
+    .await;
+    let after = world
+        .wait_destination("generated", "True", "Validated")
+        .await
+        .status
+        .unwrap();
+    assert_eq!(after.external_id.as_deref(), Some(external_id.as_str()));
     assert!(!world.operator_log().contains(&sk));
     world.cleanup().await;
 }

@@ -74,6 +74,11 @@ pub struct RunArgs {
     /// fd00:ec2::254, metadata.google.internal); default: refused.
     #[arg(long, env = "OUTBOUND_ALLOW_PRIVATE_ENDPOINTS", action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub allow_private_endpoints: bool,
+    /// Accept a destination's own `crossAccount.externalId` instead of the one the operator
+    /// generates (default: refused with `ExternalIdNotAllowed`, as AWS prescribes for third
+    /// parties; allow it only to migrate roles whose trust policy already names an ExternalId).
+    #[arg(long, env = "OUTBOUND_ALLOW_SPEC_EXTERNAL_ID", action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub allow_spec_external_id: bool,
 }
 
 impl RunArgs {

@@ -230,12 +230,29 @@ pub fn validate(
                 session_token_key: keys.session_token_key.clone(),
             }
         }
-        (None, Some(cross)) => match (&cross.role_arn, &cross.external_id) {
-            (Some(role_arn), Some(external_id)) => JobCredentials::AssumeRole {
-                role_arn: role_arn.clone(),
-                external_id: external_id.clone(),
+        (None, Some(cross)) => match &cross.role_arn {
+            // The destination's own ExternalId only when it has one (a Ready destination has it
+            // only when the operator allows it), else the one the operator generated.
+            Some(role_arn) => match cross.external_id.clone().or_else(|| {
+                destination
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.external_id.clone())
+            }) {
+                Some(external_id) => JobCredentials::AssumeRole {
+                    role_arn: role_arn.clone(),
+                    external_id,
+                },
+                None => {
+                    return Err(Blocked::new(
+                        "DestinationNotReady",
+                        format!(
+                            "OutboundDestination {dest_name} has no ExternalId yet (status.externalId)"
+                        ),
+                    ));
+                }
             },
-            _ => JobCredentials::Workload,
+            None => JobCredentials::Workload,
         },
         _ => {
             return Err(Blocked::new(
@@ -541,6 +558,31 @@ pub(crate) mod tests {
         assert_eq!(v.service_account, "outbound-irsa");
         assert!(!v.create_service_account);
         assert!(matches!(v.credentials, JobCredentials::AssumeRole { .. }));
+    }
+
+    #[test]
+    fn a_role_destination_hands_the_jobs_its_generated_external_id() {
+        let mut dest = destination(true);
+        dest.spec.credentials = CredentialsSource {
+            secret: None,
+            cross_account: Some(CrossAccount {
+                role_arn: Some("arn:aws:iam::111122223333:role/outbound".into()),
+                ..Default::default()
+            }),
+        };
+        // Not generated yet: no Job (it could only assume the role without an id).
+        let b = validate(&delivery(), Some(&dest), None, Some(&pvc())).unwrap_err();
+        assert_eq!(b.reason, "DestinationNotReady");
+        assert!(b.message.contains("ExternalId"), "{}", b.message);
+        dest.status.as_mut().unwrap().external_id = Some("0123456789abcdef".into());
+        let v = validate(&delivery(), Some(&dest), None, Some(&pvc())).unwrap();
+        assert_eq!(
+            v.credentials,
+            JobCredentials::AssumeRole {
+                role_arn: "arn:aws:iam::111122223333:role/outbound".into(),
+                external_id: "0123456789abcdef".into(),
+            }
+        );
     }
 
     #[test]
