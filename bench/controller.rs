@@ -796,6 +796,7 @@ async fn bench(
             region: std::env::var("S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
             endpoint: Some(var("S3_ENDPOINT")),
             force_path_style: true,
+            sts_endpoint: None,
         };
         let config = outbound::credentials::sdk_config(&access, &target).await;
         outbound::credentials::s3_client(&config, &target)

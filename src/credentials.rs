@@ -64,6 +64,15 @@ pub struct Target {
     /// An S3-compatible endpoint (also used for STS when set); `None` means AWS itself.
     pub endpoint: Option<String>,
     pub force_path_style: bool,
+    /// The STS endpoint, when not `endpoint` (a private STS, or an S3 server without one).
+    pub sts_endpoint: Option<String>,
+}
+
+impl Target {
+    /// Where STS is: `sts_endpoint`, else `endpoint`, else AWS.
+    pub fn sts_url(&self) -> Option<&str> {
+        self.sts_endpoint.as_deref().or(self.endpoint.as_deref())
+    }
 }
 
 /// Builds the SDK configuration for an access mode. Assumed-role credentials are cached and
@@ -101,7 +110,8 @@ pub async fn sdk_config(access: &Access, target: &Target) -> SdkConfig {
             if let Some(external_id) = external_id {
                 builder = builder.external_id(external_id);
             }
-            let provider = builder.configure(&base).build().await;
+            // The provider's own STS client, at the target's STS (not only its S3) endpoint.
+            let provider = builder.configure(&sts_config(&base, target)).build().await;
             base.into_builder()
                 .credentials_provider(
                     aws_credential_types::provider::SharedCredentialsProvider::new(provider),
@@ -119,7 +129,15 @@ pub fn s3_client(config: &SdkConfig, target: &Target) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf)
 }
 
-/// An STS client on the same configuration (identity checks).
-pub fn sts_client(config: &SdkConfig) -> aws_sdk_sts::Client {
-    aws_sdk_sts::Client::new(config)
+/// The configuration with the target's STS endpoint in place of its S3 endpoint.
+pub fn sts_config(config: &SdkConfig, target: &Target) -> SdkConfig {
+    match target.sts_url() {
+        Some(url) => config.to_builder().endpoint_url(url).build(),
+        None => config.clone(),
+    }
+}
+
+/// An STS client on the same configuration, at the target's STS endpoint.
+pub fn sts_client(config: &SdkConfig, target: &Target) -> aws_sdk_sts::Client {
+    aws_sdk_sts::Client::new(&sts_config(config, target))
 }

@@ -64,8 +64,6 @@ pub struct ProbeTarget {
     pub bucket: String,
     pub prefix: String,
     pub target: Target,
-    /// STS endpoint override; `None` means AWS STS or, with a custom endpoint, that endpoint.
-    pub sts_endpoint: Option<String>,
     pub sse: Option<String>,
     pub sse_kms_key_id: Option<String>,
     /// The allowlist mode: our own identity, named in the customer's bucket policy.
@@ -391,22 +389,10 @@ pub async fn probe(target: &ProbeTarget, access: &Access) -> ProbeReport {
     report
 }
 
-/// The STS endpoint of a target: `stsEndpoint`, else the S3 endpoint, else AWS.
-fn sts_endpoint(target: &ProbeTarget) -> Option<String> {
-    target
-        .sts_endpoint
-        .clone()
-        .or(target.target.endpoint.clone())
-}
-
 /// Our own identity's ARN (the principal a customer's trust policy names), when STS tells it.
 async fn our_arn(target: &ProbeTarget) -> Option<String> {
     let base = sdk_config(&Access::WorkloadIdentity, &target.target).await;
-    let mut b = aws_sdk_sts::config::Builder::from(&base);
-    if let Some(endpoint) = sts_endpoint(target) {
-        b = b.endpoint_url(endpoint);
-    }
-    match aws_sdk_sts::Client::from_conf(b.build())
+    match crate::credentials::sts_client(&base, &target.target)
         .get_caller_identity()
         .send()
         .await
@@ -424,7 +410,7 @@ async fn probe_unredacted(target: &ProbeTarget, access: &Access) -> ProbeReport 
     let kms = target.sse.as_deref() == Some("aws:kms");
     // AWS's answers are quoted as they are (they say what to fix); a custom endpoint's only by
     // class.
-    let custom = target.target.endpoint.is_some() || target.sts_endpoint.is_some();
+    let custom = target.target.endpoint.is_some() || target.target.sts_endpoint.is_some();
     let fail = |step: Step,
                 facts: &ErrorFacts,
                 identity: Option<Identity>,
@@ -444,23 +430,17 @@ async fn probe_unredacted(target: &ProbeTarget, access: &Access) -> ProbeReport 
         bucket_policy_statement: policy,
         trust_policy_statement: None,
     };
-    let sts_endpoint = sts_endpoint(target);
     // With a custom endpoint and no explicit stsEndpoint, STS is only a guess: many S3-compatible
     // servers (versitygw) have none, so a failing identity call does not fail the probe there.
-    let sts_optional = target.target.endpoint.is_some() && target.sts_endpoint.is_none();
+    let sts_optional = target.target.endpoint.is_some() && target.target.sts_endpoint.is_none();
 
     let base_access = match access {
         Access::AssumeRole { .. } => Access::WorkloadIdentity,
         other => other.clone(),
     };
     let base = sdk_config(&base_access, &target.target).await;
-    let sts_for = |config: &aws_config::SdkConfig| {
-        let mut b = aws_sdk_sts::config::Builder::from(config);
-        if let Some(endpoint) = &sts_endpoint {
-            b = b.endpoint_url(endpoint);
-        }
-        aws_sdk_sts::Client::from_conf(b.build())
-    };
+    let sts_for =
+        |config: &aws_config::SdkConfig| crate::credentials::sts_client(config, &target.target);
 
     // AssumeRole explicitly, so that a trust-policy or ExternalId refusal gets its own reason.
     let (config, access_key_id) = match access {

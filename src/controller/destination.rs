@@ -234,8 +234,8 @@ pub fn probe_target(dest: &OutboundDestination) -> ProbeTarget {
             region: s3.region.clone(),
             endpoint: s3.endpoint.clone(),
             force_path_style: s3.force_path_style.unwrap_or(false),
+            sts_endpoint: s3.sts_endpoint.clone(),
         },
-        sts_endpoint: s3.sts_endpoint.clone(),
         sse: upload
             .server_side_encryption
             .as_ref()

@@ -24,6 +24,7 @@ pub struct ValidatedDelivery {
     pub region: String,
     pub endpoint: Option<String>,
     pub force_path_style: bool,
+    pub sts_endpoint: Option<String>,
     /// Destination prefix + delivery keyPrefix.
     pub prefix: String,
     pub claim_name: String,
@@ -54,6 +55,7 @@ impl ValidatedDelivery {
             region: self.region.clone(),
             endpoint: self.endpoint.clone(),
             force_path_style: self.force_path_style,
+            sts_endpoint: self.sts_endpoint.clone(),
             prefix: self.prefix.clone(),
         }
     }
@@ -327,6 +329,7 @@ pub fn validate(
         region: dspec.s3.region.clone(),
         endpoint: dspec.s3.endpoint.clone(),
         force_path_style: dspec.s3.force_path_style.unwrap_or(false),
+        sts_endpoint: dspec.s3.sts_endpoint.clone(),
         manifest_key: manifest_key(delivery, Some(destination)),
         prefix,
         claim_name: claim_name.clone(),

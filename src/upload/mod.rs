@@ -126,6 +126,9 @@ pub struct UploadArgs {
     /// S3-compatible endpoint URL.
     #[arg(long, env = "OUTBOUND_ENDPOINT")]
     pub endpoint: Option<String>,
+    /// STS endpoint URL for assuming the role (default: the endpoint, else AWS STS).
+    #[arg(long, env = "OUTBOUND_STS_ENDPOINT")]
+    pub sts_endpoint: Option<String>,
     #[arg(long, env = "OUTBOUND_FORCE_PATH_STYLE", action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub force_path_style: bool,
     #[arg(long, env = "OUTBOUND_STORAGE_CLASS")]
@@ -389,6 +392,7 @@ async fn deliver(
         region: args.region.clone(),
         endpoint: args.endpoint.clone(),
         force_path_style: args.force_path_style,
+        sts_endpoint: args.sts_endpoint.clone(),
     };
     if let Access::AssumeRole {
         role_arn,
@@ -398,7 +402,7 @@ async fn deliver(
     {
         // Fail early and clearly: the SDK's credential provider would hide STS's answer.
         let base = crate::credentials::sdk_config(&Access::WorkloadIdentity, &target).await;
-        crate::credentials::sts_client(&base)
+        crate::credentials::sts_client(&base, &target)
             .assume_role()
             .role_arn(role_arn)
             .set_external_id(external_id.clone())
