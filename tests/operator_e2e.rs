@@ -1394,6 +1394,140 @@ async fn cross_account_modes_probe_with_our_identity_and_the_external_id() {
     world.cleanup().await;
 }
 
+/// The crossAccount modes deliver end to end against moto: a delivery as the role assumed with the
+/// generated ExternalId (through `stsEndpoint`, which the Job gets too), and one as our own
+/// identity, which the upload pods get from the admin's workload-identity Secret (the ground's
+/// pods inherit nothing from the host, and no IRSA exists there).
+#[tokio::test]
+async fn cross_account_deliveries_upload_as_the_assumed_role_and_as_our_identity() {
+    let mut world = World::new("xdeliver").await;
+    let env = &world.env;
+    let moto_admin = s3(
+        &env.moto_endpoint,
+        "us-east-1",
+        &env.moto_access_key,
+        &env.moto_secret_key,
+    )
+    .await;
+    let bkt = format!("xdeliver-{}", suffix());
+    bucket(&moto_admin, &bkt).await;
+    let admin_arn = moto_admin_python(env, "print(sts.get_caller_identity()['Arn'])");
+    let role = format!("outbound-{}", suffix());
+    let role_arn = moto_role(env, &role, &admin_arn, "not-agreed-yet");
+    let moto = env.moto_endpoint.clone();
+    let (ak, sk) = (env.moto_access_key.clone(), env.moto_secret_key.clone());
+    world
+        .secret(
+            "outbound-identity",
+            &[("AWS_ACCESS_KEY_ID", &ak), ("AWS_SECRET_ACCESS_KEY", &sk)],
+        )
+        .await;
+    let folder = world.volume("exports").await;
+    write_lines(&folder.join("a.sync"), 1000);
+    write_lines(&folder.join("sub/b.sync"), 50);
+    for (name, credentials) in [
+        (
+            "role",
+            format!("{{crossAccount: {{roleArn: \"{role_arn}\"}}}}"),
+        ),
+        ("workload", "{crossAccount: {}}".to_string()),
+    ] {
+        world
+            .apply_yaml::<OutboundDestination>(&format!(
+                "apiVersion: outbound.dev/v1alpha1\nkind: OutboundDestination\nmetadata: {{name: {name}}}\nspec:\n  s3: {{bucket: {bkt}, region: us-east-1, endpoint: \"{moto}\", stsEndpoint: \"{moto}\", forcePathStyle: true}}\n  credentials: {credentials}\n  upload: {{checksumAlgorithm: CRC32C}}\n"
+            ))
+            .await
+            .unwrap();
+    }
+    world.start_operator_with_env(&[
+        ("AWS_ACCESS_KEY_ID", &ak),
+        ("AWS_SECRET_ACCESS_KEY", &sk),
+        ("AWS_REGION", "us-east-1"),
+        ("OUTBOUND_WORKLOAD_IDENTITY_SECRET", "outbound-identity"),
+    ]);
+    let (external_id, shown) = wait_external_id(&world, "role").await;
+    moto_admin_python(
+        &world.env,
+        &format!(
+            "trust={{'Version':'2012-10-17','Statement':[{}]}}\niam.update_assume_role_policy(RoleName='{role}',PolicyDocument=json.dumps(trust))",
+            shown.status.unwrap().trust_policy_statement.unwrap()
+        ),
+    );
+    world.wait_destination("role", "True", "Validated").await;
+    world
+        .wait_destination("workload", "True", "Validated")
+        .await;
+    for (name, destination) in [("d-role", "role"), ("d-workload", "workload")] {
+        world
+            .apply_yaml::<OutboundDelivery>(&delivery_yaml(
+                name,
+                destination,
+                "exports",
+                &format!("  keyPrefix: {destination}/\n"),
+            ))
+            .await
+            .unwrap();
+    }
+    for name in ["d-role", "d-workload"] {
+        world
+            .wait_delivery(
+                name,
+                "Succeeded",
+                Some("Delivered"),
+                Duration::from_secs(180),
+            )
+            .await;
+    }
+    let jobs = jobs_in(&world).await;
+    let role_job = jobs
+        .iter()
+        .find(|j| j.metadata.name.as_deref().unwrap().contains("d-role"))
+        .expect("the role delivery's Job");
+    let envs = role_job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let value = |name: &str| {
+        envs.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(
+        value("OUTBOUND_STS_ENDPOINT").as_deref(),
+        Some(moto.as_str())
+    );
+    assert_eq!(
+        value("OUTBOUND_EXTERNAL_ID").as_deref(),
+        Some(external_id.as_str())
+    );
+    let mut keys: Vec<String> = list_objects(&moto_admin, &bkt)
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "role/a.sync",
+            "role/manifest.json",
+            "role/sub/b.sync",
+            "workload/a.sync",
+            "workload/manifest.json",
+            "workload/sub/b.sync",
+        ]
+    );
+    world.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_suspended_delivery_waits_and_resumes() {
     let mut world = World::new("suspend").await;
