@@ -797,6 +797,7 @@ async fn bench(
             endpoint: Some(var("S3_ENDPOINT")),
             force_path_style: true,
             sts_endpoint: None,
+            expected_bucket_owner: None,
         };
         let config = outbound::credentials::sdk_config(&access, &target).await;
         outbound::credentials::s3_client(&config, &target)

@@ -66,6 +66,8 @@ pub struct Target {
     pub force_path_style: bool,
     /// The STS endpoint, when not `endpoint` (a private STS, or an S3 server without one).
     pub sts_endpoint: Option<String>,
+    /// The account that must own the bucket (`x-amz-expected-bucket-owner` on every request).
+    pub expected_bucket_owner: Option<String>,
 }
 
 impl Target {
@@ -121,12 +123,45 @@ pub async fn sdk_config(access: &Access, target: &Target) -> SdkConfig {
     }
 }
 
-/// An S3 client for the target (path-style addressing for S3-compatible servers when asked).
+/// Sends `x-amz-expected-bucket-owner` with every request of a client, so that S3 refuses (403)
+/// any request to a bucket another account owns (a deleted and re-registered bucket name, a
+/// typo). One interceptor instead of a setter on each call: no request can be left out.
+#[derive(Debug)]
+struct ExpectedBucketOwner(String);
+
+impl aws_sdk_s3::config::Intercept for ExpectedBucketOwner {
+    fn name(&self) -> &'static str {
+        "ExpectedBucketOwner"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        context
+            .request_mut()
+            .headers_mut()
+            .insert("x-amz-expected-bucket-owner", self.0.clone());
+        Ok(())
+    }
+}
+
+/// The S3 client configuration of a target: path-style addressing when asked, and the expected
+/// bucket owner on every request.
+pub fn s3_config(config: &SdkConfig, target: &Target) -> aws_sdk_s3::config::Builder {
+    let mut builder =
+        aws_sdk_s3::config::Builder::from(config).force_path_style(target.force_path_style);
+    if let Some(owner) = &target.expected_bucket_owner {
+        builder = builder.interceptor(ExpectedBucketOwner(owner.clone()));
+    }
+    builder
+}
+
+/// An S3 client for the target (see `s3_config`).
 pub fn s3_client(config: &SdkConfig, target: &Target) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::config::Builder::from(config)
-        .force_path_style(target.force_path_style)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
+    aws_sdk_s3::Client::from_conf(s3_config(config, target).build())
 }
 
 /// The configuration with the target's STS endpoint in place of its S3 endpoint.

@@ -124,6 +124,9 @@ pub fn upload_env_with(v: &ValidatedDelivery, workload_secret: Option<&str>) -> 
     if let Some(endpoint) = &v.sts_endpoint {
         envs.push(env("OUTBOUND_STS_ENDPOINT", endpoint));
     }
+    if let Some(owner) = &v.expected_bucket_owner {
+        envs.push(env("OUTBOUND_EXPECTED_BUCKET_OWNER", owner));
+    }
     envs.push(env(
         "OUTBOUND_FORCE_PATH_STYLE",
         v.force_path_style.to_string(),
@@ -601,6 +604,7 @@ mod tests {
     fn role_jobs_carry_the_sts_endpoint_and_the_admins_identity_secret() {
         let mut v = validated(1);
         v.sts_endpoint = Some("https://sts.internal:8443".into());
+        v.expected_bucket_owner = Some("111122223333".into());
         v.credentials = JobCredentials::AssumeRole {
             role_arn: "arn:aws:iam::111122223333:role/r".into(),
             external_id: "0123456789abcdef0123456789abcdef".into(),
@@ -615,6 +619,10 @@ mod tests {
         assert_eq!(
             value("OUTBOUND_STS_ENDPOINT").value.as_deref(),
             Some("https://sts.internal:8443")
+        );
+        assert_eq!(
+            value("OUTBOUND_EXPECTED_BUCKET_OWNER").value.as_deref(),
+            Some("111122223333")
         );
         assert_eq!(
             value("OUTBOUND_EXTERNAL_ID").value.as_deref(),

@@ -27,6 +27,7 @@ pub mod reason {
     pub const ENDPOINT_NOT_ALLOWED: &str = "EndpointNotAllowed";
     pub const EXTERNAL_ID_NOT_ALLOWED: &str = "ExternalIdNotAllowed";
     pub const CRD_OUTDATED: &str = "CRDOutdated";
+    pub const BUCKET_OWNER_MISMATCH: &str = "BucketOwnerMismatch";
 }
 
 /// Replaces every occurrence of a secret value in `text`: servers may quote the request they
@@ -511,6 +512,35 @@ async fn probe_unredacted(target: &ProbeTarget, access: &Access) -> ProbeReport 
         Err(e) => {
             let facts = ErrorFacts::from_sdk(&e);
             if facts.http_status == Some(403) {
+                // S3 answers a wrong owner as it answers a missing permission (403). Only the same
+                // HEAD without the condition tells them apart: allowed there, refused with it.
+                if let Some(owner) = &target.target.expected_bucket_owner {
+                    let unconditioned = Target {
+                        expected_bucket_owner: None,
+                        ..target.target.clone()
+                    };
+                    let plain = s3_client(&config, &unconditioned);
+                    if plain
+                        .head_bucket()
+                        .bucket(&target.bucket)
+                        .send()
+                        .await
+                        .is_ok()
+                    {
+                        return ProbeReport {
+                            failure: Some((
+                                reason::BUCKET_OWNER_MISMATCH.into(),
+                                format!(
+                                    "bucket {} is not owned by account {owner} (spec.s3.expectedBucketOwner): nothing is written to it; check the bucket name and the account id",
+                                    target.bucket
+                                ),
+                            )),
+                            identity: Some(identity),
+                            bucket_policy_statement: policy,
+                            trust_policy_statement: None,
+                        };
+                    }
+                }
                 Some(facts)
             } else {
                 return fail(Step::HeadBucket, &facts, Some(identity), policy);

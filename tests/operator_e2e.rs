@@ -1528,6 +1528,120 @@ async fn cross_account_deliveries_upload_as_the_assumed_role_and_as_our_identity
     world.cleanup().await;
 }
 
+/// ExpectedBucketOwner on versitygw, which honours it (its owner is the owning account's access
+/// key id: an account whose key is 12 digits stands for an AWS account; moto ignores the header).
+#[tokio::test]
+async fn the_expected_bucket_owner_goes_with_every_request() {
+    let mut world = World::new("owner").await;
+    let env = &world.env;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let account = format!("{:012}", nanos % 1_000_000_000_000);
+    let secret = format!("owner-secret-{}", suffix());
+    versitygw_account(env, &account, &secret);
+    let own = s3(&env.s3_endpoint, &env.s3_region, &account, &secret).await;
+    let bkt = format!("owner-{}", suffix());
+    bucket(&own, &bkt).await;
+    let endpoint = env.s3_endpoint.clone();
+    world
+        .secret(
+            "keys",
+            &[
+                ("AWS_ACCESS_KEY_ID", account.as_str()),
+                ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+            ],
+        )
+        .await;
+    for (name, owner) in [("right", account.as_str()), ("wrong", "999988887777")] {
+        world
+            .apply_yaml::<OutboundDestination>(&format!(
+                "apiVersion: outbound.dev/v1alpha1\nkind: OutboundDestination\nmetadata: {{name: {name}}}\nspec:\n  s3: {{bucket: {bkt}, region: us-east-1, endpoint: \"{endpoint}\", forcePathStyle: true, expectedBucketOwner: \"{owner}\"}}\n  credentials: {{secret: {{name: keys}}}}\n"
+            ))
+            .await
+            .unwrap();
+    }
+    let folder = world.volume("exports").await;
+    write_lines(&folder.join("a.sync"), 100);
+    world.start_operator();
+    world.wait_destination("right", "True", "Validated").await;
+    let wrong = world
+        .wait_destination("wrong", "False", "BucketOwnerMismatch")
+        .await
+        .status
+        .unwrap();
+    assert!(
+        wrong.conditions[0].message.contains("999988887777"),
+        "{}",
+        wrong.conditions[0].message
+    );
+    world
+        .apply_yaml::<OutboundDelivery>(&delivery_yaml("d", "right", "exports", ""))
+        .await
+        .unwrap();
+    world
+        .wait_delivery(
+            "d",
+            "Succeeded",
+            Some("Delivered"),
+            Duration::from_secs(120),
+        )
+        .await;
+    let job = &jobs_in(&world).await[0];
+    let envs = job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .env
+        .clone()
+        .unwrap();
+    assert!(
+        envs.iter()
+            .any(|e| e.name == "OUTBOUND_EXPECTED_BUCKET_OWNER"
+                && e.value.as_deref() == Some(account.as_str()))
+    );
+    // The uploader itself: another owner named, every request is refused and nothing is written.
+    let run = |owner: &str, prefix: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_outbound"))
+            .args(["upload", "--bucket", &bkt, "--endpoint", &endpoint])
+            .args(["--force-path-style", "--source"])
+            .arg(&folder)
+            .args(["--prefix", prefix, "--expected-bucket-owner", owner])
+            .env_remove("OUTBOUND_DELIVERY")
+            .env("AWS_ACCESS_KEY_ID", &account)
+            .env("AWS_SECRET_ACCESS_KEY", &secret)
+            .output()
+            .expect("outbound upload")
+    };
+    let refused = run("999988887777", "refused/");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("AccessDenied") || stderr.contains("403"),
+        "{stderr}"
+    );
+    let accepted = run(&account, "accepted/");
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    let keys: Vec<String> = list_objects(&own, &bkt)
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(keys.iter().any(|k| k == "accepted/a.sync"), "{keys:?}");
+    assert!(!keys.iter().any(|k| k.starts_with("refused/")), "{keys:?}");
+    world.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_suspended_delivery_waits_and_resumes() {
     let mut world = World::new("suspend").await;

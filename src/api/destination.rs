@@ -90,6 +90,13 @@ pub struct S3Location {
     /// at most a masked access key id. The same rules as for `endpoint` apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sts_endpoint: Option<String>,
+    /// The 12-digit AWS account id that owns the bucket. Sent as `ExpectedBucketOwner` with every
+    /// request of the probe and the uploads, so nothing is written to (nor read from) a bucket of
+    /// that name owned by anyone else; a probe that finds another owner reports
+    /// `Ready=False`, reason `BucketOwnerMismatch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{12}$"))]
+    pub expected_bucket_owner: Option<String>,
     /// Path-style addressing (`endpoint/bucket/key`), needed by most S3-compatible servers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_path_style: Option<bool>,

@@ -235,6 +235,7 @@ pub fn probe_target(dest: &OutboundDestination) -> ProbeTarget {
             endpoint: s3.endpoint.clone(),
             force_path_style: s3.force_path_style.unwrap_or(false),
             sts_endpoint: s3.sts_endpoint.clone(),
+            expected_bucket_owner: s3.expected_bucket_owner.clone(),
         },
         sse: upload
             .server_side_encryption

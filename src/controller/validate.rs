@@ -25,6 +25,7 @@ pub struct ValidatedDelivery {
     pub endpoint: Option<String>,
     pub force_path_style: bool,
     pub sts_endpoint: Option<String>,
+    pub expected_bucket_owner: Option<String>,
     /// Destination prefix + delivery keyPrefix.
     pub prefix: String,
     pub claim_name: String,
@@ -56,6 +57,7 @@ impl ValidatedDelivery {
             endpoint: self.endpoint.clone(),
             force_path_style: self.force_path_style,
             sts_endpoint: self.sts_endpoint.clone(),
+            expected_bucket_owner: self.expected_bucket_owner.clone(),
             prefix: self.prefix.clone(),
         }
     }
@@ -330,6 +332,7 @@ pub fn validate(
         endpoint: dspec.s3.endpoint.clone(),
         force_path_style: dspec.s3.force_path_style.unwrap_or(false),
         sts_endpoint: dspec.s3.sts_endpoint.clone(),
+        expected_bucket_owner: dspec.s3.expected_bucket_owner.clone(),
         manifest_key: manifest_key(delivery, Some(destination)),
         prefix,
         claim_name: claim_name.clone(),

@@ -126,6 +126,10 @@ pub struct UploadArgs {
     /// S3-compatible endpoint URL.
     #[arg(long, env = "OUTBOUND_ENDPOINT")]
     pub endpoint: Option<String>,
+    /// The account id that must own the bucket: sent with every request, which S3 refuses (403)
+    /// when another account owns it.
+    #[arg(long, env = "OUTBOUND_EXPECTED_BUCKET_OWNER")]
+    pub expected_bucket_owner: Option<String>,
     /// STS endpoint URL for assuming the role (default: the endpoint, else AWS STS).
     #[arg(long, env = "OUTBOUND_STS_ENDPOINT")]
     pub sts_endpoint: Option<String>,
@@ -393,6 +397,7 @@ async fn deliver(
         endpoint: args.endpoint.clone(),
         force_path_style: args.force_path_style,
         sts_endpoint: args.sts_endpoint.clone(),
+        expected_bucket_owner: args.expected_bucket_owner.clone(),
     };
     if let Access::AssumeRole {
         role_arn,
@@ -619,8 +624,7 @@ async fn s3_client(
         .attempt_timeout
         .map(Duration::from_secs)
         .unwrap_or_else(|| Duration::from_secs(60 + largest_request / (1 << 20)));
-    let conf = aws_sdk_s3::config::Builder::from(&config)
-        .force_path_style(target.force_path_style)
+    let conf = crate::credentials::s3_config(&config, target)
         .retry_config(
             RetryConfig::standard()
                 .with_max_attempts(args.max_attempts.max(1))
