@@ -148,11 +148,12 @@ async fn bad_specs_are_refused_by_the_api_server() {
             "exactly one of",
         ),
         ("neither", "{}", "", "exactly one of"),
+        // roleArn alone is the normal case (the operator generates the ExternalId).
         (
-            "role-no-external-id",
-            "{crossAccount: {roleArn: \"arn:aws:iam::111122223333:role/x\"}}",
+            "external-id-no-role",
+            "{crossAccount: {externalId: agreed-id}}",
             "",
-            "go together",
+            "externalId needs roleArn",
         ),
     ];
     for (name, creds, extra, want) in cases {
