@@ -176,3 +176,79 @@ pub fn sts_config(config: &SdkConfig, target: &Target) -> SdkConfig {
 pub fn sts_client(config: &SdkConfig, target: &Target) -> aws_sdk_sts::Client {
     aws_sdk_sts::Client::new(&sts_config(config, target))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The request head a client sends to a one-shot local server (answered 200, empty).
+    async fn request_head(target: Target) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = Target {
+            endpoint: Some(format!("http://{}", listener.local_addr().unwrap())),
+            force_path_style: true,
+            region: "us-east-1".into(),
+            ..target
+        };
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = socket.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&head).to_ascii_lowercase()
+        });
+        let access = Access::Keys {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "secret".into(),
+            session_token: None,
+        };
+        let config = sdk_config(&access, &target).await;
+        let _ = s3_client(&config, &target)
+            .head_bucket()
+            .bucket("bkt")
+            .send()
+            .await;
+        server.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_expected_bucket_owner_is_on_the_wire_only_when_named() {
+        let named = request_head(Target {
+            expected_bucket_owner: Some("111122223333".into()),
+            ..Default::default()
+        })
+        .await;
+        assert!(
+            named.contains("x-amz-expected-bucket-owner: 111122223333"),
+            "{named}"
+        );
+        let unnamed = request_head(Target::default()).await;
+        assert!(
+            !unnamed.contains("x-amz-expected-bucket-owner"),
+            "{unnamed}"
+        );
+    }
+
+    #[test]
+    fn sts_goes_to_its_own_endpoint_else_the_s3_one() {
+        let mut target = Target {
+            endpoint: Some("https://s3.internal".into()),
+            ..Default::default()
+        };
+        assert_eq!(target.sts_url(), Some("https://s3.internal"));
+        target.sts_endpoint = Some("https://sts.internal".into());
+        assert_eq!(target.sts_url(), Some("https://sts.internal"));
+        assert_eq!(Target::default().sts_url(), None);
+    }
+}
