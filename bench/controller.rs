@@ -796,6 +796,8 @@ async fn bench(
             region: std::env::var("S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
             endpoint: Some(var("S3_ENDPOINT")),
             force_path_style: true,
+            sts_endpoint: None,
+            expected_bucket_owner: None,
         };
         let config = outbound::credentials::sdk_config(&access, &target).await;
         outbound::credentials::s3_client(&config, &target)

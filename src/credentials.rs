@@ -64,6 +64,17 @@ pub struct Target {
     /// An S3-compatible endpoint (also used for STS when set); `None` means AWS itself.
     pub endpoint: Option<String>,
     pub force_path_style: bool,
+    /// The STS endpoint, when not `endpoint` (a private STS, or an S3 server without one).
+    pub sts_endpoint: Option<String>,
+    /// The account that must own the bucket (`x-amz-expected-bucket-owner` on every request).
+    pub expected_bucket_owner: Option<String>,
+}
+
+impl Target {
+    /// Where STS is: `sts_endpoint`, else `endpoint`, else AWS.
+    pub fn sts_url(&self) -> Option<&str> {
+        self.sts_endpoint.as_deref().or(self.endpoint.as_deref())
+    }
 }
 
 /// Builds the SDK configuration for an access mode. Assumed-role credentials are cached and
@@ -101,7 +112,8 @@ pub async fn sdk_config(access: &Access, target: &Target) -> SdkConfig {
             if let Some(external_id) = external_id {
                 builder = builder.external_id(external_id);
             }
-            let provider = builder.configure(&base).build().await;
+            // The provider's own STS client, at the target's STS (not only its S3) endpoint.
+            let provider = builder.configure(&sts_config(&base, target)).build().await;
             base.into_builder()
                 .credentials_provider(
                     aws_credential_types::provider::SharedCredentialsProvider::new(provider),
@@ -111,15 +123,132 @@ pub async fn sdk_config(access: &Access, target: &Target) -> SdkConfig {
     }
 }
 
-/// An S3 client for the target (path-style addressing for S3-compatible servers when asked).
-pub fn s3_client(config: &SdkConfig, target: &Target) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::config::Builder::from(config)
-        .force_path_style(target.force_path_style)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
+/// Sends `x-amz-expected-bucket-owner` with every request of a client, so that S3 refuses (403)
+/// any request to a bucket another account owns (a deleted and re-registered bucket name, a
+/// typo). One interceptor instead of a setter on each call: no request can be left out.
+#[derive(Debug)]
+struct ExpectedBucketOwner(String);
+
+impl aws_sdk_s3::config::Intercept for ExpectedBucketOwner {
+    fn name(&self) -> &'static str {
+        "ExpectedBucketOwner"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        context
+            .request_mut()
+            .headers_mut()
+            .insert("x-amz-expected-bucket-owner", self.0.clone());
+        Ok(())
+    }
 }
 
-/// An STS client on the same configuration (identity checks).
-pub fn sts_client(config: &SdkConfig) -> aws_sdk_sts::Client {
-    aws_sdk_sts::Client::new(config)
+/// The S3 client configuration of a target: path-style addressing when asked, and the expected
+/// bucket owner on every request.
+pub fn s3_config(config: &SdkConfig, target: &Target) -> aws_sdk_s3::config::Builder {
+    let mut builder =
+        aws_sdk_s3::config::Builder::from(config).force_path_style(target.force_path_style);
+    if let Some(owner) = &target.expected_bucket_owner {
+        builder = builder.interceptor(ExpectedBucketOwner(owner.clone()));
+    }
+    builder
+}
+
+/// An S3 client for the target (see `s3_config`).
+pub fn s3_client(config: &SdkConfig, target: &Target) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(s3_config(config, target).build())
+}
+
+/// The configuration with the target's STS endpoint in place of its S3 endpoint.
+pub fn sts_config(config: &SdkConfig, target: &Target) -> SdkConfig {
+    match target.sts_url() {
+        Some(url) => config.to_builder().endpoint_url(url).build(),
+        None => config.clone(),
+    }
+}
+
+/// An STS client on the same configuration, at the target's STS endpoint.
+pub fn sts_client(config: &SdkConfig, target: &Target) -> aws_sdk_sts::Client {
+    aws_sdk_sts::Client::new(&sts_config(config, target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The request head a client sends to a one-shot local server (answered 200, empty).
+    async fn request_head(target: Target) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = Target {
+            endpoint: Some(format!("http://{}", listener.local_addr().unwrap())),
+            force_path_style: true,
+            region: "us-east-1".into(),
+            ..target
+        };
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = socket.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&head).to_ascii_lowercase()
+        });
+        let access = Access::Keys {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "secret".into(),
+            session_token: None,
+        };
+        let config = sdk_config(&access, &target).await;
+        let _ = s3_client(&config, &target)
+            .head_bucket()
+            .bucket("bkt")
+            .send()
+            .await;
+        server.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_expected_bucket_owner_is_on_the_wire_only_when_named() {
+        let named = request_head(Target {
+            expected_bucket_owner: Some("111122223333".into()),
+            ..Default::default()
+        })
+        .await;
+        assert!(
+            named.contains("x-amz-expected-bucket-owner: 111122223333"),
+            "{named}"
+        );
+        let unnamed = request_head(Target::default()).await;
+        assert!(
+            !unnamed.contains("x-amz-expected-bucket-owner"),
+            "{unnamed}"
+        );
+    }
+
+    #[test]
+    fn sts_goes_to_its_own_endpoint_else_the_s3_one() {
+        let mut target = Target {
+            endpoint: Some("https://s3.internal".into()),
+            ..Default::default()
+        };
+        assert_eq!(target.sts_url(), Some("https://s3.internal"));
+        target.sts_endpoint = Some("https://sts.internal".into());
+        assert_eq!(target.sts_url(), Some("https://sts.internal"));
+        assert_eq!(Target::default().sts_url(), None);
+    }
 }

@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 /// Where the source claim is mounted in the upload pods.
 pub const SOURCE_MOUNT: &str = "/source";
@@ -71,6 +72,10 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
 }
 
 fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    optional_secret_env(name, secret, key, false)
+}
+
+fn optional_secret_env(name: &str, secret: &str, key: &str, optional: bool) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: None,
@@ -78,16 +83,32 @@ fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
             secret_key_ref: Some(SecretKeySelector {
                 name: secret.into(),
                 key: key.into(),
-                optional: Some(false),
+                optional: Some(optional),
             }),
             ..EnvVarSource::default()
         }),
     }
 }
 
+/// The admin's `--workload-identity-secret`, set once by `outbound run`. A process-wide value
+/// rather than an argument only because `build_job`'s callers are being reworked on another
+/// branch; it belongs in `build_job`'s arguments.
+static WORKLOAD_IDENTITY_SECRET: OnceLock<String> = OnceLock::new();
+
+/// Records the Secret whose AWS keys are the upload pods' own identity in the workload and
+/// assume-role modes (see `RunArgs::workload_identity_secret`).
+pub fn set_workload_identity_secret(name: &str) {
+    let _ = WORKLOAD_IDENTITY_SECRET.set(name.to_string());
+}
+
 /// The environment of the uploader (see docs/design/job-contract.md): plain values and
 /// `secretKeyRef`s, never a secret value.
 pub fn upload_env(v: &ValidatedDelivery) -> Vec<EnvVar> {
+    upload_env_with(v, WORKLOAD_IDENTITY_SECRET.get().map(String::as_str))
+}
+
+/// `upload_env` with the workload-identity Secret given. Pure.
+pub fn upload_env_with(v: &ValidatedDelivery, workload_secret: Option<&str>) -> Vec<EnvVar> {
     let source = if v.source_path.is_empty() {
         SOURCE_MOUNT.to_string()
     } else {
@@ -99,6 +120,12 @@ pub fn upload_env(v: &ValidatedDelivery) -> Vec<EnvVar> {
     ];
     if let Some(endpoint) = &v.endpoint {
         envs.push(env("OUTBOUND_ENDPOINT", endpoint));
+    }
+    if let Some(endpoint) = &v.sts_endpoint {
+        envs.push(env("OUTBOUND_STS_ENDPOINT", endpoint));
+    }
+    if let Some(owner) = &v.expected_bucket_owner {
+        envs.push(env("OUTBOUND_EXPECTED_BUCKET_OWNER", owner));
     }
     envs.push(env(
         "OUTBOUND_FORCE_PATH_STYLE",
@@ -168,6 +195,24 @@ pub fn upload_env(v: &ValidatedDelivery) -> Vec<EnvVar> {
             envs.push(env("OUTBOUND_ROLE_ARN", role_arn));
             envs.push(env("OUTBOUND_EXTERNAL_ID", external_id));
         }
+    }
+    // Our own identity as keys, only where no workload identity mechanism gives pods one. Three
+    // named keys, not `envFrom`: whoever writes that Secret sets nothing else in the pod.
+    if let (Some(secret), JobCredentials::Workload | JobCredentials::AssumeRole { .. }) =
+        (workload_secret, &v.credentials)
+    {
+        envs.push(secret_env("AWS_ACCESS_KEY_ID", secret, "AWS_ACCESS_KEY_ID"));
+        envs.push(secret_env(
+            "AWS_SECRET_ACCESS_KEY",
+            secret,
+            "AWS_SECRET_ACCESS_KEY",
+        ));
+        envs.push(optional_secret_env(
+            "AWS_SESSION_TOKEN",
+            secret,
+            "AWS_SESSION_TOKEN",
+            true,
+        ));
     }
     envs
 }
@@ -553,5 +598,65 @@ mod tests {
             ("irsa", Some("team"))
         );
         assert_eq!(role_binding_name(&"a".repeat(253)).len(), 253);
+    }
+
+    #[test]
+    fn role_jobs_carry_the_sts_endpoint_and_the_admins_identity_secret() {
+        let mut v = validated(1);
+        v.sts_endpoint = Some("https://sts.internal:8443".into());
+        v.expected_bucket_owner = Some("111122223333".into());
+        v.credentials = JobCredentials::AssumeRole {
+            role_arn: "arn:aws:iam::111122223333:role/r".into(),
+            external_id: "0123456789abcdef0123456789abcdef".into(),
+        };
+        let envs = upload_env_with(&v, Some("outbound-identity"));
+        let value = |name: &str| {
+            envs.iter()
+                .find(|e| e.name == name)
+                .unwrap_or_else(|| panic!("{name} missing"))
+                .clone()
+        };
+        assert_eq!(
+            value("OUTBOUND_STS_ENDPOINT").value.as_deref(),
+            Some("https://sts.internal:8443")
+        );
+        assert_eq!(
+            value("OUTBOUND_EXPECTED_BUCKET_OWNER").value.as_deref(),
+            Some("111122223333")
+        );
+        assert_eq!(
+            value("OUTBOUND_EXTERNAL_ID").value.as_deref(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
+        for (name, optional) in [
+            ("AWS_ACCESS_KEY_ID", false),
+            ("AWS_SECRET_ACCESS_KEY", false),
+            ("AWS_SESSION_TOKEN", true),
+        ] {
+            let var = value(name);
+            assert_eq!(var.value, None, "never a value");
+            let r = var.value_from.unwrap().secret_key_ref.unwrap();
+            assert_eq!(
+                (r.name.as_str(), r.key.as_str()),
+                ("outbound-identity", name)
+            );
+            assert_eq!(r.optional, Some(optional));
+        }
+        // Keys mode: the customer's Secret only, never the admin's identity.
+        let keyed = upload_env_with(&validated(1), Some("outbound-identity"));
+        assert!(!keyed.iter().any(|e| {
+            e.value_from
+                .as_ref()
+                .and_then(|f| f.secret_key_ref.as_ref())
+                .is_some_and(|r| r.name == "outbound-identity")
+        }));
+        assert!(!keyed.iter().any(|e| e.name == "OUTBOUND_STS_ENDPOINT"));
+        // No Secret configured: the pods' own chain (IRSA, Pod Identity, instance profile).
+        v.credentials = JobCredentials::Workload;
+        assert!(
+            !upload_env_with(&v, None)
+                .iter()
+                .any(|e| e.name.starts_with("AWS_"))
+        );
     }
 }

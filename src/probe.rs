@@ -25,6 +25,9 @@ pub mod reason {
     pub const CREDENTIALS_UNAVAILABLE: &str = "CredentialsUnavailable";
     pub const PROBE_FAILED: &str = "ProbeFailed";
     pub const ENDPOINT_NOT_ALLOWED: &str = "EndpointNotAllowed";
+    pub const EXTERNAL_ID_NOT_ALLOWED: &str = "ExternalIdNotAllowed";
+    pub const CRD_OUTDATED: &str = "CRDOutdated";
+    pub const BUCKET_OWNER_MISMATCH: &str = "BucketOwnerMismatch";
 }
 
 /// Replaces every occurrence of a secret value in `text`: servers may quote the request they
@@ -62,8 +65,6 @@ pub struct ProbeTarget {
     pub bucket: String,
     pub prefix: String,
     pub target: Target,
-    /// STS endpoint override; `None` means AWS STS or, with a custom endpoint, that endpoint.
-    pub sts_endpoint: Option<String>,
     pub sse: Option<String>,
     pub sse_kms_key_id: Option<String>,
     /// The allowlist mode: our own identity, named in the customer's bucket policy.
@@ -342,6 +343,19 @@ pub fn bucket_policy_statement(principal_arn: &str, bucket: &str, prefix: &str) 
     serde_json::to_string_pretty(&statement).expect("json serializes")
 }
 
+/// The trust-policy statement that lets `principal_arn` assume the customer's role with
+/// `external_id` (the AssumeRole mode).
+pub fn trust_policy_statement(principal_arn: &str, external_id: &str) -> String {
+    let statement = serde_json::json!({
+        "Sid": "OutboundAssumeRole",
+        "Effect": "Allow",
+        "Principal": {"AWS": role_arn_of(principal_arn)},
+        "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {"sts:ExternalId": external_id}},
+    });
+    serde_json::to_string_pretty(&statement).expect("json serializes")
+}
+
 /// An assumed-role session ARN names its role: bucket policies must name the role, not the session.
 pub fn role_arn_of(arn: &str) -> String {
     // arn:aws:sts::123456789012:assumed-role/Role/session -> arn:aws:iam::123456789012:role/Role
@@ -360,17 +374,44 @@ pub fn role_arn_of(arn: &str) -> String {
 /// message holds no value of the Secret.
 pub async fn probe(target: &ProbeTarget, access: &Access) -> ProbeReport {
     let mut report = probe_unredacted(target, access).await;
+    // Shown even (above all) when AssumeRole is refused: it says what the customer must add.
+    if let Access::AssumeRole {
+        external_id: Some(external_id),
+        ..
+    } = access
+    {
+        report.trust_policy_statement = our_arn(target)
+            .await
+            .map(|arn| trust_policy_statement(&arn, external_id));
+    }
     if let Some((_, message)) = &mut report.failure {
         *message = redact(message, &secret_values(access));
     }
     report
 }
 
+/// Our own identity's ARN (the principal a customer's trust policy names), when STS tells it.
+async fn our_arn(target: &ProbeTarget) -> Option<String> {
+    let base = sdk_config(&Access::WorkloadIdentity, &target.target).await;
+    match crate::credentials::sts_client(&base, &target.target)
+        .get_caller_identity()
+        .send()
+        .await
+    {
+        Ok(out) => out.arn,
+        Err(e) => {
+            let error = ErrorFacts::from_sdk(&e).classed().text;
+            tracing::debug!(%error, "our own identity is unknown; no trust-policy statement");
+            None
+        }
+    }
+}
+
 async fn probe_unredacted(target: &ProbeTarget, access: &Access) -> ProbeReport {
     let kms = target.sse.as_deref() == Some("aws:kms");
     // AWS's answers are quoted as they are (they say what to fix); a custom endpoint's only by
     // class.
-    let custom = target.target.endpoint.is_some() || target.sts_endpoint.is_some();
+    let custom = target.target.endpoint.is_some() || target.target.sts_endpoint.is_some();
     let fail = |step: Step,
                 facts: &ErrorFacts,
                 identity: Option<Identity>,
@@ -388,27 +429,19 @@ async fn probe_unredacted(target: &ProbeTarget, access: &Access) -> ProbeReport 
         )),
         identity,
         bucket_policy_statement: policy,
+        trust_policy_statement: None,
     };
-    let sts_endpoint = target
-        .sts_endpoint
-        .clone()
-        .or(target.target.endpoint.clone());
     // With a custom endpoint and no explicit stsEndpoint, STS is only a guess: many S3-compatible
     // servers (versitygw) have none, so a failing identity call does not fail the probe there.
-    let sts_optional = target.target.endpoint.is_some() && target.sts_endpoint.is_none();
+    let sts_optional = target.target.endpoint.is_some() && target.target.sts_endpoint.is_none();
 
     let base_access = match access {
         Access::AssumeRole { .. } => Access::WorkloadIdentity,
         other => other.clone(),
     };
     let base = sdk_config(&base_access, &target.target).await;
-    let sts_for = |config: &aws_config::SdkConfig| {
-        let mut b = aws_sdk_sts::config::Builder::from(config);
-        if let Some(endpoint) = &sts_endpoint {
-            b = b.endpoint_url(endpoint);
-        }
-        aws_sdk_sts::Client::from_conf(b.build())
-    };
+    let sts_for =
+        |config: &aws_config::SdkConfig| crate::credentials::sts_client(config, &target.target);
 
     // AssumeRole explicitly, so that a trust-policy or ExternalId refusal gets its own reason.
     let (config, access_key_id) = match access {
@@ -479,6 +512,35 @@ async fn probe_unredacted(target: &ProbeTarget, access: &Access) -> ProbeReport 
         Err(e) => {
             let facts = ErrorFacts::from_sdk(&e);
             if facts.http_status == Some(403) {
+                // S3 answers a wrong owner as it answers a missing permission (403). Only the same
+                // HEAD without the condition tells them apart: allowed there, refused with it.
+                if let Some(owner) = &target.target.expected_bucket_owner {
+                    let unconditioned = Target {
+                        expected_bucket_owner: None,
+                        ..target.target.clone()
+                    };
+                    let plain = s3_client(&config, &unconditioned);
+                    if plain
+                        .head_bucket()
+                        .bucket(&target.bucket)
+                        .send()
+                        .await
+                        .is_ok()
+                    {
+                        return ProbeReport {
+                            failure: Some((
+                                reason::BUCKET_OWNER_MISMATCH.into(),
+                                format!(
+                                    "bucket {} is not owned by account {owner} (spec.s3.expectedBucketOwner): nothing is written to it; check the bucket name and the account id",
+                                    target.bucket
+                                ),
+                            )),
+                            identity: Some(identity),
+                            bucket_policy_statement: policy,
+                            trust_policy_statement: None,
+                        };
+                    }
+                }
                 Some(facts)
             } else {
                 return fail(Step::HeadBucket, &facts, Some(identity), policy);
@@ -533,11 +595,30 @@ async fn probe_unredacted(target: &ProbeTarget, access: &Access) -> ProbeReport 
         failure: None,
         identity: Some(identity),
         bucket_policy_statement: policy,
+        trust_policy_statement: None,
     }
 }
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_trust_statement_names_the_role_of_our_session_and_the_external_id() {
+        let statement = trust_policy_statement(
+            "arn:aws:sts::111122223333:assumed-role/outbound-operator/i-1",
+            "0123456789abcdef0123456789abcdef",
+        );
+        let v: serde_json::Value = serde_json::from_str(&statement).unwrap();
+        assert_eq!(v["Action"], "sts:AssumeRole");
+        assert_eq!(
+            v["Principal"]["AWS"],
+            "arn:aws:iam::111122223333:role/outbound-operator"
+        );
+        assert_eq!(
+            v["Condition"]["StringEquals"]["sts:ExternalId"],
+            "0123456789abcdef0123456789abcdef"
+        );
+    }
     use super::*;
 
     fn facts(code: &str, status: u16) -> ErrorFacts {

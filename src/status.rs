@@ -278,12 +278,23 @@ pub fn delivery_patch(
 }
 
 /// The outcome of a destination probe, as status wants it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct ProbeReport {
     /// `None` when the destination can be written; else (reason, message).
     pub failure: Option<(String, String)>,
     pub identity: Option<Identity>,
     pub bucket_policy_statement: Option<String>,
+    pub trust_policy_statement: Option<String>,
+}
+
+impl ProbeReport {
+    /// A report of a destination refused before anything was contacted.
+    pub fn refused(reason: &str, message: String) -> Self {
+        ProbeReport {
+            failure: Some((reason.into(), message)),
+            ..Default::default()
+        }
+    }
 }
 
 /// The destination status for a probe outcome.
@@ -332,6 +343,10 @@ pub fn destination_status(
         observed_generation: generation,
         identity: report.identity.clone(),
         bucket_policy_statement: report.bucket_policy_statement.clone(),
+        // Decided once, before any probe, and never changed: every write carries it on, since a
+        // field left out of a server-side apply is removed.
+        external_id: current.and_then(|c| c.external_id.clone()),
+        trust_policy_statement: report.trust_policy_statement.clone(),
         last_probe_time: Some(now.clone()),
     }
 }
@@ -350,7 +365,9 @@ pub fn destination_patch(
     let unchanged = same_conditions(&current.conditions, &desired.conditions)
         && current.observed_generation == desired.observed_generation
         && current.identity == desired.identity
-        && current.bucket_policy_statement == desired.bucket_policy_statement;
+        && current.bucket_policy_statement == desired.bucket_policy_statement
+        && current.external_id == desired.external_id
+        && current.trust_policy_statement == desired.trust_policy_statement;
     let fresh = match (&current.last_probe_time, &desired.last_probe_time) {
         (Some(last), Some(now)) => {
             let age = now.0.duration_since(last.0);
@@ -608,7 +625,7 @@ mod tests {
                 source: "STS".into(),
                 ..Default::default()
             }),
-            bucket_policy_statement: None,
+            ..Default::default()
         };
         let refresh = std::time::Duration::from_secs(300);
         let first = destination_status(None, Some(1), &ok, &t("2026-11-27T12:00:00Z"));
@@ -627,5 +644,33 @@ mod tests {
             t("2026-11-27T12:01:00Z")
         );
         assert!(destination_patch(Some(&first), failed, refresh).is_some());
+    }
+
+    #[test]
+    fn the_external_id_survives_every_destination_status_write() {
+        let recorded = OutboundDestinationStatus {
+            external_id: Some("0123456789abcdef0123456789abcdef".into()),
+            ..Default::default()
+        };
+        let report = ProbeReport {
+            failure: Some(("AssumeRoleDenied".into(), "denied".into())),
+            trust_policy_statement: Some("{}".into()),
+            ..Default::default()
+        };
+        let now = t("2026-11-27T12:00:00Z");
+        let first = destination_status(Some(&recorded), Some(1), &report, &now);
+        assert_eq!(first.external_id, recorded.external_id);
+        assert_eq!(first.trust_policy_statement.as_deref(), Some("{}"));
+        let ok = destination_status(Some(&first), Some(2), &ProbeReport::default(), &now);
+        assert_eq!(ok.external_id, recorded.external_id);
+        assert_eq!(ok.trust_policy_statement, None);
+        // A status that lost the id is rewritten, even when nothing else changed.
+        let lost = OutboundDestinationStatus {
+            external_id: None,
+            ..ok.clone()
+        };
+        let refresh = std::time::Duration::from_secs(300);
+        assert_eq!(destination_patch(Some(&ok), ok.clone(), refresh), None);
+        assert!(destination_patch(Some(&lost), ok, refresh).is_some());
     }
 }

@@ -148,11 +148,12 @@ async fn bad_specs_are_refused_by_the_api_server() {
             "exactly one of",
         ),
         ("neither", "{}", "", "exactly one of"),
+        // roleArn alone is the normal case (the operator generates the ExternalId).
         (
-            "role-no-external-id",
-            "{crossAccount: {roleArn: \"arn:aws:iam::111122223333:role/x\"}}",
+            "external-id-no-role",
+            "{crossAccount: {externalId: agreed-id}}",
             "",
-            "go together",
+            "externalId needs roleArn",
         ),
     ];
     for (name, creds, extra, want) in cases {
@@ -1216,6 +1217,35 @@ fn moto_admin_python(env: &GroundEnv, body: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Creates a moto role trusting `principal` with `external_id`, allowed everything on S3.
+fn moto_role(env: &GroundEnv, role: &str, principal: &str, external_id: &str) -> String {
+    moto_admin_python(
+        env,
+        &format!(
+            "trust={{'Version':'2012-10-17','Statement':[{{'Effect':'Allow','Principal':{{'AWS':'{principal}'}},'Action':'sts:AssumeRole','Condition':{{'StringEquals':{{'sts:ExternalId':'{external_id}'}}}}}}]}}\n\
+r=iam.create_role(RoleName='{role}',AssumeRolePolicyDocument=json.dumps(trust))['Role']['Arn']\n\
+iam.put_role_policy(RoleName='{role}',PolicyName='s3',PolicyDocument=json.dumps({{'Version':'2012-10-17','Statement':[{{'Effect':'Allow','Action':'s3:*','Resource':'*'}}]}}))\n\
+print(r)"
+        ),
+    )
+}
+
+/// Waits until the destination shows a generated ExternalId and returns it with the status.
+async fn wait_external_id(world: &World, name: &str) -> (String, OutboundDestination) {
+    wait_for(
+        &format!("destination {name} shows a generated ExternalId and a trust statement"),
+        Duration::from_secs(60),
+        || async {
+            let d = world.destination(name).await;
+            let s = d.status.as_ref()?;
+            s.trust_policy_statement.as_ref()?;
+            Some((s.external_id.clone()?, d))
+        },
+        || world.diagnose(),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn cross_account_modes_probe_with_our_identity_and_the_external_id() {
     let mut world = World::new("cross").await;
@@ -1230,26 +1260,23 @@ async fn cross_account_modes_probe_with_our_identity_and_the_external_id() {
     let bkt = format!("cross-{}", suffix());
     bucket(&moto_admin, &bkt).await;
     let role = format!("outbound-{}", suffix());
+    let own_role = format!("outbound-own-{}", suffix());
     let admin_arn = moto_admin_python(env, "print(sts.get_caller_identity()['Arn'])");
-    let role_arn = moto_admin_python(
-        env,
-        &format!(
-            "trust={{'Version':'2012-10-17','Statement':[{{'Effect':'Allow','Principal':{{'AWS':'{admin_arn}'}},'Action':'sts:AssumeRole','Condition':{{'StringEquals':{{'sts:ExternalId':'ext-right'}}}}}}]}}\n\
-r=iam.create_role(RoleName='{role}',AssumeRolePolicyDocument=json.dumps(trust))['Role']['Arn']\n\
-iam.put_role_policy(RoleName='{role}',PolicyName='s3',PolicyDocument=json.dumps({{'Version':'2012-10-17','Statement':[{{'Effect':'Allow','Action':'s3:*','Resource':'*'}}]}}))\n\
-print(r)"
-        ),
-    );
+    // The customer's role trusts us with an id not agreed yet (moto lets anyone assume a role
+    // that does not exist, so the role is there from the start); it is fixed from what the
+    // destination shows.
+    let role_arn = moto_role(env, &role, &admin_arn, "not-agreed-yet");
+    let own_role_arn = moto_role(env, &own_role, &admin_arn, "ext-own");
     let moto = env.moto_endpoint.clone();
     let (ak, sk) = (env.moto_access_key.clone(), env.moto_secret_key.clone());
     let cases = [
         (
-            "right-id",
-            format!("{{crossAccount: {{roleArn: \"{role_arn}\", externalId: ext-right}}}}"),
+            "generated",
+            format!("{{crossAccount: {{roleArn: \"{role_arn}\"}}}}"),
         ),
         (
-            "wrong-id",
-            format!("{{crossAccount: {{roleArn: \"{role_arn}\", externalId: ext-wrong}}}}"),
+            "own-id",
+            format!("{{crossAccount: {{roleArn: \"{own_role_arn}\", externalId: ext-own}}}}"),
         ),
         ("allowlist", "{crossAccount: {}}".to_string()),
     ];
@@ -1260,37 +1287,68 @@ print(r)"
             .unwrap();
     }
     // The operator's own workload identity: the AWS default chain, here environment keys.
-    world.start_operator_with_env(&[
-        ("AWS_ACCESS_KEY_ID", &ak),
-        ("AWS_SECRET_ACCESS_KEY", &sk),
+    let identity = [
+        ("AWS_ACCESS_KEY_ID", ak.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", sk.as_str()),
         ("AWS_REGION", "us-east-1"),
-    ]);
+    ];
+    world.start_operator_with_env(&identity);
+    let (external_id, _) = wait_external_id(&world, "generated").await;
+    assert!(
+        external_id.len() == 32 && external_id.chars().all(|c| c.is_ascii_hexdigit()),
+        "{external_id}"
+    );
+    // No role yet: AssumeRole is refused, and the status says what the trust policy needs.
+    let denied = world
+        .wait_destination("generated", "False", "AssumeRoleDenied")
+        .await
+        .status
+        .unwrap();
+    let trust: serde_json::Value =
+        serde_json::from_str(denied.trust_policy_statement.as_deref().unwrap()).unwrap();
+    assert_eq!(trust["Principal"]["AWS"], admin_arn.as_str());
+    assert_eq!(
+        trust["Condition"]["StringEquals"]["sts:ExternalId"],
+        external_id.as_str()
+    );
+    assert_eq!(denied.external_id.as_deref(), Some(external_id.as_str()));
+    // The customer puts exactly that id into the trust policy; the next probe assumes the role.
+    moto_admin_python(
+        &world.env,
+        &format!(
+            "trust={{'Version':'2012-10-17','Statement':[{}]}}\niam.update_assume_role_policy(RoleName='{role}',PolicyDocument=json.dumps(trust))",
+            denied.trust_policy_statement.as_deref().unwrap()
+        ),
+    );
     let right = world
-        .wait_destination("right-id", "True", "Validated")
+        .wait_destination("generated", "True", "Validated")
         .await
         .status
         .unwrap();
     let arn = right.identity.unwrap().arn.unwrap_or_default();
     assert!(arn.contains(&format!("assumed-role/{role}/")), "{arn}");
+    assert_eq!(right.external_id.as_deref(), Some(external_id.as_str()));
     assert_eq!(
         right.bucket_policy_statement, None,
         "no bucket policy needed with a role"
     );
-    let wrong = world
-        .wait_destination("wrong-id", "False", "AssumeRoleDenied")
+    // An ExternalId the namespace's user chose is refused by default, before anything is asked.
+    let refused = world
+        .wait_destination("own-id", "False", "ExternalIdNotAllowed")
         .await
         .status
         .unwrap();
     assert!(
-        wrong.conditions[0].message.contains("ExternalId"),
+        refused.conditions[0].message.contains("status.externalId"),
         "{}",
-        wrong.conditions[0].message
+        refused.conditions[0].message
     );
     let allow = world
         .wait_destination("allowlist", "True", "Validated")
         .await
         .status
         .unwrap();
+    assert_eq!(allow.external_id, None, "no ExternalId without a role");
     let policy = allow
         .bucket_policy_statement
         .expect("the bucket-policy statement for the allowlist mode");
@@ -1298,7 +1356,290 @@ print(r)"
         policy.contains(&admin_arn) && policy.contains(&format!("arn:aws:s3:::{bkt}/*")),
         "{policy}"
     );
+    // A restarted operator, now allowing spec ExternalIds: the generated id stays as it was, and
+    // the destination's own id is used.
+    world.kill_operator();
+    let mut allowing = identity.to_vec();
+    allowing.push(("OUTBOUND_ALLOW_SPEC_EXTERNAL_ID", "true"));
+    world.start_operator_with_env(&allowing);
+    let own = world
+        .wait_destination("own-id", "True", "Validated")
+        .await
+        .status
+        .unwrap();
+    let arn = own.identity.unwrap().arn.unwrap_or_default();
+    assert!(arn.contains(&format!("assumed-role/{own_role}/")), "{arn}");
+    assert!(
+        own.trust_policy_statement.unwrap().contains("ext-own"),
+        "the statement names the id in use"
+    );
+    // A probe later (the interval is 20 s), the generated id is unchanged.
+    let before = world.destination("generated").await.status.unwrap();
+    wait_for(
+        "the generated destination is probed again",
+        Duration::from_secs(60),
+        || async {
+            let now = world.destination("generated").await.status.unwrap();
+            (now.last_probe_time != before.last_probe_time).then_some(())
+        },
+        || world.diagnose(),
+    )
+    .await;
+    let after = world
+        .wait_destination("generated", "True", "Validated")
+        .await
+        .status
+        .unwrap();
+    assert_eq!(after.external_id.as_deref(), Some(external_id.as_str()));
     assert!(!world.operator_log().contains(&sk));
+    world.cleanup().await;
+}
+
+/// The crossAccount modes deliver end to end against moto: a delivery as the role assumed with the
+/// generated ExternalId (through `stsEndpoint`, which the Job gets too), and one as our own
+/// identity, which the upload pods get from the admin's workload-identity Secret (the ground's
+/// pods inherit nothing from the host, and no IRSA exists there).
+#[tokio::test]
+async fn cross_account_deliveries_upload_as_the_assumed_role_and_as_our_identity() {
+    let mut world = World::new("xdeliver").await;
+    let env = &world.env;
+    let moto_admin = s3(
+        &env.moto_endpoint,
+        "us-east-1",
+        &env.moto_access_key,
+        &env.moto_secret_key,
+    )
+    .await;
+    let bkt = format!("xdeliver-{}", suffix());
+    bucket(&moto_admin, &bkt).await;
+    let admin_arn = moto_admin_python(env, "print(sts.get_caller_identity()['Arn'])");
+    let role = format!("outbound-{}", suffix());
+    let role_arn = moto_role(env, &role, &admin_arn, "not-agreed-yet");
+    let moto = env.moto_endpoint.clone();
+    let (ak, sk) = (env.moto_access_key.clone(), env.moto_secret_key.clone());
+    world
+        .secret(
+            "outbound-identity",
+            &[("AWS_ACCESS_KEY_ID", &ak), ("AWS_SECRET_ACCESS_KEY", &sk)],
+        )
+        .await;
+    let folder = world.volume("exports").await;
+    write_lines(&folder.join("a.sync"), 1000);
+    write_lines(&folder.join("sub/b.sync"), 50);
+    for (name, credentials) in [
+        (
+            "role",
+            format!("{{crossAccount: {{roleArn: \"{role_arn}\"}}}}"),
+        ),
+        ("workload", "{crossAccount: {}}".to_string()),
+    ] {
+        world
+            .apply_yaml::<OutboundDestination>(&format!(
+                "apiVersion: outbound.dev/v1alpha1\nkind: OutboundDestination\nmetadata: {{name: {name}}}\nspec:\n  s3: {{bucket: {bkt}, region: us-east-1, endpoint: \"{moto}\", stsEndpoint: \"{moto}\", forcePathStyle: true}}\n  credentials: {credentials}\n  upload: {{checksumAlgorithm: CRC32C}}\n"
+            ))
+            .await
+            .unwrap();
+    }
+    world.start_operator_with_env(&[
+        ("AWS_ACCESS_KEY_ID", &ak),
+        ("AWS_SECRET_ACCESS_KEY", &sk),
+        ("AWS_REGION", "us-east-1"),
+        ("OUTBOUND_WORKLOAD_IDENTITY_SECRET", "outbound-identity"),
+    ]);
+    let (external_id, shown) = wait_external_id(&world, "role").await;
+    moto_admin_python(
+        &world.env,
+        &format!(
+            "trust={{'Version':'2012-10-17','Statement':[{}]}}\niam.update_assume_role_policy(RoleName='{role}',PolicyDocument=json.dumps(trust))",
+            shown.status.unwrap().trust_policy_statement.unwrap()
+        ),
+    );
+    world.wait_destination("role", "True", "Validated").await;
+    world
+        .wait_destination("workload", "True", "Validated")
+        .await;
+    for (name, destination) in [("d-role", "role"), ("d-workload", "workload")] {
+        world
+            .apply_yaml::<OutboundDelivery>(&delivery_yaml(
+                name,
+                destination,
+                "exports",
+                &format!("  keyPrefix: {destination}/\n"),
+            ))
+            .await
+            .unwrap();
+    }
+    for name in ["d-role", "d-workload"] {
+        world
+            .wait_delivery(
+                name,
+                "Succeeded",
+                Some("Delivered"),
+                Duration::from_secs(180),
+            )
+            .await;
+    }
+    let jobs = jobs_in(&world).await;
+    let role_job = jobs
+        .iter()
+        .find(|j| j.metadata.name.as_deref().unwrap().contains("d-role"))
+        .expect("the role delivery's Job");
+    let envs = role_job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let value = |name: &str| {
+        envs.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(
+        value("OUTBOUND_STS_ENDPOINT").as_deref(),
+        Some(moto.as_str())
+    );
+    assert_eq!(
+        value("OUTBOUND_EXTERNAL_ID").as_deref(),
+        Some(external_id.as_str())
+    );
+    let mut keys: Vec<String> = list_objects(&moto_admin, &bkt)
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "role/a.sync",
+            "role/manifest.json",
+            "role/sub/b.sync",
+            "workload/a.sync",
+            "workload/manifest.json",
+            "workload/sub/b.sync",
+        ]
+    );
+    world.cleanup().await;
+}
+
+/// ExpectedBucketOwner on versitygw, which honours it (its owner is the owning account's access
+/// key id: an account whose key is 12 digits stands for an AWS account; moto ignores the header).
+#[tokio::test]
+async fn the_expected_bucket_owner_goes_with_every_request() {
+    let mut world = World::new("owner").await;
+    let env = &world.env;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let account = format!("{:012}", nanos % 1_000_000_000_000);
+    let secret = format!("owner-secret-{}", suffix());
+    versitygw_account(env, &account, &secret);
+    let own = s3(&env.s3_endpoint, &env.s3_region, &account, &secret).await;
+    let bkt = format!("owner-{}", suffix());
+    bucket(&own, &bkt).await;
+    let endpoint = env.s3_endpoint.clone();
+    world
+        .secret(
+            "keys",
+            &[
+                ("AWS_ACCESS_KEY_ID", account.as_str()),
+                ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+            ],
+        )
+        .await;
+    for (name, owner) in [("right", account.as_str()), ("wrong", "999988887777")] {
+        world
+            .apply_yaml::<OutboundDestination>(&format!(
+                "apiVersion: outbound.dev/v1alpha1\nkind: OutboundDestination\nmetadata: {{name: {name}}}\nspec:\n  s3: {{bucket: {bkt}, region: us-east-1, endpoint: \"{endpoint}\", forcePathStyle: true, expectedBucketOwner: \"{owner}\"}}\n  credentials: {{secret: {{name: keys}}}}\n"
+            ))
+            .await
+            .unwrap();
+    }
+    let folder = world.volume("exports").await;
+    write_lines(&folder.join("a.sync"), 100);
+    world.start_operator();
+    world.wait_destination("right", "True", "Validated").await;
+    let wrong = world
+        .wait_destination("wrong", "False", "BucketOwnerMismatch")
+        .await
+        .status
+        .unwrap();
+    assert!(
+        wrong.conditions[0].message.contains("999988887777"),
+        "{}",
+        wrong.conditions[0].message
+    );
+    world
+        .apply_yaml::<OutboundDelivery>(&delivery_yaml("d", "right", "exports", ""))
+        .await
+        .unwrap();
+    world
+        .wait_delivery(
+            "d",
+            "Succeeded",
+            Some("Delivered"),
+            Duration::from_secs(120),
+        )
+        .await;
+    let job = &jobs_in(&world).await[0];
+    let envs = job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .env
+        .clone()
+        .unwrap();
+    assert!(
+        envs.iter()
+            .any(|e| e.name == "OUTBOUND_EXPECTED_BUCKET_OWNER"
+                && e.value.as_deref() == Some(account.as_str()))
+    );
+    // The uploader itself: another owner named, every request is refused and nothing is written.
+    let run = |owner: &str, prefix: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_outbound"))
+            .args(["upload", "--bucket", &bkt, "--endpoint", &endpoint])
+            .args(["--force-path-style", "--source"])
+            .arg(&folder)
+            .args(["--prefix", prefix, "--expected-bucket-owner", owner])
+            .env_remove("OUTBOUND_DELIVERY")
+            .env("AWS_ACCESS_KEY_ID", &account)
+            .env("AWS_SECRET_ACCESS_KEY", &secret)
+            .output()
+            .expect("outbound upload")
+    };
+    let refused = run("999988887777", "refused/");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("AccessDenied") || stderr.contains("403"),
+        "{stderr}"
+    );
+    let accepted = run(&account, "accepted/");
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    let keys: Vec<String> = list_objects(&own, &bkt)
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(keys.iter().any(|k| k == "accepted/a.sync"), "{keys:?}");
+    assert!(!keys.iter().any(|k| k.starts_with("refused/")), "{keys:?}");
     world.cleanup().await;
 }
 

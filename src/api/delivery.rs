@@ -240,6 +240,12 @@ pub struct DeliveryTarget {
     /// Path-style addressing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force_path_style: bool,
+    /// STS endpoint, when not AWS STS nor `endpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sts_endpoint: Option<String>,
+    /// The account id that must own the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_bucket_owner: Option<String>,
     /// Key prefix of every object of the delivery (destination prefix + keyPrefix).
     #[serde(default)]
     pub prefix: String,

@@ -90,6 +90,13 @@ pub struct S3Location {
     /// at most a masked access key id. The same rules as for `endpoint` apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sts_endpoint: Option<String>,
+    /// The 12-digit AWS account id that owns the bucket. Sent as `ExpectedBucketOwner` with every
+    /// request of the probe and the uploads, so nothing is written to (nor read from) a bucket of
+    /// that name owned by anyone else; a probe that finds another owner reports
+    /// `Ready=False`, reason `BucketOwnerMismatch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{12}$"))]
+    pub expected_bucket_owner: Option<String>,
     /// Path-style addressing (`endpoint/bucket/key`), needed by most S3-compatible servers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_path_style: Option<bool>,
@@ -109,7 +116,7 @@ pub struct CredentialsSource {
     pub secret: Option<SecretKeys>,
     /// No keys: our own workload identity (IRSA, Pod Identity, instance profile) writes, either
     /// directly (the customer allowlists it in the bucket policy) or by assuming `roleArn` in the
-    /// customer's account with `externalId`.
+    /// customer's account with the ExternalId the operator generated (`status.externalId`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cross_account: Option<CrossAccount>,
 }
@@ -143,14 +150,17 @@ fn default_secret_access_key_key() -> String {
 /// Cross-account access without keys.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.roleArn) == has(self.externalId)").message("roleArn and externalId go together"))]
+#[x_kube(validation = Rule::new("!has(self.externalId) || has(self.roleArn)").message("externalId needs roleArn"))]
 pub struct CrossAccount {
     /// ARN of the role in the customer's account to assume; unset means our own identity writes
     /// and the customer's bucket policy allowlists it (see `status.bucketPolicyStatement`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$"))]
     pub role_arn: Option<String>,
-    /// The ExternalId the customer's trust policy requires (confused-deputy protection).
+    /// An ExternalId of your own instead of the one the operator generates (`status.externalId`).
+    /// Refused (`Ready=False`, reason `ExternalIdNotAllowed`) unless the operator's admin allows
+    /// it: an ExternalId that the namespace's users choose does not protect the customer from a
+    /// confused deputy, so AWS prescribes that the third party generate it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 2, max = 1224))]
     pub external_id: Option<String>,
@@ -306,6 +316,15 @@ pub struct OutboundDestinationStatus {
     /// the bucket policy so that our identity may write, as JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket_policy_statement: Option<String>,
+    /// With `roleArn`: the ExternalId the operator generated for this destination and sends when
+    /// it assumes the role. Random, generated once and kept while the destination exists; the
+    /// customer's trust policy requires it (see `trustPolicyStatement`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// With `roleArn`: the statement the customer adds to the role's trust policy so that our
+    /// identity may assume it with the ExternalId in use, as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_policy_statement: Option<String>,
     /// When the bucket was last probed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_probe_time: Option<Time>,

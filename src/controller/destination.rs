@@ -44,13 +44,7 @@ fn keys_from_secret(
     keys: &SecretKeys,
     ns: &str,
 ) -> Result<Access, Box<ProbeReport>> {
-    let blocked = |reason: &str, message: String| {
-        Box::new(ProbeReport {
-            failure: Some((reason.into(), message)),
-            identity: None,
-            bucket_policy_statement: None,
-        })
-    };
+    let blocked = |reason: &str, message: String| Box::new(ProbeReport::refused(reason, message));
     let Some(secret) = secret else {
         return Err(blocked(
             reason::SECRET_NOT_FOUND,
@@ -106,6 +100,104 @@ fn keys_from_secret(
     }
 }
 
+/// A new ExternalId: 128 random bits as 32 hex characters (AWS allows 2 to 1,224 characters of
+/// `[\w+=,.@:/-]`).
+pub fn new_external_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Whether the destination assumes a role and has no generated ExternalId yet.
+fn needs_external_id(dest: &OutboundDestination) -> bool {
+    let role = dest
+        .spec
+        .credentials
+        .cross_account
+        .as_ref()
+        .is_some_and(|c| c.role_arn.is_some());
+    role && dest
+        .status
+        .as_ref()
+        .and_then(|s| s.external_id.as_ref())
+        .is_none()
+}
+
+/// The ExternalId a destination assumes its role with: its own `externalId` when set (which only
+/// a Ready destination of an operator that allows it gets this far with), else the generated one
+/// in status.
+pub fn external_id_in_use(dest: &OutboundDestination) -> Option<String> {
+    dest.spec
+        .credentials
+        .cross_account
+        .as_ref()
+        .and_then(|c| c.external_id.clone())
+        .or_else(|| dest.status.as_ref().and_then(|s| s.external_id.clone()))
+}
+
+/// Refuses a spec-supplied ExternalId unless the admin allows them. Pure.
+fn spec_external_id_allowed(
+    dest: &OutboundDestination,
+    allow_spec: bool,
+) -> Result<(), Box<ProbeReport>> {
+    let own = dest
+        .spec
+        .credentials
+        .cross_account
+        .as_ref()
+        .is_some_and(|c| c.external_id.is_some());
+    if own && !allow_spec {
+        return Err(Box::new(ProbeReport::refused(
+            reason::EXTERNAL_ID_NOT_ALLOWED,
+            "spec.credentials.crossAccount.externalId is set, but this operator generates the \
+             ExternalId itself (AWS's rule for third parties: an id chosen by whoever writes the \
+             destination protects no one from a confused deputy): remove it and put \
+             status.externalId (see status.trustPolicyStatement) into the role's trust policy, or \
+             ask the admin to allow spec ExternalIds (crossAccount.allowSpecExternalId)"
+                .into(),
+        )));
+    }
+    Ok(())
+}
+
+/// Writes a new ExternalId into status, alone and before any probe, so that the id the customer
+/// is shown is decided once and survives a restart. The apply carries the rest of the status as
+/// it is (a field left out would be removed) and the resourceVersion it was read at, so that a
+/// reconcile reading an older copy fails (409) instead of writing a second id.
+async fn record_external_id(
+    ctx: &Context,
+    dest: &OutboundDestination,
+) -> Result<Result<OutboundDestination, Box<ProbeReport>>, Error> {
+    let ns = dest.namespace().unwrap_or_default();
+    let name = dest.name_any();
+    let mut status = dest.status.clone().unwrap_or_default();
+    let id = new_external_id();
+    status.external_id = Some(id.clone());
+    let patch = serde_json::json!({
+        "apiVersion": "outbound.dev/v1alpha1",
+        "kind": "OutboundDestination",
+        "metadata": {"resourceVersion": dest.resource_version()},
+        "status": status,
+    });
+    let written = Api::<OutboundDestination>::namespaced(ctx.client.clone(), &ns)
+        .patch_status(
+            &name,
+            &PatchParams::apply(CONTROLLER_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|e| Error::PatchStatus(format!("{ns}/{name}"), e))?;
+    // An old schema prunes the field: going on would show (and use) a new id at every reconcile.
+    if written.status.as_ref().and_then(|s| s.external_id.as_ref()) != Some(&id) {
+        return Ok(Err(Box::new(ProbeReport::refused(
+            reason::CRD_OUTDATED,
+            "the API server dropped status.externalId: the OutboundDestination CRD is older than \
+             the operator; apply this version's CRDs"
+                .into(),
+        ))));
+    }
+    tracing::info!(namespace = %ns, name = %name, "generated the destination's ExternalId");
+    Ok(Ok(written))
+}
+
 /// Resolves the access of a destination (reading its Secret when it uses keys).
 pub async fn resolve_access(
     client: &kube::Client,
@@ -124,7 +216,7 @@ pub async fn resolve_access(
     Ok(Ok(match cross.role_arn {
         Some(role_arn) => Access::AssumeRole {
             role_arn,
-            external_id: cross.external_id,
+            external_id: external_id_in_use(dest),
             session_name: "outbound".into(),
         },
         None => Access::WorkloadIdentity,
@@ -142,8 +234,9 @@ pub fn probe_target(dest: &OutboundDestination) -> ProbeTarget {
             region: s3.region.clone(),
             endpoint: s3.endpoint.clone(),
             force_path_style: s3.force_path_style.unwrap_or(false),
+            sts_endpoint: s3.sts_endpoint.clone(),
+            expected_bucket_owner: s3.expected_bucket_owner.clone(),
         },
-        sts_endpoint: s3.sts_endpoint.clone(),
         sse: upload
             .server_side_encryption
             .as_ref()
@@ -176,11 +269,10 @@ async fn endpoints_allowed(
             Err(message) => Err(message),
         };
         if let Err(message) = checked {
-            return Err(Box::new(ProbeReport {
-                failure: Some((reason::ENDPOINT_NOT_ALLOWED.into(), message)),
-                identity: None,
-                bucket_policy_statement: None,
-            }));
+            return Err(Box::new(ProbeReport::refused(
+                reason::ENDPOINT_NOT_ALLOWED,
+                message,
+            )));
         }
     }
     Ok(())
@@ -190,8 +282,22 @@ pub async fn reconcile(dest: Arc<OutboundDestination>, ctx: Arc<Context>) -> Res
     ctx.metrics.reconcile(CONTROLLER);
     let ns = dest.namespace().unwrap_or_default();
     let name = dest.name_any();
+    let (dest, recorded) = if needs_external_id(&dest) {
+        match record_external_id(&ctx, &dest).await? {
+            Ok(written) => (Arc::new(written), Ok(())),
+            Err(report) => (dest, Err(report)),
+        }
+    } else {
+        (dest, Ok(()))
+    };
     // A refused endpoint is never contacted, not even to read the Secret for it.
-    let report = match endpoints_allowed(&dest, ctx.args.endpoint_policy()).await {
+    let allowed = match recorded
+        .and_then(|()| spec_external_id_allowed(&dest, ctx.args.allow_spec_external_id))
+    {
+        Ok(()) => endpoints_allowed(&dest, ctx.args.endpoint_policy()).await,
+        refused => refused,
+    };
+    let report = match allowed {
         Err(report) => *report,
         Ok(()) => match resolve_access(&ctx.client, &dest).await? {
             Ok(access) => probe::probe(&probe_target(&dest), &access).await,
@@ -311,5 +417,71 @@ mod tests {
             } => assert_eq!(secret_access_key, "s3cr3t"),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn role_destination(own_id: Option<&str>, generated: Option<&str>) -> OutboundDestination {
+        let mut dest = OutboundDestination::new(
+            "acme",
+            serde_yaml::from_str(
+                "{s3: {bucket: bkt}, credentials: {crossAccount: {roleArn: 'arn:aws:iam::111122223333:role/r'}}}",
+            )
+            .unwrap(),
+        );
+        dest.spec
+            .credentials
+            .cross_account
+            .as_mut()
+            .unwrap()
+            .external_id = own_id.map(str::to_string);
+        dest.status = Some(crate::api::OutboundDestinationStatus {
+            external_id: generated.map(str::to_string),
+            ..Default::default()
+        });
+        dest
+    }
+
+    #[test]
+    fn external_ids_are_random_hex_of_32_characters() {
+        let (a, b) = (new_external_id(), new_external_id());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        }
+    }
+
+    #[test]
+    fn only_role_destinations_without_an_id_get_one() {
+        assert!(needs_external_id(&role_destination(None, None)));
+        assert!(!needs_external_id(&role_destination(None, Some("gen"))));
+        let mut allowlist = role_destination(None, None);
+        allowlist
+            .spec
+            .credentials
+            .cross_account
+            .as_mut()
+            .unwrap()
+            .role_arn = None;
+        assert!(!needs_external_id(&allowlist));
+        let mut no_status = role_destination(None, None);
+        no_status.status = None;
+        assert!(needs_external_id(&no_status));
+    }
+
+    #[test]
+    fn a_spec_external_id_needs_the_admins_consent() {
+        let own = role_destination(Some("chosen-by-the-team"), Some("gen"));
+        let refused = spec_external_id_allowed(&own, false).unwrap_err();
+        let (reason, message) = refused.failure.unwrap();
+        assert_eq!(reason, reason::EXTERNAL_ID_NOT_ALLOWED);
+        assert!(message.contains("status.externalId"), "{message}");
+        assert!(spec_external_id_allowed(&own, true).is_ok());
+        assert_eq!(
+            external_id_in_use(&own).as_deref(),
+            Some("chosen-by-the-team")
+        );
+        let generated = role_destination(None, Some("gen"));
+        assert!(spec_external_id_allowed(&generated, false).is_ok());
+        assert_eq!(external_id_in_use(&generated).as_deref(), Some("gen"));
     }
 }

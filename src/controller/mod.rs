@@ -74,6 +74,17 @@ pub struct RunArgs {
     /// fd00:ec2::254, metadata.google.internal); default: refused.
     #[arg(long, env = "OUTBOUND_ALLOW_PRIVATE_ENDPOINTS", action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub allow_private_endpoints: bool,
+    /// Accept a destination's own `crossAccount.externalId` instead of the one the operator
+    /// generates (default: refused with `ExternalIdNotAllowed`, as AWS prescribes for third
+    /// parties; allow it only to migrate roles whose trust policy already names an ExternalId).
+    #[arg(long, env = "OUTBOUND_ALLOW_SPEC_EXTERNAL_ID", action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub allow_spec_external_id: bool,
+    /// A Secret, in each delivery's namespace, whose `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`
+    /// and optional `AWS_SESSION_TOKEN` the upload pods get as their own identity in the
+    /// workload-identity and assume-role modes. Only for clusters where no IRSA, Pod Identity or
+    /// instance profile gives pods an identity (and the test ground); default: none.
+    #[arg(long, env = "OUTBOUND_WORKLOAD_IDENTITY_SECRET")]
+    pub workload_identity_secret: Option<String>,
 }
 
 impl RunArgs {
@@ -270,6 +281,9 @@ impl Context {
 
 /// Runs the controllers until stopped.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    if let Some(secret) = &args.workload_identity_secret {
+        crate::job::set_workload_identity_secret(secret);
+    }
     let metrics = Arc::new(Metrics::new());
     let server = tokio::spawn(crate::metrics::serve(args.metrics_addr, metrics.clone()));
     let client = Client::try_default()

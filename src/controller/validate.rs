@@ -24,6 +24,8 @@ pub struct ValidatedDelivery {
     pub region: String,
     pub endpoint: Option<String>,
     pub force_path_style: bool,
+    pub sts_endpoint: Option<String>,
+    pub expected_bucket_owner: Option<String>,
     /// Destination prefix + delivery keyPrefix.
     pub prefix: String,
     pub claim_name: String,
@@ -54,6 +56,8 @@ impl ValidatedDelivery {
             region: self.region.clone(),
             endpoint: self.endpoint.clone(),
             force_path_style: self.force_path_style,
+            sts_endpoint: self.sts_endpoint.clone(),
+            expected_bucket_owner: self.expected_bucket_owner.clone(),
             prefix: self.prefix.clone(),
         }
     }
@@ -230,12 +234,29 @@ pub fn validate(
                 session_token_key: keys.session_token_key.clone(),
             }
         }
-        (None, Some(cross)) => match (&cross.role_arn, &cross.external_id) {
-            (Some(role_arn), Some(external_id)) => JobCredentials::AssumeRole {
-                role_arn: role_arn.clone(),
-                external_id: external_id.clone(),
+        (None, Some(cross)) => match &cross.role_arn {
+            // The destination's own ExternalId only when it has one (a Ready destination has it
+            // only when the operator allows it), else the one the operator generated.
+            Some(role_arn) => match cross.external_id.clone().or_else(|| {
+                destination
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.external_id.clone())
+            }) {
+                Some(external_id) => JobCredentials::AssumeRole {
+                    role_arn: role_arn.clone(),
+                    external_id,
+                },
+                None => {
+                    return Err(Blocked::new(
+                        "DestinationNotReady",
+                        format!(
+                            "OutboundDestination {dest_name} has no ExternalId yet (status.externalId)"
+                        ),
+                    ));
+                }
             },
-            _ => JobCredentials::Workload,
+            None => JobCredentials::Workload,
         },
         _ => {
             return Err(Blocked::new(
@@ -310,6 +331,8 @@ pub fn validate(
         region: dspec.s3.region.clone(),
         endpoint: dspec.s3.endpoint.clone(),
         force_path_style: dspec.s3.force_path_style.unwrap_or(false),
+        sts_endpoint: dspec.s3.sts_endpoint.clone(),
+        expected_bucket_owner: dspec.s3.expected_bucket_owner.clone(),
         manifest_key: manifest_key(delivery, Some(destination)),
         prefix,
         claim_name: claim_name.clone(),
@@ -541,6 +564,31 @@ pub(crate) mod tests {
         assert_eq!(v.service_account, "outbound-irsa");
         assert!(!v.create_service_account);
         assert!(matches!(v.credentials, JobCredentials::AssumeRole { .. }));
+    }
+
+    #[test]
+    fn a_role_destination_hands_the_jobs_its_generated_external_id() {
+        let mut dest = destination(true);
+        dest.spec.credentials = CredentialsSource {
+            secret: None,
+            cross_account: Some(CrossAccount {
+                role_arn: Some("arn:aws:iam::111122223333:role/outbound".into()),
+                ..Default::default()
+            }),
+        };
+        // Not generated yet: no Job (it could only assume the role without an id).
+        let b = validate(&delivery(), Some(&dest), None, Some(&pvc())).unwrap_err();
+        assert_eq!(b.reason, "DestinationNotReady");
+        assert!(b.message.contains("ExternalId"), "{}", b.message);
+        dest.status.as_mut().unwrap().external_id = Some("0123456789abcdef".into());
+        let v = validate(&delivery(), Some(&dest), None, Some(&pvc())).unwrap();
+        assert_eq!(
+            v.credentials,
+            JobCredentials::AssumeRole {
+                role_arn: "arn:aws:iam::111122223333:role/outbound".into(),
+                external_id: "0123456789abcdef".into(),
+            }
+        );
     }
 
     #[test]

@@ -306,7 +306,10 @@ impl Engine {
                     .set_acl(self.settings.acl.clone())
                     .set_server_side_encryption(self.settings.sse.clone())
                     .set_ssekms_key_id(self.settings.sse_kms_key_id.clone())
-                    .set_storage_class(self.settings.storage_class.clone());
+                    .set_storage_class(self.settings.storage_class.clone())
+                    // Names the algorithm of the value below (x-amz-sdk-checksum-algorithm):
+                    // moto stores a checksum only when told it; the SDK computes nothing more.
+                    .checksum_algorithm(self.settings.checksum.sdk());
                 request = match self.settings.checksum {
                     ChecksumAlgorithm::Crc64Nvme => request.checksum_crc64_nvme(&digest),
                     ChecksumAlgorithm::Crc32C => request.checksum_crc32_c(&digest),

@@ -193,7 +193,9 @@ pub async fn write(
                 .set_acl(settings.acl.clone())
                 .set_server_side_encryption(settings.sse.clone())
                 .set_ssekms_key_id(settings.sse_kms_key_id.clone())
-                .set_storage_class(settings.storage_class.clone());
+                .set_storage_class(settings.storage_class.clone())
+                // As for objects: the algorithm is named beside its value (moto needs it).
+                .checksum_algorithm(settings.checksum.sdk());
             request = match settings.checksum {
                 ChecksumAlgorithm::Crc64Nvme => request.checksum_crc64_nvme(&digest),
                 ChecksumAlgorithm::Crc32C => request.checksum_crc32_c(&digest),

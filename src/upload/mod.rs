@@ -126,6 +126,13 @@ pub struct UploadArgs {
     /// S3-compatible endpoint URL.
     #[arg(long, env = "OUTBOUND_ENDPOINT")]
     pub endpoint: Option<String>,
+    /// The account id that must own the bucket: sent with every request, which S3 refuses (403)
+    /// when another account owns it.
+    #[arg(long, env = "OUTBOUND_EXPECTED_BUCKET_OWNER")]
+    pub expected_bucket_owner: Option<String>,
+    /// STS endpoint URL for assuming the role (default: the endpoint, else AWS STS).
+    #[arg(long, env = "OUTBOUND_STS_ENDPOINT")]
+    pub sts_endpoint: Option<String>,
     #[arg(long, env = "OUTBOUND_FORCE_PATH_STYLE", action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub force_path_style: bool,
     #[arg(long, env = "OUTBOUND_STORAGE_CLASS")]
@@ -389,6 +396,8 @@ async fn deliver(
         region: args.region.clone(),
         endpoint: args.endpoint.clone(),
         force_path_style: args.force_path_style,
+        sts_endpoint: args.sts_endpoint.clone(),
+        expected_bucket_owner: args.expected_bucket_owner.clone(),
     };
     if let Access::AssumeRole {
         role_arn,
@@ -398,7 +407,7 @@ async fn deliver(
     {
         // Fail early and clearly: the SDK's credential provider would hide STS's answer.
         let base = crate::credentials::sdk_config(&Access::WorkloadIdentity, &target).await;
-        crate::credentials::sts_client(&base)
+        crate::credentials::sts_client(&base, &target)
             .assume_role()
             .role_arn(role_arn)
             .set_external_id(external_id.clone())
@@ -615,8 +624,7 @@ async fn s3_client(
         .attempt_timeout
         .map(Duration::from_secs)
         .unwrap_or_else(|| Duration::from_secs(60 + largest_request / (1 << 20)));
-    let conf = aws_sdk_s3::config::Builder::from(&config)
-        .force_path_style(target.force_path_style)
+    let conf = crate::credentials::s3_config(&config, target)
         .retry_config(
             RetryConfig::standard()
                 .with_max_attempts(args.max_attempts.max(1))

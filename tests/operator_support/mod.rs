@@ -431,6 +431,8 @@ pub async fn s3(endpoint: &str, region: &str, key: &str, secret: &str) -> aws_sd
         region: region.into(),
         endpoint: Some(endpoint.into()),
         force_path_style: true,
+        sts_endpoint: None,
+        expected_bucket_owner: None,
     };
     let config = outbound::credentials::sdk_config(&access, &target).await;
     outbound::credentials::s3_client(&config, &target)
