@@ -2,8 +2,8 @@
 //! ServiceAccount, Role and RoleBinding. No client here; the controller applies what these return.
 
 use crate::api::{CONTROLLER_MANAGER, DELIVERY_LABEL, GROUP, OutboundDelivery};
-use crate::controller::validate::{JobCredentials, ValidatedDelivery};
 use crate::upload::error::EXIT_PERMANENT;
+use crate::validate::{JobCredentials, ValidatedDelivery};
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
@@ -16,7 +16,6 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 
 /// Where the source claim is mounted in the upload pods.
 pub const SOURCE_MOUNT: &str = "/source";
@@ -90,25 +89,20 @@ fn optional_secret_env(name: &str, secret: &str, key: &str, optional: bool) -> E
     }
 }
 
-/// The admin's `--workload-identity-secret`, set once by `outbound run`. A process-wide value
-/// rather than an argument only because `build_job`'s callers are being reworked on another
-/// branch; it belongs in `build_job`'s arguments.
-static WORKLOAD_IDENTITY_SECRET: OnceLock<String> = OnceLock::new();
-
-/// Records the Secret whose AWS keys are the upload pods' own identity in the workload and
-/// assume-role modes (see `RunArgs::workload_identity_secret`).
-pub fn set_workload_identity_secret(name: &str) {
-    let _ = WORKLOAD_IDENTITY_SECRET.set(name.to_string());
+/// What every upload Job of this operator shares, from `outbound run`'s flags.
+#[derive(Clone, Copy, Debug)]
+pub struct JobSettings<'a> {
+    pub image: &'a str,
+    /// How long a finished Job is kept.
+    pub ttl: std::time::Duration,
+    /// The Secret whose AWS keys are the upload pods' own identity in the cross-account modes
+    /// (`--workload-identity-secret`), where no IRSA, Pod Identity or instance profile gives one.
+    pub workload_identity_secret: Option<&'a str>,
 }
 
 /// The environment of the uploader (see docs/design/job-contract.md): plain values and
 /// `secretKeyRef`s, never a secret value.
-pub fn upload_env(v: &ValidatedDelivery) -> Vec<EnvVar> {
-    upload_env_with(v, WORKLOAD_IDENTITY_SECRET.get().map(String::as_str))
-}
-
-/// `upload_env` with the workload-identity Secret given. Pure.
-pub fn upload_env_with(v: &ValidatedDelivery, workload_secret: Option<&str>) -> Vec<EnvVar> {
+pub fn upload_env(v: &ValidatedDelivery, workload_secret: Option<&str>) -> Vec<EnvVar> {
     let source = if v.source_path.is_empty() {
         SOURCE_MOUNT.to_string()
     } else {
@@ -245,14 +239,14 @@ fn pod_failure_policy() -> PodFailurePolicy {
 }
 
 /// The upload Job: one per delivery, Indexed when parallelism > 1. Finished Jobs go after `ttl`.
-pub fn build_job(v: &ValidatedDelivery, image: &str, ttl: std::time::Duration) -> Job {
+pub fn build_job(v: &ValidatedDelivery, settings: &JobSettings) -> Job {
     let indexed = v.parallelism > 1;
     let container = Container {
         name: "upload".into(),
-        image: Some(image.to_string()),
+        image: Some(settings.image.to_string()),
         // No `command`: the image's entrypoint is the outbound binary itself.
         args: Some(vec!["upload".into()]),
-        env: Some(upload_env(v)),
+        env: Some(upload_env(v, settings.workload_identity_secret)),
         volume_mounts: Some(vec![VolumeMount {
             name: "source".into(),
             mount_path: SOURCE_MOUNT.into(),
@@ -311,7 +305,9 @@ pub fn build_job(v: &ValidatedDelivery, image: &str, ttl: std::time::Duration) -
             // A replacement starts only once its predecessor is gone: one index never uploads
             // from two pods at once.
             pod_replacement_policy: Some("Failed".into()),
-            ttl_seconds_after_finished: Some(i32::try_from(ttl.as_secs()).unwrap_or(i32::MAX)),
+            ttl_seconds_after_finished: Some(
+                i32::try_from(settings.ttl.as_secs()).unwrap_or(i32::MAX),
+            ),
             active_deadline_seconds: v.active_deadline_seconds,
             suspend: Some(v.suspend),
             template: PodTemplateSpec {
@@ -417,8 +413,8 @@ pub fn build_role_binding(namespace: &str, service_account: &str) -> RoleBinding
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::validate::tests::{delivery, destination, pvc, secret};
-    use crate::controller::validate::validate;
+    use crate::validate::tests::{delivery, destination, pvc, secret};
+    use crate::validate::validate;
 
     fn validated(parallelism: i32) -> ValidatedDelivery {
         let mut d = delivery();
@@ -444,7 +440,7 @@ mod tests {
     #[test]
     fn job_follows_the_contract() {
         let v = validated(1);
-        let job = build_job(&v, "ghcr.io/outbound-dev/outbound:0.1.0", TTL);
+        let job = build_job(&v, &settings("ghcr.io/outbound-dev/outbound:0.1.0"));
         assert_eq!(job.metadata.name.as_deref(), Some(v.job_name.as_str()));
         let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
@@ -505,11 +501,17 @@ mod tests {
         assert_eq!(get("OUTBOUND_CREDENTIALS").as_deref(), Some("keys"));
     }
 
-    const TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+    fn settings(image: &str) -> JobSettings<'_> {
+        JobSettings {
+            image,
+            ttl: std::time::Duration::from_secs(3600),
+            workload_identity_secret: None,
+        }
+    }
 
     #[test]
     fn permanent_exits_fail_the_job_at_once_and_one_index_runs_in_one_pod() {
-        let job = build_job(&validated(2), "img", TTL);
+        let job = build_job(&validated(2), &settings("img"));
         let spec = job.spec.unwrap();
         assert_eq!(spec.pod_replacement_policy.as_deref(), Some("Failed"));
         assert_eq!(spec.ttl_seconds_after_finished, Some(3600));
@@ -531,7 +533,7 @@ mod tests {
 
     #[test]
     fn keys_reach_the_pod_only_by_reference() {
-        let job = build_job(&validated(1), "img", TTL);
+        let job = build_job(&validated(1), &settings("img"));
         for e in env_of(&job).iter().filter(|e| e.name.starts_with("AWS_")) {
             assert_eq!(e.value, None, "{} must not carry a value", e.name);
             let r = e
@@ -552,7 +554,7 @@ mod tests {
 
     #[test]
     fn parallel_deliveries_are_indexed_jobs() {
-        let job = build_job(&validated(4), "img", TTL);
+        let job = build_job(&validated(4), &settings("img"));
         let spec = job.spec.unwrap();
         assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
         assert_eq!((spec.parallelism, spec.completions), (Some(4), Some(4)));
@@ -561,8 +563,8 @@ mod tests {
     #[test]
     fn the_job_is_a_pure_function_of_the_delivery() {
         assert_eq!(
-            build_job(&validated(2), "img", TTL),
-            build_job(&validated(2), "img", TTL)
+            build_job(&validated(2), &settings("img")),
+            build_job(&validated(2), &settings("img"))
         );
         assert!(default_image().starts_with("ghcr.io/outbound-dev/outbound:"));
     }
@@ -609,7 +611,7 @@ mod tests {
             role_arn: "arn:aws:iam::111122223333:role/r".into(),
             external_id: "0123456789abcdef0123456789abcdef".into(),
         };
-        let envs = upload_env_with(&v, Some("outbound-identity"));
+        let envs = upload_env(&v, Some("outbound-identity"));
         let value = |name: &str| {
             envs.iter()
                 .find(|e| e.name == name)
@@ -643,7 +645,7 @@ mod tests {
             assert_eq!(r.optional, Some(optional));
         }
         // Keys mode: the customer's Secret only, never the admin's identity.
-        let keyed = upload_env_with(&validated(1), Some("outbound-identity"));
+        let keyed = upload_env(&validated(1), Some("outbound-identity"));
         assert!(!keyed.iter().any(|e| {
             e.value_from
                 .as_ref()
@@ -654,7 +656,7 @@ mod tests {
         // No Secret configured: the pods' own chain (IRSA, Pod Identity, instance profile).
         v.credentials = JobCredentials::Workload;
         assert!(
-            !upload_env_with(&v, None)
+            !upload_env(&v, None)
                 .iter()
                 .any(|e| e.name.starts_with("AWS_"))
         );

@@ -13,3 +13,4 @@ pub mod shard;
 pub mod status;
 pub mod units;
 pub mod upload;
+pub mod validate;

@@ -4,7 +4,6 @@
 
 use super::destination::resolve_access;
 use super::uploads::{self, Left};
-use super::validate::{ValidatedDelivery, validate};
 use super::{Context, requeue_for};
 use crate::api::{
     CONTROLLER_MANAGER, DELIVERY_FINALIZER, OutboundDelivery, OutboundDestination, Phase,
@@ -12,6 +11,7 @@ use crate::api::{
 use crate::api::{DeliveryTarget, OutboundDeliveryStatus};
 use crate::job;
 use crate::status::{DeliveryObservation, delivery_patch, delivery_status};
+use crate::validate::{self, ValidatedDelivery, validate};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -136,7 +136,7 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
         .status
         .as_ref()
         .is_some_and(|s| s.start_time.is_some() || s.job_name.is_some());
-    let job_name = super::validate::child_name(&name, &uid);
+    let job_name = validate::child_name(&name, &uid);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
     let created_key = (ns.clone(), job_name.clone());
     let mut job = match ctx.stores.jobs.get(&ObjectRef::new(&job_name).within(&ns)) {
@@ -194,7 +194,7 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
     let mut manifest_key = None;
     let mut written = None;
     if job.is_some() {
-        manifest_key = super::validate::manifest_key(&delivery, destination.as_deref());
+        manifest_key = validate::manifest_key(&delivery, destination.as_deref());
     } else {
         let secret_keys = match destination
             .as_ref()
@@ -225,7 +225,14 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
             Ok(v) => {
                 manifest_key = v.manifest_key.clone();
                 ensure_upload_access(&ctx, &v).await?;
-                let desired = job::build_job(&v, &ctx.args.uploader_image, ctx.args.job_ttl);
+                let desired = job::build_job(
+                    &v,
+                    &job::JobSettings {
+                        image: &ctx.args.uploader_image,
+                        ttl: ctx.args.job_ttl,
+                        workload_identity_secret: ctx.args.workload_identity_secret.as_deref(),
+                    },
+                );
                 if !started {
                     // The status names the Job before the Job exists: the chart's admission
                     // policy lets a pod write status only once it names the pod's Job, and a
@@ -585,7 +592,7 @@ async fn cleanup(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<A
         .and_then(|t| jiff::Timestamp::now().duration_since(t.0).try_into().ok())
         .unwrap_or_default();
     let out_of_time = deleted_for >= ctx.args.cleanup_timeout;
-    let job_name = super::validate::child_name(&name, &uid);
+    let job_name = validate::child_name(&name, &uid);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
     if let Some(job) = get_opt(&jobs, "Job", &job_name).await?
         && controlled_by(&job, &uid)

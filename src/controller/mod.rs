@@ -6,7 +6,6 @@ mod destination;
 pub mod endpoint;
 pub mod leader;
 mod uploads;
-pub mod validate;
 
 use crate::api::{CONTROLLER_MANAGER, OutboundDelivery, OutboundDestination};
 use crate::metrics::Metrics;
@@ -281,9 +280,6 @@ impl Context {
 
 /// Runs the controllers until stopped.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    if let Some(secret) = &args.workload_identity_secret {
-        crate::job::set_workload_identity_secret(secret);
-    }
     let metrics = Arc::new(Metrics::new());
     let server = tokio::spawn(crate::metrics::serve(args.metrics_addr, metrics.clone()));
     let client = Client::try_default()
