@@ -63,6 +63,24 @@ impl ValidatedDelivery {
     }
 }
 
+/// Where a delivery writes, as its destination says now: for a delivery started before the
+/// operator recorded `status.target` (an older version), so its uploads can still be aborted.
+pub fn target_now(
+    delivery: &OutboundDelivery,
+    destination: &OutboundDestination,
+) -> crate::api::DeliveryTarget {
+    let s3 = &destination.spec.s3;
+    crate::api::DeliveryTarget {
+        bucket: s3.bucket.clone(),
+        region: s3.region.clone(),
+        endpoint: s3.endpoint.clone(),
+        force_path_style: s3.force_path_style.unwrap_or(false),
+        sts_endpoint: s3.sts_endpoint.clone(),
+        expected_bucket_owner: s3.expected_bucket_owner.clone(),
+        prefix: join_prefix(s3.prefix.as_deref(), delivery.spec.key_prefix.as_deref()),
+    }
+}
+
 /// How the upload pods authenticate; never a secret value, only references.
 #[derive(Clone, Debug, PartialEq)]
 pub enum JobCredentials {
@@ -589,6 +607,16 @@ pub(crate) mod tests {
                 external_id: "0123456789abcdef".into(),
             }
         );
+    }
+
+    #[test]
+    fn an_unrecorded_target_is_read_from_the_destination() {
+        let mut d = delivery();
+        d.spec.key_prefix = Some("2026-11-27/".into());
+        let dest = destination(true);
+        let keys = all_keys();
+        let v = validate(&d, Some(&dest), Some(&keys[..]), Some(&pvc())).unwrap();
+        assert_eq!(target_now(&d, &dest), v.target());
     }
 
     #[test]

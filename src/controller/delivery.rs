@@ -498,7 +498,11 @@ fn controlled_by(job: &Job, uid: &str) -> bool {
 /// Aborts the open uploads of a delivery that has started, against the bucket recorded when it
 /// started, with the destination's credentials as they are now. Returns what is left.
 async fn abort_uploads(ctx: &Context, delivery: &OutboundDelivery) -> Result<Left, Error> {
-    let Some(target) = delivery.status.as_ref().and_then(|s| s.target.clone()) else {
+    let Some(status) = delivery
+        .status
+        .as_ref()
+        .filter(|s| s.target.is_some() || s.start_time.is_some() || s.job_name.is_some())
+    else {
         // Never started (no Job was decided): nothing was ever sent.
         return Ok(Left::default());
     };
@@ -514,6 +518,11 @@ async fn abort_uploads(ctx: &Context, delivery: &OutboundDelivery) -> Result<Lef
             "destination {ns}/{name} no longer exists"
         )));
     };
+    // Started by an operator that did not record its target yet: the destination as it is now.
+    let target = status
+        .target
+        .clone()
+        .unwrap_or_else(|| validate::target_now(delivery, &dest));
     let access = match resolve_access(&ctx.client, &dest).await {
         Ok(Ok(access)) => access,
         Ok(Err(report)) => {
