@@ -796,7 +796,8 @@ async fn twenty_thousand_files_in_four_shards_keep_the_delivery_small_and_quiet(
         gw,
         bkt,
         folder,
-        proxy: _,
+        // Kept alive to the end (a `_` pattern would drop it, and the endpoint with it).
+        proxy: _proxy,
     } = stage("many", "many", 0).await;
     let files = 20_000;
     let lines_each = 12;
