@@ -362,24 +362,13 @@ async fn write_status(
         }
         if let Some(c) = ready {
             let blocked = matches!(observation, DeliveryObservation::Blocked { .. });
-            let event = Event {
-                type_: if matches!(phase, Some(Phase::Failed)) || blocked {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
-                reason: c.reason.clone(),
-                note: Some(c.message.chars().take(1000).collect()),
-                action: phase.map(|p| p.as_str()).unwrap_or("Reconcile").into(),
-                secondary: None,
+            let type_ = if matches!(phase, Some(Phase::Failed)) || blocked {
+                EventType::Warning
+            } else {
+                EventType::Normal
             };
-            if let Err(e) = ctx
-                .recorder
-                .publish(&event, &delivery.object_ref(&()))
-                .await
-            {
-                tracing::warn!(error = %e, "failed to publish an event");
-            }
+            let action = phase.map(|p| p.as_str()).unwrap_or("Reconcile");
+            publish(ctx, delivery, type_, &c.reason, &c.message, action).await;
         }
     }
     Ok((phase, Some(desired)))
@@ -569,11 +558,31 @@ async fn sweep_uploads(ctx: &Context, delivery: &OutboundDelivery) {
 
 async fn warn_event(ctx: &Context, delivery: &OutboundDelivery, reason: &str, message: String) {
     tracing::warn!(namespace = ?delivery.namespace(), name = %delivery.name_any(), reason, "{message}");
+    publish(
+        ctx,
+        delivery,
+        EventType::Warning,
+        reason,
+        &message,
+        "AbortUploads",
+    )
+    .await;
+}
+
+/// Publishes an event on the delivery (its note cut to the API's size); a failure is logged only.
+async fn publish(
+    ctx: &Context,
+    delivery: &OutboundDelivery,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+    action: &str,
+) {
     let event = Event {
-        type_: EventType::Warning,
+        type_,
         reason: reason.into(),
-        note: Some(message.chars().take(1000).collect()),
-        action: "AbortUploads".into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: action.into(),
         secondary: None,
     };
     if let Err(e) = ctx
