@@ -1,7 +1,7 @@
 //! Pure: a `ValidatedDelivery` -> the upload Job; a namespace -> the upload pods' shared
 //! ServiceAccount, Role and RoleBinding. No client here; the controller applies what these return.
 
-use crate::api::{CONTROLLER_MANAGER, DELIVERY_LABEL, GROUP, OutboundDelivery};
+use crate::api::{CONTROLLER_MANAGER, DELIVERY_LABEL, GROUP, OutboundShard};
 use crate::upload::error::EXIT_PERMANENT;
 use crate::validate::{JobCredentials, ValidatedDelivery};
 use k8s_openapi::api::batch::v1::{
@@ -156,6 +156,7 @@ pub fn upload_env(v: &ValidatedDelivery, workload_secret: Option<&str>) -> Vec<E
         "OUTBOUND_DELIVERY",
         format!("{}/{}", v.namespace, v.name),
     ));
+    envs.push(env("OUTBOUND_DELIVERY_UID", &v.uid));
     envs.push(env("OUTBOUND_SHARD_COUNT", v.parallelism.to_string()));
     envs.push(env("OUTBOUND_LOG_FORMAT", "json"));
     match &v.credentials {
@@ -238,9 +239,10 @@ fn pod_failure_policy() -> PodFailurePolicy {
     }
 }
 
-/// The upload Job: one per delivery, Indexed when parallelism > 1. Finished Jobs go after `ttl`.
+/// The upload Job: one per delivery, Indexed (one pod per shard, named `<job>-<index>-<5 chars>`,
+/// which is how the upload-pods policy tells which OutboundShard a pod may write), even with a
+/// single shard. Finished Jobs go after `ttl`.
 pub fn build_job(v: &ValidatedDelivery, settings: &JobSettings) -> Job {
-    let indexed = v.parallelism > 1;
     let container = Container {
         name: "upload".into(),
         image: Some(settings.image.to_string()),
@@ -299,7 +301,7 @@ pub fn build_job(v: &ValidatedDelivery, settings: &JobSettings) -> Job {
         spec: Some(JobSpec {
             parallelism: Some(v.parallelism),
             completions: Some(v.parallelism),
-            completion_mode: Some(if indexed { "Indexed" } else { "NonIndexed" }.into()),
+            completion_mode: Some("Indexed".into()),
             backoff_limit: Some(v.backoff_limit),
             pod_failure_policy: Some(pod_failure_policy()),
             // A replacement starts only once its predecessor is gone: one index never uploads
@@ -352,25 +354,29 @@ pub fn build_service_account(namespace: &str) -> ServiceAccount {
     }
 }
 
-/// The upload pods' Role in a namespace: read deliveries and patch their status, nothing else.
-/// RBAC cannot say "only your own delivery" without a Role per delivery (two writes each, whose
-/// escalation checks grow with the namespace's RoleBindings); the upload-pods admission policy
-/// (`crate::api::upload_pods_policy`) lets a pod write only the status of its own delivery.
+/// The upload pods' Role in a namespace: read, create and report on OutboundShards, nothing
+/// else (no delivery, no Secret). RBAC cannot say "only your own shard" without a Role per
+/// delivery (two writes each, whose escalation checks grow with the namespace's RoleBindings);
+/// the upload-pods admission policy (`crate::api::upload_pods_policy`) lets a pod write only
+/// the shard object of its own Job index.
 pub fn build_role(namespace: &str) -> Role {
-    let plural = <OutboundDelivery as kube::Resource>::plural(&()).to_string();
+    let plural = <OutboundShard as kube::Resource>::plural(&()).to_string();
     Role {
         metadata: shared_meta(namespace, UPLOAD_ROLE),
         rules: Some(vec![
             PolicyRule {
                 api_groups: Some(vec![GROUP.into()]),
                 resources: Some(vec![plural.clone()]),
-                verbs: vec!["get".into()],
+                // get: resume; list: shard 0 waits for the others and reads their line counts;
+                // create and patch: the first report creates the object (server-side apply, which
+                // the API server authorizes as a create too).
+                verbs: vec!["get".into(), "list".into(), "create".into(), "patch".into()],
                 ..PolicyRule::default()
             },
             PolicyRule {
                 api_groups: Some(vec![GROUP.into()]),
                 resources: Some(vec![format!("{plural}/status")]),
-                verbs: vec!["get".into(), "patch".into()],
+                verbs: vec!["patch".into()],
                 ..PolicyRule::default()
             },
         ]),
@@ -448,7 +454,7 @@ mod tests {
             ("OutboundDelivery", "0f3c-uid", Some(true))
         );
         let spec = job.spec.as_ref().unwrap();
-        assert_eq!(spec.completion_mode.as_deref(), Some("NonIndexed"));
+        assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
         assert_eq!(spec.backoff_limit, Some(3));
         let pod = spec.template.spec.as_ref().unwrap();
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
@@ -570,19 +576,24 @@ mod tests {
     }
 
     #[test]
-    fn the_shared_role_only_reads_deliveries_and_patches_their_status() {
+    fn the_shared_role_touches_shards_only_and_never_deletes() {
         let role = build_role("team");
         for rule in role.rules.unwrap() {
             assert_eq!(rule.api_groups.as_deref(), Some(&[GROUP.to_string()][..]));
             assert!(
-                rule.verbs
+                rule.resources
                     .iter()
-                    .all(|verb| verb == "get" || verb == "patch")
+                    .flatten()
+                    .all(|r| r == "outboundshards" || r == "outboundshards/status"),
+                "{:?}",
+                rule.resources
             );
             assert!(
-                rule.verbs.iter().all(|verb| verb == "get")
-                    || rule.resources.as_deref()
-                        == Some(&["outbounddeliveries/status".to_string()][..])
+                rule.verbs
+                    .iter()
+                    .all(|verb| ["get", "list", "create", "patch"].contains(&verb.as_str())),
+                "{:?}",
+                rule.verbs
             );
         }
         assert!(

@@ -1,9 +1,53 @@
-//! The report each upload pod writes into its delivery's `status.shards.<index>`: typed once,
-//! so the pods that write it and the controller that reads it cannot drift apart.
+//! `OutboundShard`: the journal of one Job index of a delivery, written by its upload pod and
+//! read by the operator (progress, failure reason, open uploads to abort) and by shard 0 (the
+//! manifest's line counts). Typed once, so the pods and the controller cannot drift apart; kept
+//! out of the delivery so that its size does not grow with the number of shards.
 
+// kube's printcolumn(...) repeats `type_ = ...` inside one attribute, which clippy misreads.
+#![allow(clippy::duplicated_attributes)]
+
+use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// Held by every shard object until the operator has aborted its delivery's uploads: a
+/// foreground deletion (Argo CD's default) deletes dependents first, and these hold the upload
+/// ids to abort.
+pub const SHARD_FINALIZER: &str = "outbound.dev/journal";
+/// Label naming the upload Job a shard object belongs to.
+pub const JOB_LABEL: &str = "outbound.dev/job";
+
+/// The name of the shard object of Job `job`'s index `index`: what the upload-pods policy
+/// matches the writing pod's name against (`<job>-<index>-<5 chars>`).
+pub fn shard_name(job: &str, index: usize) -> String {
+    format!("{job}-{index}")
+}
+
+/// Which delivery and which Job index a shard object journals.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "outbound.dev",
+    version = "v1alpha1",
+    kind = "OutboundShard",
+    namespaced,
+    status = "ShardStatus",
+    shortname = "oshard",
+    doc = "The journal of one upload pod of an OutboundDelivery (written by the pod; read by the operator).",
+    printcolumn(name = "Delivery", type_ = "string", json_path = ".spec.delivery"),
+    printcolumn(name = "Index", type_ = "integer", json_path = ".spec.index"),
+    printcolumn(name = "Objects", type_ = "integer", json_path = ".status.objectsDone"),
+    printcolumn(name = "Of", type_ = "integer", json_path = ".status.objectsTotal"),
+    printcolumn(name = "Finished", type_ = "boolean", json_path = ".status.finished"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardSpec {
+    /// Name of the OutboundDelivery.
+    pub delivery: String,
+    /// The Job completion index this shard is.
+    pub index: u32,
+}
 
 /// What one upload pod (one Job index) reports.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -31,8 +75,9 @@ pub struct ShardStatus {
     /// Every object of this shard is complete.
     #[serde(default)]
     pub finished: bool,
-    /// Line counts of this shard's objects by plan index, reported once it finishes, for the
-    /// manifest (left out above 10,000 objects; the manifest's writer then counts them itself).
+    /// Line counts of this shard's multipart objects by plan index (single PUTs carry theirs in
+    /// metadata), reported once it finishes, for the manifest (left out above 5,000 objects; the
+    /// manifest's writer then counts them itself).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "line_counts_schema")]
     pub lines: BTreeMap<String, u64>,
@@ -50,10 +95,12 @@ pub struct ShardStatus {
     pub updated_at: Option<String>,
 }
 
-/// Kubernetes knows int64, not schemars' `uint64`.
+/// Kubernetes knows int64, not schemars' `uint64`. Atomic: one managed-fields entry for the
+/// whole map, not one per object.
 fn line_counts_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
+        "x-kubernetes-map-type": "atomic",
         "additionalProperties": {"type": "integer", "format": "int64", "minimum": 0}
     })
 }

@@ -7,7 +7,6 @@ use crate::api::{
 };
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use std::collections::BTreeMap;
 
 /// A condition, keeping `lastTransitionTime` from `previous` when its status did not change.
 pub fn condition(
@@ -47,14 +46,15 @@ fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
         })
 }
 
-/// Bytes and objects done of the total, summed over every shard's report.
-pub fn fold_progress(shards: &BTreeMap<String, ShardStatus>) -> Progress {
+/// Bytes and objects done of the total, and uploads open, summed over every shard's report.
+pub fn fold_progress<'a>(shards: impl IntoIterator<Item = &'a ShardStatus>) -> Progress {
     let mut p = Progress::default();
-    for shard in shards.values() {
+    for shard in shards {
         p.bytes_done += shard.bytes_done;
         p.bytes_total += shard.bytes_total;
         p.objects_done += shard.objects_done;
         p.objects_total += shard.objects_total;
+        p.open_uploads += shard.uploads.len() as u64;
     }
     p.summary = summary(&p);
     p
@@ -114,11 +114,13 @@ fn job_suspended(job: &Job) -> bool {
         && job.status.as_ref().and_then(|s| s.active).unwrap_or(0) == 0
 }
 
-/// The controller-owned part of a delivery's status (never `shards`: the pods own those).
+/// A delivery's status from what was observed: its Job (or why it cannot start) and its pods'
+/// shard reports (by index; empty when none reported yet).
 pub fn delivery_status(
     current: Option<&OutboundDeliveryStatus>,
     generation: Option<i64>,
     observation: &DeliveryObservation<'_>,
+    shards: &[ShardStatus],
     manifest_key: Option<&str>,
     now: &Time,
 ) -> OutboundDeliveryStatus {
@@ -126,7 +128,16 @@ pub fn delivery_status(
     let current = current.unwrap_or(&empty);
     let prev = &current.conditions[..];
     let cond = |t: &str, s: bool, r: &str, m: &str| condition(prev, t, s, r, m, generation, now);
-    let progress = fold_progress(&current.shards);
+    // No report (none yet, or the shards are gone): the totals last written stand.
+    let progress = if shards.is_empty() {
+        current.progress.clone()
+    } else {
+        Some(fold_progress(shards))
+    };
+    let summary = progress
+        .as_ref()
+        .map(|p| p.summary.clone())
+        .unwrap_or_else(|| summary(&Progress::default()));
     let mut status = OutboundDeliveryStatus {
         observed_generation: generation,
         job_name: current.job_name.clone(),
@@ -135,7 +146,7 @@ pub fn delivery_status(
         manifest_key: current.manifest_key.clone(),
         attempts: current.attempts,
         target: current.target.clone(),
-        progress: (!current.shards.is_empty()).then_some(progress.clone()),
+        progress: progress.clone(),
         ..OutboundDeliveryStatus::default()
     };
     let (phase, conditions) = match observation {
@@ -163,9 +174,8 @@ pub fn delivery_status(
                 js.failed.unwrap_or(0) + js.succeeded.unwrap_or(0) + js.active.unwrap_or(0)
             });
             status.attempts = Some(started.max(status.attempts.unwrap_or(0)));
-            let last_error = current
-                .shards
-                .values()
+            let last_error = shards
+                .iter()
                 .filter_map(|s| s.message.as_deref())
                 .next_back()
                 .unwrap_or("");
@@ -175,7 +185,7 @@ pub fn delivery_status(
                         .completion_time
                         .or(time)
                         .or_else(|| Some(now.clone()));
-                    let msg = format!("delivered {}", progress.summary);
+                    let msg = format!("delivered {summary}");
                     (
                         Phase::Succeeded,
                         vec![
@@ -193,7 +203,7 @@ pub fn delivery_status(
                         .or_else(|| Some(now.clone()));
                     // A pod that stopped the Job on a permanent error said why, naming the file,
                     // key or part: that is the delivery's reason, not the Job's "PodFailurePolicy".
-                    let permanent = current.shards.values().find(|s| s.permanent);
+                    let permanent = shards.iter().find(|s| s.permanent);
                     let (reason, msg) = match permanent.and_then(|s| s.reason.clone()) {
                         Some(reason) => (
                             reason,
@@ -237,7 +247,7 @@ pub fn delivery_status(
                     ],
                 ),
                 None => {
-                    let msg = format!("uploading: {}", progress.summary);
+                    let msg = format!("uploading: {summary}");
                     (
                         Phase::Uploading,
                         vec![
@@ -438,30 +448,26 @@ mod tests {
 
     #[test]
     fn progress_sums_every_shard() {
-        let shards = BTreeMap::from([
-            ("0".to_string(), shard(50, 100, (1, 2))),
-            ("1".to_string(), shard(100, 100, (3, 3))),
-        ]);
+        let shards = [shard(50, 100, (1, 2)), shard(100, 100, (3, 3))];
         let p = fold_progress(&shards);
         assert_eq!(
             (p.bytes_done, p.bytes_total, p.objects_done, p.objects_total),
             (150, 200, 4, 5)
         );
+        assert_eq!(p.open_uploads, 2);
         assert_eq!(p.summary, "4/5 objects, 75%");
     }
 
     #[test]
     fn a_running_job_is_uploading_and_progressing() {
         let now = t("2026-11-27T12:00:05Z");
-        let current = OutboundDeliveryStatus {
-            shards: BTreeMap::from([("0".to_string(), shard(10, 100, (0, 2)))]),
-            ..Default::default()
-        };
+        let current = OutboundDeliveryStatus::default();
         let j = job(1, None);
         let s = delivery_status(
             Some(&current),
             Some(1),
             &DeliveryObservation::Job { job: &j },
+            &[shard(10, 100, (0, 2))],
             Some("p/manifest.json"),
             &now,
         );
@@ -477,10 +483,16 @@ mod tests {
         assert_eq!(s.job_name.as_deref(), Some("odel-x-1"));
         assert_eq!(s.start_time, Some(t("2026-11-27T12:00:00Z")));
         assert_eq!(s.progress.as_ref().unwrap().bytes_done, 10);
-        assert!(
-            s.shards.is_empty(),
-            "the controller never writes the pods' shards"
+        // Without reports (the shards gone), the totals last written stand.
+        let again = delivery_status(
+            Some(&s),
+            Some(1),
+            &DeliveryObservation::Job { job: &j },
+            &[],
+            Some("p/manifest.json"),
+            &now,
         );
+        assert_eq!(again.progress, s.progress);
     }
 
     #[test]
@@ -491,6 +503,7 @@ mod tests {
             None,
             Some(1),
             &DeliveryObservation::Job { job: &j },
+            &[],
             None,
             &now,
         );
@@ -505,15 +518,15 @@ mod tests {
     #[test]
     fn a_failed_job_says_why_with_the_last_shard_error() {
         let now = t("2026-11-27T13:00:05Z");
-        let mut current = OutboundDeliveryStatus::default();
+        let current = OutboundDeliveryStatus::default();
         let mut sh = shard(0, 10, (0, 1));
         sh.message = Some("failed to upload part 3 of a.sync: AccessDenied".into());
-        current.shards.insert("0".into(), sh);
         let j = job(0, Some(("Failed", "BackoffLimitExceeded")));
         let s = delivery_status(
             Some(&current),
             Some(2),
             &DeliveryObservation::Job { job: &j },
+            &[sh],
             None,
             &now,
         );
@@ -537,7 +550,7 @@ mod tests {
             reason: "SecretNotFound",
             message: "Secret x does not exist",
         };
-        let s = delivery_status(None, Some(1), &obs, None, &now);
+        let s = delivery_status(None, Some(1), &obs, &[], None, &now);
         assert_eq!(s.phase, Some(Phase::Pending));
         assert_eq!(get(&s, "Ready").reason, "SecretNotFound");
         assert_eq!(s.job_name, None);
@@ -550,12 +563,13 @@ mod tests {
             reason: "SecretNotFound",
             message: "m",
         };
-        let first = delivery_status(None, Some(1), &obs, None, &t("2026-11-27T13:00:00Z"));
+        let first = delivery_status(None, Some(1), &obs, &[], None, &t("2026-11-27T13:00:00Z"));
         assert!(delivery_patch(None, first.clone()).is_some());
         let again = delivery_status(
             Some(&first),
             Some(1),
             &obs,
+            &[],
             None,
             &t("2026-11-27T14:00:00Z"),
         );
@@ -570,6 +584,7 @@ mod tests {
             Some(&first),
             Some(2),
             &obs,
+            &[],
             None,
             &t("2026-11-27T14:00:00Z"),
         );
@@ -583,6 +598,7 @@ mod tests {
             Some(&first),
             Some(1),
             &other,
+            &[],
             None,
             &t("2026-11-27T14:00:00Z"),
         );
@@ -604,7 +620,7 @@ mod tests {
         desired.metadata.creation_timestamp = None;
         let now = t("2026-11-27T12:00:01Z");
         let before = DeliveryObservation::Job { job: &desired };
-        let first = delivery_status(None, Some(1), &before, Some("m.json"), &now);
+        let first = delivery_status(None, Some(1), &before, &[], Some("m.json"), &now);
         assert_eq!(
             (first.phase, first.attempts),
             (Some(Phase::Uploading), Some(0))
@@ -612,7 +628,7 @@ mod tests {
         assert_eq!(first.job_name.as_deref(), Some("odel-x-1"));
         let after = DeliveryObservation::Job { job: &created };
         let later = t("2026-11-27T12:00:02Z");
-        let second = delivery_status(Some(&first), Some(1), &after, Some("m.json"), &later);
+        let second = delivery_status(Some(&first), Some(1), &after, &[], Some("m.json"), &later);
         assert_eq!(delivery_patch(Some(&first), second), None);
     }
 

@@ -11,9 +11,10 @@ mod proxy;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use operator_support::*;
-use outbound::api::{OutboundDelivery, OutboundDestination};
+use outbound::api::{OutboundDelivery, OutboundDestination, OutboundShard};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -1044,11 +1045,8 @@ async fn a_restarted_operator_creates_no_second_job() {
         "progress reported",
         Duration::from_secs(60),
         || async {
-            let s = world.delivery("big").await.status?;
-            s.shards
-                .values()
-                .any(|sh| sh.bytes_done > 0 && !sh.finished)
-                .then_some(())
+            let p = world.delivery("big").await.status?.progress?;
+            (p.bytes_done > 0 && p.bytes_done < p.bytes_total).then_some(())
         },
         || world.diagnose(),
     )
@@ -1108,7 +1106,7 @@ async fn deleting_a_delivery_mid_upload_leaves_no_open_multipart_upload() {
         Duration::from_secs(120),
         || async {
             let d = world.delivery("big").await;
-            let recorded = d.status?.shards.values().any(|s| !s.uploads.is_empty());
+            let recorded = d.status?.progress?.open_uploads > 0;
             (recorded && !open_uploads(&gw, &bkt).await.is_empty()).then_some(())
         },
         || world.diagnose(),
@@ -1771,8 +1769,41 @@ async fn stand_in_pod(world: &World, name: &str) -> Pod {
         .expect("the stand-in pod")
 }
 
-/// What an upload pod writes: its shard's progress, server-side applied under its own manager.
+/// What an upload pod writes: its shard object (created by the first apply), then its report,
+/// server-side applied under its own manager.
 async fn report_as(
+    client: &kube::Client,
+    ns: &str,
+    shard: &str,
+    delivery: &OutboundDelivery,
+    bytes_done: u64,
+) -> Result<(), kube::Error> {
+    let api = kube::Api::<OutboundShard>::namespaced(client.clone(), ns);
+    let params = PatchParams::apply("outbound-uploader-0").force();
+    let object = serde_json::json!({
+        "apiVersion": "outbound.dev/v1alpha1", "kind": "OutboundShard",
+        "metadata": {"name": shard, "ownerReferences": [{
+            "apiVersion": "outbound.dev/v1alpha1", "kind": "OutboundDelivery",
+            "name": delivery.name_any(), "uid": delivery.uid().unwrap(), "controller": true,
+        }]},
+        "spec": {"delivery": delivery.name_any(), "index": 0},
+    });
+    api.patch(shard, &params, &Patch::Apply(&object)).await?;
+    let report = serde_json::json!({
+        "apiVersion": "outbound.dev/v1alpha1", "kind": "OutboundShard",
+        "metadata": {"name": shard},
+        "status": {
+            "bytesDone": bytes_done, "bytesTotal": 100, "objectsDone": 0, "objectsTotal": 1,
+            "finished": false, "updatedAt": "2026-11-28T10:00:00Z",
+        },
+    });
+    api.patch_status(shard, &params, &Patch::Apply(&report))
+        .await
+        .map(|_| ())
+}
+
+/// A write of a delivery's status (what a pod did before shards had objects of their own).
+async fn write_delivery_status(
     client: &kube::Client,
     ns: &str,
     delivery: &str,
@@ -1786,18 +1817,11 @@ async fn report_as(
     kube::Api::<OutboundDelivery>::namespaced(client.clone(), ns)
         .patch_status(
             delivery,
-            &PatchParams::apply("outbound-upload-0").force(),
+            &PatchParams::apply("outbound-uploader-0").force(),
             &Patch::Apply(&patch),
         )
         .await
         .map(|_| ())
-}
-
-fn shard(bytes_done: u64) -> serde_json::Value {
-    serde_json::json!({"shards": {"0": {
-        "bytesDone": bytes_done, "bytesTotal": 100, "objectsDone": 0, "objectsTotal": 1,
-        "uploads": [], "finished": false, "updatedAt": "2026-11-28T10:00:00Z",
-    }}})
 }
 
 fn assert_refused(result: Result<(), kube::Error>, words: &str) {
@@ -1831,11 +1855,13 @@ where
 }
 
 /// The upload pods of a namespace share one ServiceAccount, Role and RoleBinding, whatever the
-/// number of deliveries; the upload-pods admission policy keeps each pod to its own delivery's
-/// status: a pod of A's Job may report on A, not on B, and may not re-point A's jobName; a token of
-/// the upload account that is not bound to a pod of the Job may report on nothing.
+/// number of deliveries; the upload-pods admission policy keeps each pod to its own shard object:
+/// the pod of A's Job index 0 may report on A's shard 0, not on B's; no token but the operator's
+/// writes a delivery's status (so none can re-point its jobName); a token of the upload account
+/// not bound to the shard's pod, an account a destination names, and a namespace user with
+/// rights on every `outbound.dev` resource may report on nothing.
 #[tokio::test]
-async fn an_upload_pod_may_report_on_its_own_delivery_only() {
+async fn an_upload_pod_may_report_on_its_own_shard_only() {
     use k8s_openapi::api::core::v1::ServiceAccount;
     use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
     let mut world = World::new("isolation").await;
@@ -1888,16 +1914,19 @@ async fn an_upload_pod_may_report_on_its_own_delivery_only() {
             .unwrap()
             .is_some()
     );
+    let (a, b) = (world.delivery("a").await, world.delivery("b").await);
+    let shard_a = outbound::api::shard_name(&job["a"], 0);
+    let shard_b = outbound::api::shard_name(&job["b"], 0);
 
-    let pod = stand_in_pod(&world, &format!("{}-x7k2q", job["a"])).await;
+    let pod = stand_in_pod(&world, &format!("{shard_a}-x7k2q")).await;
     let as_pod_of_a = client_with_token(upload_token(&world, Some(&pod)).await).await;
     let ns = world.ns.clone();
     // The policy may take a moment to be enforced after it was first applied on this ground.
     wait_for(
-        "the upload-pods policy to refuse a report on another delivery",
+        "the upload-pods policy to refuse a report on another shard",
         Duration::from_secs(30),
         || async {
-            report_as(&as_pod_of_a, &ns, "b", shard(7))
+            report_as(&as_pod_of_a, &ns, &shard_b, &b, 7)
                 .await
                 .is_err()
                 .then_some(())
@@ -1906,23 +1935,38 @@ async fn an_upload_pod_may_report_on_its_own_delivery_only() {
     )
     .await;
     assert_refused(
-        report_as(&as_pod_of_a, &ns, "b", shard(7)).await,
-        "may only report on the delivery whose Job it belongs to, not on b",
+        report_as(&as_pod_of_a, &ns, &shard_b, &b, 7).await,
+        &format!("may write only its own shard, not {shard_b}"),
     );
-    report_as(&as_pod_of_a, &ns, "a", shard(42))
+    report_as(&as_pod_of_a, &ns, &shard_a, &a, 42)
         .await
-        .expect("a pod of A's Job reports on A");
-    assert_eq!(
-        world.delivery("a").await.status.unwrap().shards["0"].bytes_done,
-        42
-    );
-    assert!(world.delivery("b").await.status.unwrap().shards.is_empty());
-    let mut repoint = shard(43);
-    repoint["jobName"] = serde_json::json!(job["c"]);
-    assert_refused(
-        report_as(&as_pod_of_a, &ns, "a", repoint).await,
-        "may not change status.jobName",
-    );
+        .expect("the pod of A's index 0 reports on A's shard 0");
+    // The operator folds the report into A's status; B has none.
+    wait_for(
+        "A's progress folded from its shard",
+        Duration::from_secs(30),
+        || async {
+            let p = world.delivery("a").await.status?.progress?;
+            (p.bytes_done == 42).then_some(())
+        },
+        || world.diagnose(),
+    )
+    .await;
+    assert!(world.delivery("b").await.status.unwrap().progress.is_none());
+    // No pod writes a delivery's status, its own or another's (its Role has no such rule): a
+    // jobName cannot be re-pointed.
+    for target in ["a", "b"] {
+        assert_refused(
+            write_delivery_status(
+                &as_pod_of_a,
+                &ns,
+                target,
+                serde_json::json!({"jobName": job["c"]}),
+            )
+            .await,
+            "cannot patch resource \"outbounddeliveries/status\"",
+        );
+    }
     assert_eq!(
         world
             .delivery("a")
@@ -1934,51 +1978,107 @@ async fn an_upload_pod_may_report_on_its_own_delivery_only() {
         Some(job["a"].as_str())
     );
 
-    // A pod named like another Job's pods but one character off is not one of them.
-    let near = stand_in_pod(&world, &format!("{}-x7k2qq", job["a"])).await;
+    // A pod named like the shard's pod but one character off is not it.
+    let near = stand_in_pod(&world, &format!("{shard_a}-x7k2qq")).await;
     let as_near = client_with_token(upload_token(&world, Some(&near)).await).await;
     assert_refused(
-        report_as(&as_near, &ns, "a", shard(44)).await,
-        "may only report on the delivery whose Job it belongs to, not on a",
+        report_as(&as_near, &ns, &shard_a, &a, 44).await,
+        &format!("may write only its own shard, not {shard_a}"),
     );
     // The account's token without a pod: nothing.
     let unbound = client_with_token(upload_token(&world, None).await).await;
     assert_refused(
-        report_as(&unbound, &ns, "a", shard(45)).await,
-        "only with the token of a pod of its Job",
+        report_as(&unbound, &ns, &shard_a, &a, 45).await,
+        "may be written only with the token of its upload pod",
     );
     // An account a destination names for its pods (bound to the upload Role as the operator
     // binds it), with a token made by `kubectl create token`, bound to no pod: nothing either.
     let named = "workload-writer";
-    let sa: k8s_openapi::api::core::v1::ServiceAccount =
+    let sa: ServiceAccount =
         serde_json::from_value(serde_json::json!({"metadata": {"name": named}})).unwrap();
     world
-        .api::<k8s_openapi::api::core::v1::ServiceAccount>()
+        .api::<ServiceAccount>()
         .create(&Default::default(), &sa)
         .await
         .unwrap();
     world
-        .api::<k8s_openapi::api::rbac::v1::RoleBinding>()
+        .api::<RoleBinding>()
         .create(
             &Default::default(),
             &outbound::job::build_role_binding(&ns, named),
         )
         .await
         .unwrap();
-    let out = std::process::Command::new("kubectl")
-        .args(["create", "token", named, "-n", &ns])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let as_named = client_with_token(String::from_utf8(out.stdout).unwrap().trim().into()).await;
+    let token_of = |account: &str| {
+        let out = std::process::Command::new("kubectl")
+            .args(["create", "token", account, "-n", &ns])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let as_named = client_with_token(token_of(named)).await;
     assert_refused(
-        report_as(&as_named, &ns, "a", shard(46)).await,
-        "only with the token of a pod of its Job",
+        report_as(&as_named, &ns, &shard_a, &a, 46).await,
+        "may be written only with the token of its upload pod",
     );
+    // A namespace user with every right on `outbound.dev` resources (and none on Jobs): may
+    // create deliveries, may not write any status or shard.
+    let teammate = "teammate";
+    let sa: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": teammate}})).unwrap();
+    world
+        .api::<ServiceAccount>()
+        .create(&Default::default(), &sa)
+        .await
+        .unwrap();
+    let role: Role = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": teammate},
+        "rules": [{"apiGroups": ["outbound.dev"], "resources": ["*"], "verbs": ["*"]}],
+    }))
+    .unwrap();
+    world
+        .api::<Role>()
+        .create(&Default::default(), &role)
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": teammate},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": teammate},
+        "subjects": [{"kind": "ServiceAccount", "name": teammate, "namespace": ns}],
+    }))
+    .unwrap();
+    world
+        .api::<RoleBinding>()
+        .create(&Default::default(), &binding)
+        .await
+        .unwrap();
+    let as_teammate = client_with_token(token_of(teammate)).await;
+    assert_refused(
+        report_as(&as_teammate, &ns, &shard_a, &a, 47).await,
+        "may be written only with the token of its upload pod",
+    );
+    assert_refused(
+        write_delivery_status(
+            &as_teammate,
+            &ns,
+            "a",
+            serde_json::json!({"phase": "Succeeded"}),
+        )
+        .await,
+        "only the operator writes the status of delivery a",
+    );
+    let shard = world
+        .api::<OutboundShard>()
+        .get(&shard_a)
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(shard.bytes_done, 42, "no refused report changed anything");
     assert_eq!(
-        world.delivery("a").await.status.unwrap().shards["0"].bytes_done,
-        42,
-        "no refused report changed anything"
+        world.delivery("a").await.status.unwrap().phase,
+        Some(outbound::api::Phase::Pending)
     );
     world.cleanup().await;
 }

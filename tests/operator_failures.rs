@@ -505,10 +505,10 @@ async fn deletion_ends_within_the_bound_and_orphans_are_aborted() {
         "an upload recorded",
         Duration::from_secs(120),
         || async {
-            let d = world.delivery("stuck").await;
-            d.status?
-                .shards
-                .values()
+            world
+                .shards("stuck")
+                .await
+                .iter()
                 .flat_map(|s| s.uploads.iter())
                 .find(|u| !u.upload_id.is_empty())
                 .map(|u| u.upload_id.clone())
@@ -602,11 +602,10 @@ async fn deletion_ends_within_the_bound_and_orphans_are_aborted() {
         "an upload the pod never recorded",
         Duration::from_secs(120),
         || async {
-            let d = world.delivery("orphan").await;
-            let recorded = d
-                .status?
-                .shards
-                .values()
+            let recorded = world
+                .shards("orphan")
+                .await
+                .iter()
                 .flat_map(|s| s.uploads.iter())
                 .any(|u| !u.upload_id.is_empty());
             (!recorded && !open_uploads(&gw, &bkt).await.is_empty()).then_some(())
@@ -658,10 +657,10 @@ async fn status_writes_refused_for_a_minute_pause_the_delivery_and_abort_nothing
         "an upload recorded",
         Duration::from_secs(120),
         || async {
-            let d = world.delivery("paused").await;
-            d.status?
-                .shards
-                .values()
+            world
+                .shards("paused")
+                .await
+                .iter()
                 .any(|s| s.uploads.iter().any(|u| !u.upload_id.is_empty()))
                 .then_some(())
         },
@@ -669,7 +668,7 @@ async fn status_writes_refused_for_a_minute_pause_the_delivery_and_abort_nothing
     )
     .await;
 
-    // The API server refuses every status write of this namespace's upload pods.
+    // The API server refuses every write of this namespace's upload pods.
     let name = format!("deny-uploader-{}", world.ns);
     let user = format!("system:serviceaccount:{}:outbound-upload", world.ns);
     let policy = serde_json::json!({
@@ -678,7 +677,7 @@ async fn status_writes_refused_for_a_minute_pause_the_delivery_and_abort_nothing
         "spec": {
             "failurePolicy": "Fail",
             "matchConstraints": {"resourceRules": [{"apiGroups": ["outbound.dev"], "apiVersions": ["*"],
-                "operations": ["UPDATE"], "resources": ["outbounddeliveries/status"]}]},
+                "operations": ["CREATE", "UPDATE"], "resources": ["outboundshards", "outboundshards/status"]}]},
             "validations": [{"expression": format!("request.userInfo.username != '{user}'"),
                 "message": "the API server is being upgraded"}],
         }
@@ -716,7 +715,7 @@ async fn status_writes_refused_for_a_minute_pause_the_delivery_and_abort_nothing
     let refused_from = std::time::Instant::now();
     // The API server loads a new policy within a second or two; from then on nothing lands.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let before = world.delivery("paused").await.status.unwrap();
+    let before = world.shards("paused").await;
     // For a minute, the pod's reports are refused: progress in the status stands still.
     while refused_from.elapsed() < Duration::from_secs(60) {
         let d = world.delivery("paused").await;
@@ -727,11 +726,8 @@ async fn status_writes_refused_for_a_minute_pause_the_delivery_and_abort_nothing
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let during = world.delivery("paused").await.status.unwrap();
-    assert_eq!(
-        before.shards, during.shards,
-        "no status write got through the policy"
-    );
+    let during = world.shards("paused").await;
+    assert_eq!(before, during, "no report got through the policy");
     for kind in [
         "validatingadmissionpolicybinding",
         "validatingadmissionpolicy",
@@ -850,14 +846,24 @@ async fn twenty_thousand_files_in_four_shards_keep_the_delivery_small_and_quiet(
         .await
         .expect("the watch saw the end")
         .unwrap();
+    let writes = audited_writes(&world.env, "outbounddeliveries", &world.ns, "many");
+    let shards = world.shards("many").await;
     eprintln!(
-        "20,000 files in {elapsed:?}: {versions} versions of the delivery, the largest {largest} bytes"
+        "20,000 files in {elapsed:?}: {versions} versions of the delivery, the largest {largest} bytes; {writes} writes to it in the audit log; {} shard objects",
+        shards.len()
     );
     assert!(largest < 32 << 10, "the delivery grew to {largest} bytes");
     assert!(
-        versions as f64 <= elapsed.as_secs_f64().max(1.0),
-        "{versions} writes in {elapsed:?}: more than one a second"
+        writes >= versions as usize - 1,
+        "the audit log saw {writes} writes for {versions} versions"
     );
+    assert!(
+        writes as f64 <= elapsed.as_secs_f64().max(1.0),
+        "{writes} writes in {elapsed:?}: more than one a second"
+    );
+    // The pods' journals are in four objects of their own, each finished.
+    assert_eq!(shards.len(), 4);
+    assert!(shards.iter().all(|s| s.finished && s.uploads.is_empty()));
     let manifest: serde_json::Value = serde_json::from_slice(
         &gw.get_object()
             .bucket(&bkt)

@@ -1,14 +1,17 @@
 //! The uploader in Kubernetes mode against the ground's API server and versitygw: upload IDs and
-//! progress go to the delivery's `status.shards.<index>` (server-side apply, one field manager per
-//! shard), a killed shard resumes from there, and shard 0 writes the manifest only after every
-//! shard reports `finished`.
+//! progress go to each shard's OutboundShard `<job>-<index>`, owned by the delivery (server-side
+//! apply, one field manager per shard), a killed shard resumes from there, shard 0 writes the
+//! manifest only after every shard reports `finished`, and the delivery itself is never written.
 
 mod upload_support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use outbound::api::OutboundShard;
 use upload_support::proxy::Proxy;
 use upload_support::*;
 
@@ -31,9 +34,28 @@ async fn kube_client() -> kube::Client {
              and `source tests/ground/.state/env` first (or `make test`)"
         );
     }
-    kube::Client::try_default()
+    let client = kube::Client::try_default()
         .await
-        .expect("connect to the ground's API server")
+        .expect("connect to the ground's API server");
+    // The CRDs, as every suite applies them (server-side, idempotent), until they are served.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in outbound::api::crds() {
+        crds.patch(
+            crd.metadata.name.as_deref().unwrap(),
+            &PatchParams::apply("outbound-test").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("apply the CRDs");
+    }
+    let shards: Api<OutboundShard> = Api::all(client.clone());
+    for _ in 0..100 {
+        if shards.list(&Default::default()).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client
 }
 
 /// A namespace and a delivery no controller acts on (suspended, destination absent): the test
@@ -71,12 +93,26 @@ async fn delivery(client: &kube::Client) -> (String, String, Api<DynamicObject>)
     (namespace.clone(), format!("{namespace}/shards"), api)
 }
 
-fn shard(delivery: &DynamicObject, index: usize) -> serde_json::Value {
-    delivery.data["status"]["shards"][index.to_string()].clone()
+/// Shard `index`'s object (its report is `status`), or null while it has none.
+async fn shard_object(api: &Api<DynamicObject>, index: usize) -> Option<OutboundShard> {
+    let delivery = api.get("shards").await.unwrap();
+    let job = outbound::validate::child_name("shards", &delivery.uid().unwrap());
+    Api::<OutboundShard>::namespaced(api.clone().into_client(), &delivery.namespace().unwrap())
+        .get_opt(&format!("{job}-{index}"))
+        .await
+        .unwrap()
+}
+
+async fn shard(api: &Api<DynamicObject>, index: usize) -> serde_json::Value {
+    shard_object(api, index)
+        .await
+        .and_then(|s| s.status)
+        .map(|s| serde_json::to_value(s).unwrap())
+        .unwrap_or(serde_json::Value::Null)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shards_report_to_the_delivery_resume_from_it_and_manifest_waits_for_all() {
+async fn shards_journal_in_their_own_objects_resume_from_them_and_manifest_waits_for_all() {
     let kube = kube_client().await;
     let server = versitygw();
     let s3 = server.client();
@@ -121,9 +157,8 @@ async fn shards_report_to_the_delivery_resume_from_it_and_manifest_waits_for_all
     .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let current = api.get("shards").await.unwrap();
-        if shard(&current, 0)["finished"] == serde_json::json!(true) {
-            let s0 = shard(&current, 0);
+        let s0 = shard(&api, 0).await;
+        if s0["finished"] == serde_json::json!(true) {
             assert_eq!(s0["objectsDone"], 2, "{s0}");
             assert_eq!(s0["bytesDone"], (a.len() + c.len()) as u64, "{s0}");
             break;
@@ -148,7 +183,7 @@ async fn shards_report_to_the_delivery_resume_from_it_and_manifest_waits_for_all
         "no manifest before every shard is done"
     );
 
-    // Shard 1, slowed down, is killed mid-object: its open upload is in the delivery status.
+    // Shard 1, slowed down, is killed mid-object: its open upload is in its shard's report.
     proxy.faults.rate.store(3 << 20, Ordering::SeqCst);
     let mut shard1 =
         with_fast_progress(upload_command(&via, &bucket, dir.path(), &shard_args("1")))
@@ -156,8 +191,7 @@ async fn shards_report_to_the_delivery_resume_from_it_and_manifest_waits_for_all
             .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let upload_id = loop {
-        let current = api.get("shards").await.unwrap();
-        let s1 = shard(&current, 1);
+        let s1 = shard(&api, 1).await;
         if let Some(id) = s1["uploads"][0]["uploadId"].as_str()
             && proxy.faults.bytes_up() > 12 * MIB as u64
         {
@@ -223,7 +257,7 @@ async fn shards_report_to_the_delivery_resume_from_it_and_manifest_waits_for_all
         (a.len() + b.len() + c.len() + d.len()) as u64
     );
     // Lines are counted while the bytes go out (b.bin: its stored parts while resuming, the rest
-    // while sending) and shard 1 hands its counts to shard 0 through its status.
+    // while sending) and shard 1 hands its counts to shard 0 through its shard object.
     for (key, data) in [
         ("a.sync", &a),
         ("b.bin", &b),
@@ -239,36 +273,54 @@ async fn shards_report_to_the_delivery_resume_from_it_and_manifest_waits_for_all
         assert_eq!(entry["NumRecords"], count_lines(data), "{key}: lines");
     }
 
-    let current = api.get("shards").await.unwrap();
     assert_eq!(
-        shard(&current, 1)["lines"],
+        shard(&api, 1).await["lines"],
         // b.bin went up in parts; d.sync in one PUT, whose count its metadata carries.
         serde_json::json!({"1": count_lines(&b)}),
         "shard 1 reports its multipart objects' lines by plan index"
     );
+    let delivery = api.get("shards").await.unwrap();
     for index in [0, 1] {
-        let s = shard(&current, index);
+        let s = shard(&api, index).await;
         assert_eq!(s["finished"], true, "{s}");
         assert_eq!(s["bytesDone"], s["bytesTotal"], "{s}");
         // No open upload left on record (an empty list is left out).
         assert!(s["uploads"].as_array().is_none_or(|u| u.is_empty()), "{s}");
+        // Each shard object is written by its own pod's field manager, owned by the delivery
+        // (so it goes with it) and held for the operator's aborts.
+        let object = shard_object(&api, index).await.unwrap();
+        let managers: std::collections::BTreeSet<String> = object
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter_map(|m| m.manager.clone())
+            .collect();
+        assert_eq!(
+            managers,
+            [format!("outbound-uploader-{index}")].into(),
+            "shard {index}: the object and its status"
+        );
+        assert_eq!(object.spec.index, index as u32);
+        assert_eq!(object.owner_references()[0].uid, delivery.uid().unwrap());
+        assert_eq!(object.finalizers(), ["outbound.dev/journal".to_string()]);
     }
-    let managers: Vec<String> = current
-        .metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .filter_map(|m| m.manager.clone())
-        .collect();
+    // The delivery itself was never written by a shard: its size does not grow with them.
     assert!(
-        managers.contains(&"outbound-uploader-0".to_string()),
-        "{managers:?}"
-    );
-    assert!(
-        managers.contains(&"outbound-uploader-1".to_string()),
-        "{managers:?}"
+        delivery.data.get("status").is_none_or(|s| s.is_null()),
+        "{:?}",
+        delivery.data
     );
 
+    // No operator here to let the shards go: do it, so the namespace can go.
+    let shards: Api<OutboundShard> = Api::namespaced(kube.clone(), &namespace);
+    for index in [0, 1] {
+        let name = shard_object(&api, index).await.unwrap().name_any();
+        let release = serde_json::json!({"metadata": {"finalizers": null}});
+        let _ = shards
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&release))
+            .await;
+    }
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(kube);
     let _ = namespaces.delete(&namespace, &Default::default()).await;
 }

@@ -8,7 +8,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 pub use crate::shard::{OpenUpload, ShardStatus};
 
@@ -164,7 +163,7 @@ impl Phase {
     }
 }
 
-/// What the controller and the upload pods report about a delivery.
+/// What the controller reports about a delivery (the pods report to their OutboundShards).
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct OutboundDeliveryStatus {
@@ -200,10 +199,6 @@ pub struct OutboundDeliveryStatus {
     /// there, whatever the destination says later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<DeliveryTarget>,
-    /// Per Job index, what its upload pod reports (written by the pods, field manager
-    /// `outbound-uploader-<index>`).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub shards: BTreeMap<String, ShardStatus>,
 }
 
 /// Progress totals folded from every shard.
@@ -222,8 +217,16 @@ pub struct Progress {
     /// Objects to deliver.
     #[schemars(extend("format" = "int64"))]
     pub objects_total: u64,
+    /// Multipart uploads open now (each pod journals its own in its OutboundShard).
+    #[schemars(extend("format" = "int64"))]
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub open_uploads: u64,
     /// Human-readable summary (printer column), e.g. `3/10 objects, 45%`.
     pub summary: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The bucket a delivery writes to, as it was when its Job started.

@@ -1,10 +1,12 @@
-//! The CRD types (OutboundDestination, OutboundDelivery), conditions and constants.
+//! The CRD types (OutboundDestination, OutboundDelivery, and the pods' OutboundShard), conditions
+//! and constants.
 
 mod delivery;
 mod destination;
 mod policy;
 mod quantity;
 
+pub use crate::shard::{JOB_LABEL, OutboundShard, SHARD_FINALIZER, ShardSpec, shard_name};
 pub use delivery::*;
 pub use destination::*;
 pub use policy::{
@@ -55,7 +57,11 @@ pub mod condition {
 
 /// The CustomResourceDefinitions, destination first.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![OutboundDestination::crd(), OutboundDelivery::crd()]
+    vec![
+        OutboundDestination::crd(),
+        OutboundDelivery::crd(),
+        OutboundShard::crd(),
+    ]
 }
 
 /// All CustomResourceDefinitions, then the admission policies that go with them, as one

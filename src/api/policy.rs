@@ -1,6 +1,7 @@
 //! The admission policies that ship with the CRDs: one lets the API server refuse a delivery whose
 //! split size is above its destination's (CEL on the CRD cannot read another object, a policy
-//! can); the other keeps each upload pod to its own delivery's status.
+//! can); the other keeps each upload pod to its own shard object, and everyone but the operator
+//! out of delivery status.
 
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
@@ -74,7 +75,7 @@ pub const JOB_NAME_PREFIX: &str = "odel-";
 
 /// The longest Job name: the Job controller names pods `<job>-<index>-<5 chars>` and cuts the
 /// stem above 58 characters before the 5; with indexes below 1,000 (the parallelism limit) a name
-/// of 53 is never cut, so the upload-pods policy can tell a delivery's pods by their name.
+/// of 53 is never cut, so the upload-pods policy can tell a shard's pod by its name.
 pub const MAX_JOB_NAME: usize = 53;
 
 /// Name of the upload-pods policy and, with `-binding`, of its binding.
@@ -82,21 +83,22 @@ pub const UPLOAD_PODS_POLICY: &str = "outbounddeliveries.outbound.dev-upload-pod
 
 const POD_NAME: &str = "authentication.kubernetes.io/pod-name";
 
-/// The policy and its binding that keep each upload pod to its own delivery. The pods share one
-/// ServiceAccount, Role and RoleBinding per namespace (RBAC cannot name the one delivery a pod
-/// works for without two objects per delivery, whose writes cost the API server more than the
-/// rest of a delivery). So a status write by any service account that may not create Jobs in
-/// the namespace (every account but the operator's: the upload account, an account a destination
-/// names, whatever token it holds) must come with the token of a pod of the Job that the
-/// delivery's `status.jobName` names, and must leave `status.jobName` as it is. A pod token
-/// carries its pod's name; the Job controller names pods `<job>-<5 chars>`, or
-/// `<job>-<index>-<5 chars>` when Indexed. Nothing here depends on a release: two agree.
+/// The policy and its binding that keep each upload pod to its own shard, and everyone but the
+/// operator out of delivery status. The pods share one ServiceAccount, Role and RoleBinding per
+/// namespace (RBAC cannot name the one shard a pod works for without two objects per delivery,
+/// whose writes cost the API server more than the rest of a delivery). So:
+/// - an OutboundShard may be created or changed, by anyone who may not create Jobs in the
+///   namespace (every principal but the operator's: the upload account, an account a
+///   destination names, a namespace user with rights on `outbound.dev` only, whatever token
+///   they hold), only with the token of the pod of that shard's Job index: a pod token carries
+///   its pod's name, and the Job controller names an Indexed Job's pods
+///   `<job>-<index>-<5 chars>`, the shard object being `<job>-<index>`;
+/// - a delivery's status is written by the operator alone.
+///
+/// The garbage collector, which edits owner references, is let through.
 pub fn upload_pods_policy() -> (ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding) {
-    // Every service account but the operator's (the one that may create Jobs here): the upload
-    // account, an account a destination names for its pods, whatever token it holds (one made
-    // with `kubectl create token` is bound to no pod).
-    let is_upload_pod = "request.userInfo.username.startsWith('system:serviceaccount:') \
-&& !authorizer.group('batch').resource('jobs').namespace(request.namespace).check('create').allowed()";
+    let not_operator = "!authorizer.group('batch').resource('jobs').namespace(request.namespace).check('create').allowed() \
+&& !(request.userInfo.username in ['system:serviceaccount:kube-system:generic-garbage-collector', 'system:kube-controller-manager'])";
     let pod = format!(
         "has(request.userInfo.extra) && '{POD_NAME}' in request.userInfo.extra \
 ? request.userInfo.extra['{POD_NAME}'][0] : ''"
@@ -110,28 +112,26 @@ pub fn upload_pods_policy() -> (ValidatingAdmissionPolicy, ValidatingAdmissionPo
             "matchConstraints": {"resourceRules": [{
                 "apiGroups": ["outbound.dev"],
                 "apiVersions": ["*"],
-                "operations": ["UPDATE"],
-                "resources": ["outbounddeliveries/status"],
+                "operations": ["CREATE", "UPDATE"],
+                "resources": ["outboundshards", "outboundshards/status", "outbounddeliveries/status"],
             }]},
-            "matchConditions": [{"name": "an-upload-pod", "expression": is_upload_pod}],
+            "matchConditions": [{"name": "not-the-operator", "expression": not_operator}],
             "variables": [
                 {"name": "pod", "expression": pod},
-                {"name": "job", "expression": "has(oldObject.status) && has(oldObject.status.jobName) ? oldObject.status.jobName : ''"},
-                {"name": "indexed", "expression": "has(oldObject.spec.parallelism) && oldObject.spec.parallelism > 1"},
+                {"name": "shard", "expression": "request.resource.resource == 'outboundshards'"},
             ],
             "validations": [
                 {
-                    "expression": "variables.job != '' && variables.pod.matches('^' + variables.job \
-+ (variables.indexed ? '-[0-9]{1,3}' : '') + '-[a-z0-9]{5}$')",
-                    "messageExpression": "variables.pod == '' \
-? 'the upload account may write a delivery status only with the token of a pod of its Job' \
-: 'pod ' + variables.pod + ' may only report on the delivery whose Job it belongs to, not on ' \
-+ oldObject.metadata.name",
+                    "expression": "variables.shard",
+                    "messageExpression": "'only the operator writes the status of delivery ' + request.name",
                     "reason": "Forbidden",
                 },
                 {
-                    "expression": "has(object.status) && has(object.status.jobName) && object.status.jobName == variables.job",
-                    "message": "upload pods may not change status.jobName",
+                    "expression": format!("!variables.shard || object.metadata.name.startsWith('{JOB_NAME_PREFIX}') \
+&& variables.pod.matches('^' + object.metadata.name + '-[a-z0-9]{{5}}$')"),
+                    "messageExpression": "variables.pod == '' \
+? 'shard ' + object.metadata.name + ' may be written only with the token of its upload pod' \
+: 'pod ' + variables.pod + ' may write only its own shard, not ' + object.metadata.name",
                     "reason": "Forbidden",
                 },
             ],

@@ -1,6 +1,7 @@
 //! The delivery reconciler, a short driver: dereference (destination, Secret, PVC, Job) ->
 //! validate (pure) -> build (pure) -> create once -> fold status (pure) -> apply status.
-//! The finalizer deletes the Job, waits for its pods and aborts the open multipart uploads.
+//! The finalizer deletes the Job, waits for its pods, aborts the open multipart uploads its pods
+//! journaled in their OutboundShards, then lets the shards go.
 
 use super::destination::resolve_access;
 use super::uploads::{self, Left};
@@ -8,7 +9,10 @@ use super::{Context, requeue_for};
 use crate::api::{
     CONTROLLER_MANAGER, DELIVERY_FINALIZER, OutboundDelivery, OutboundDestination, Phase,
 };
-use crate::api::{DeliveryTarget, OutboundDeliveryStatus};
+use crate::api::{
+    DeliveryTarget, JOB_LABEL, OutboundDeliveryStatus, OutboundShard, SHARD_FINALIZER, ShardStatus,
+    shard_name,
+};
 use crate::job;
 use crate::status::{DeliveryObservation, delivery_patch, delivery_status};
 use crate::validate::{self, ValidatedDelivery, validate};
@@ -41,6 +45,8 @@ pub enum Error {
     PatchStatus(String, #[source] kube::Error),
     #[error("failed to delete Job {0}: {1}")]
     DeleteJob(String, #[source] kube::Error),
+    #[error("failed to release shard {0}: {1}")]
+    PatchShard(String, #[source] kube::Error),
     #[error("waiting before removing the finalizer: {0}")]
     CleanupPending(String),
     #[error("failed to run the finalizer: {0}")]
@@ -56,6 +62,7 @@ impl Error {
             Error::PatchJob(..) => "PatchJob",
             Error::PatchStatus(..) => "PatchStatus",
             Error::DeleteJob(..) => "DeleteJob",
+            Error::PatchShard(..) => "PatchShard",
             Error::CleanupPending(..) => "CleanupPending",
             Error::Finalizer(..) => "Finalizer",
         }
@@ -177,6 +184,7 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
                 reason: "JobNotOwned",
                 message: &message,
             },
+            &[],
             None,
             None,
         )
@@ -242,11 +250,12 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
                         &ctx,
                         &delivery,
                         &observation,
+                        &[],
                         manifest_key.as_deref(),
                         Some(v.target()),
                     )
                     .await?
-                    .1;
+                    .status;
                 }
                 let created = create_job(&ctx, &v, desired).await?;
                 let mut memory = ctx.created_jobs.lock().unwrap();
@@ -293,8 +302,18 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
         None => delivery,
     };
     let previous = delivery.status.as_ref().and_then(|s| s.phase);
-    let (phase, _) =
-        write_status(&ctx, &delivery, &observation, manifest_key.as_deref(), None).await?;
+    let shards = cached_shards(&ctx, &delivery, &job_name);
+    let Written {
+        phase, deferred, ..
+    } = write_status(
+        &ctx,
+        &delivery,
+        &observation,
+        &shards,
+        manifest_key.as_deref(),
+        None,
+    )
+    .await?;
     if phase != previous && matches!(phase, Some(Phase::Succeeded | Phase::Failed)) {
         // The delivery just ended: its pods are done, so whatever upload is still open (a
         // failed delivery's, or one a killed pod created and never recorded) is aborted now.
@@ -306,7 +325,7 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
     Ok(match (&blocked, phase) {
         (Some(_), _) => Action::await_change(),
         (None, Some(Phase::Succeeded | Phase::Failed)) => Action::await_change(),
-        _ => Action::requeue(Duration::from_secs(300)),
+        _ => Action::requeue(deferred.unwrap_or(Duration::from_secs(300))),
     })
 }
 
@@ -317,9 +336,10 @@ async fn write_status(
     ctx: &Context,
     delivery: &OutboundDelivery,
     observation: &DeliveryObservation<'_>,
+    shards: &[ShardStatus],
     manifest_key: Option<&str>,
     target: Option<DeliveryTarget>,
-) -> Result<(Option<Phase>, Option<OutboundDeliveryStatus>), Error> {
+) -> Result<Written, Error> {
     let ns = delivery.namespace().unwrap_or_default();
     let name = delivery.name_any();
     let now = Time(jiff::Timestamp::now());
@@ -328,6 +348,7 @@ async fn write_status(
         current,
         delivery.meta().generation,
         observation,
+        shards,
         manifest_key,
         &now,
     );
@@ -338,8 +359,31 @@ async fn write_status(
     ctx.metrics
         .delivery_phase(&delivery.uid().unwrap_or_default(), phase);
     let Some(status) = delivery_patch(current, desired.clone()) else {
-        return Ok((phase, None));
+        return Ok(Written {
+            phase,
+            status: None,
+            deferred: None,
+        });
     };
+    // Progress alone (the same phase, reason and generation) is written at most once a second,
+    // however many shards report: the rest waits for the next fold.
+    let key = (ns.clone(), name.clone());
+    let progress_only = previous_phase == phase
+        && current.is_some_and(|c| {
+            c.observed_generation == desired.observed_generation
+                && c.conditions.first().map(|c| &c.reason)
+                    == desired.conditions.first().map(|c| &c.reason)
+        });
+    if progress_only
+        && let Some(at) = ctx.progress_writes.lock().unwrap().get(&key)
+        && at.elapsed() < PROGRESS_WRITE_INTERVAL
+    {
+        return Ok(Written {
+            phase,
+            status: None,
+            deferred: Some(PROGRESS_WRITE_INTERVAL - at.elapsed()),
+        });
+    }
     let patch = serde_json::json!({
         "apiVersion": "outbound.dev/v1alpha1",
         "kind": "OutboundDelivery",
@@ -353,6 +397,14 @@ async fn write_status(
         )
         .await
         .map_err(|e| Error::PatchStatus(format!("{ns}/{name}"), e))?;
+    {
+        let mut writes = ctx.progress_writes.lock().unwrap();
+        if matches!(phase, Some(Phase::Succeeded | Phase::Failed)) {
+            writes.remove(&key);
+        } else {
+            writes.insert(key, std::time::Instant::now());
+        }
+    }
     if previous_phase != phase {
         let ready = desired.conditions.first();
         tracing::info!(namespace = %ns, name = %name, phase = ?phase, reason = ?ready.map(|c| &c.reason), "delivery phase");
@@ -371,7 +423,98 @@ async fn write_status(
             publish(ctx, delivery, type_, &c.reason, &c.message, action).await;
         }
     }
-    Ok((phase, Some(desired)))
+    Ok(Written {
+        phase,
+        status: Some(desired),
+        deferred: None,
+    })
+}
+
+/// What `write_status` did.
+struct Written {
+    phase: Option<Phase>,
+    /// The status written, if it was.
+    status: Option<OutboundDeliveryStatus>,
+    /// A progress write held back, to be tried again after this long.
+    deferred: Option<Duration>,
+}
+
+/// At most one progress-only status write per delivery in this interval.
+const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The shard reports of a delivery's Job, from the watch's store (indexes `0..parallelism`;
+/// only objects owned by this delivery count).
+fn cached_shards(ctx: &Context, delivery: &OutboundDelivery, job_name: &str) -> Vec<ShardStatus> {
+    let ns = delivery.namespace().unwrap_or_default();
+    let uid = delivery.uid().unwrap_or_default();
+    (0..delivery.spec.parallelism.max(1) as usize)
+        .filter_map(|i| {
+            ctx.stores
+                .shards
+                .get(&ObjectRef::new(&shard_name(job_name, i)).within(&ns))
+        })
+        .filter(|s| owned_by(&s.metadata, &uid))
+        .filter_map(|s| s.status.clone())
+        .collect()
+}
+
+/// The shard objects of a delivery's Job, read from the API server (fresher than the store:
+/// the pods may have recorded an upload since the event that triggered this).
+async fn fresh_shards(
+    ctx: &Context,
+    delivery: &OutboundDelivery,
+    job_name: &str,
+) -> Result<Vec<OutboundShard>, Error> {
+    let ns = delivery.namespace().unwrap_or_default();
+    let uid = delivery.uid().unwrap_or_default();
+    let list = Api::<OutboundShard>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default().labels(&format!("{JOB_LABEL}={job_name}")))
+        .await
+        .map_err(|e| Error::Fetch(format!("shards of Job {ns}/{job_name}"), e))?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|s| owned_by(&s.metadata, &uid))
+        .collect())
+}
+
+fn owned_by(meta: &kube::api::ObjectMeta, uid: &str) -> bool {
+    meta.owner_references.iter().flatten().any(|r| r.uid == uid)
+}
+
+fn reports(shards: &[OutboundShard]) -> Vec<ShardStatus> {
+    shards.iter().filter_map(|s| s.status.clone()).collect()
+}
+
+/// Lets the shard objects go (their uploads are aborted, or given up on): the garbage
+/// collector removes them with the delivery.
+async fn release_shards(ctx: &Context, shards: &[OutboundShard]) -> Result<(), Error> {
+    for shard in shards {
+        let finalizers: Vec<&String> = shard
+            .finalizers()
+            .iter()
+            .filter(|f| f.as_str() != SHARD_FINALIZER)
+            .collect();
+        if finalizers.len() == shard.finalizers().len() {
+            continue;
+        }
+        let ns = shard.namespace().unwrap_or_default();
+        let name = shard.name_any();
+        // The resourceVersion makes this a test-and-set: a finalizer added meanwhile stays.
+        let patch = serde_json::json!({"metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": shard.resource_version(),
+        }});
+        match Api::<OutboundShard>::namespaced(ctx.client.clone(), &ns)
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(a)) if a.code == 404 => {}
+            Err(e) => return Err(Error::PatchShard(format!("{ns}/{name}"), e)),
+        }
+    }
+    Ok(())
 }
 
 /// How long a Job this process created stands in for the watch's copy: the watch delivers it in
@@ -486,7 +629,11 @@ fn controlled_by(job: &Job, uid: &str) -> bool {
 
 /// Aborts the open uploads of a delivery that has started, against the bucket recorded when it
 /// started, with the destination's credentials as they are now. Returns what is left.
-async fn abort_uploads(ctx: &Context, delivery: &OutboundDelivery) -> Result<Left, Error> {
+async fn abort_uploads(
+    ctx: &Context,
+    delivery: &OutboundDelivery,
+    shards: &[ShardStatus],
+) -> Result<Left, Error> {
     let Some(status) = delivery
         .status
         .as_ref()
@@ -497,7 +644,7 @@ async fn abort_uploads(ctx: &Context, delivery: &OutboundDelivery) -> Result<Lef
     };
     let ns = delivery.namespace().unwrap_or_default();
     let unreachable = |why: String| Left {
-        uploads: uploads::recorded(delivery),
+        uploads: uploads::recorded(shards),
         why: Some(why),
     };
     let destinations = Api::<OutboundDestination>::namespaced(ctx.client.clone(), &ns);
@@ -526,30 +673,19 @@ async fn abort_uploads(ctx: &Context, delivery: &OutboundDelivery) -> Result<Lef
             return Err(Error::Fetch(what, e));
         }
     };
-    Ok(uploads::abort_all(delivery, &target, &access).await)
+    Ok(uploads::abort_all(delivery, shards, &target, &access).await)
 }
 
 /// After a delivery ended: abort whatever is still open, once; what cannot be aborted is
 /// reported (the customer's lifecycle rule is the backstop), never retried in a loop.
 async fn sweep_uploads(ctx: &Context, delivery: &OutboundDelivery) {
-    let ns = delivery.namespace().unwrap_or_default();
-    let name = delivery.name_any();
-    // The freshest status: the pods' last reports may postdate the one this reconcile read.
-    let fresh = match get_opt(
-        &Api::<OutboundDelivery>::namespaced(ctx.client.clone(), &ns),
-        "OutboundDelivery",
-        &name,
-    )
-    .await
-    {
-        Ok(Some(d)) => d,
-        Ok(None) => return,
-        Err(e) => {
-            tracing::warn!(namespace = %ns, name = %name, error = %e, "failed to read the delivery to abort its uploads");
-            return;
-        }
+    let job_name = validate::child_name(&delivery.name_any(), &delivery.uid().unwrap_or_default());
+    // The freshest reports: the pods' last ones may postdate what this reconcile folded.
+    let result = match fresh_shards(ctx, delivery, &job_name).await {
+        Ok(shards) => abort_uploads(ctx, delivery, &reports(&shards)).await,
+        Err(e) => Err(e),
     };
-    match abort_uploads(ctx, &fresh).await {
+    match result {
         Ok(left) if left.is_empty() => {}
         Ok(left) => warn_event(ctx, delivery, "AbortFailed", left.describe()).await,
         Err(e) => warn_event(ctx, delivery, "AbortFailed", e.to_string()).await,
@@ -636,18 +772,11 @@ async fn cleanup(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<A
         )));
     }
 
-    // The freshest status: the pods may have recorded uploads after this event was queued.
-    let Some(fresh) = get_opt(
-        &Api::<OutboundDelivery>::namespaced(client.clone(), &ns),
-        "OutboundDelivery",
-        &name,
-    )
-    .await?
-    else {
-        return Ok(Action::await_change());
-    };
-    let left = abort_uploads(&ctx, &fresh).await?;
+    // The freshest reports: the pods may have recorded uploads after this event was queued.
+    let shards = fresh_shards(&ctx, &delivery, &job_name).await?;
+    let left = abort_uploads(&ctx, &delivery, &reports(&shards)).await?;
     if left.is_empty() {
+        release_shards(&ctx, &shards).await?;
         return Ok(Action::await_change());
     }
     if out_of_time {
@@ -657,6 +786,7 @@ async fn cleanup(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<A
             left.describe()
         );
         warn_event(&ctx, &delivery, "AbortAbandoned", message).await;
+        release_shards(&ctx, &shards).await?;
         return Ok(Action::await_change());
     }
     Err(Error::CleanupPending(left.describe()))

@@ -7,7 +7,7 @@ pub mod endpoint;
 pub mod leader;
 mod uploads;
 
-use crate::api::{CONTROLLER_MANAGER, OutboundDelivery, OutboundDestination};
+use crate::api::{CONTROLLER_MANAGER, OutboundDelivery, OutboundDestination, OutboundShard};
 use crate::metrics::Metrics;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
@@ -132,6 +132,9 @@ pub struct Context {
     /// (namespace, name): the status write that precedes a create triggers the next reconcile,
     /// which would otherwise ask the API server for a Job it was just handed.
     created_jobs: Mutex<HashMap<(String, String), (std::time::Instant, Job)>>,
+    /// When each delivery's status was last written with progress alone, by (namespace, name):
+    /// many shards' reports fold into at most one write a second.
+    progress_writes: Mutex<HashMap<(String, String), std::time::Instant>>,
 }
 
 /// Caches filled by the delivery controller's watches. Each is updated before the event that
@@ -142,6 +145,8 @@ pub struct Stores {
     pub destinations: Store<OutboundDestination>,
     pub claims: Store<PartialObjectMeta<PersistentVolumeClaim>>,
     pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// The upload pods' shard reports (progress, failures, open uploads), without managed fields.
+    pub shards: Store<OutboundShard>,
     /// Key names (never values) of Secrets, by namespace/name, at a resourceVersion: whether a
     /// Secret has the keys a destination names is read once per Secret version, not per delivery.
     secret_keys: Mutex<HashMap<(String, String), SecretKeyNames>>,
@@ -161,6 +166,7 @@ struct StoreWriters {
     destinations: reflector::store::Writer<OutboundDestination>,
     claims: reflector::store::Writer<PartialObjectMeta<PersistentVolumeClaim>>,
     secrets: reflector::store::Writer<PartialObjectMeta<Secret>>,
+    shards: reflector::store::Writer<OutboundShard>,
 }
 
 impl Stores {
@@ -169,13 +175,15 @@ impl Stores {
         let (destinations, destinations_w) = reflector::store();
         let (claims, claims_w) = reflector::store();
         let (secrets, secrets_w) = reflector::store();
+        let (shards, shards_w) = reflector::store();
         let ready = {
             use futures::FutureExt;
-            let (j, d, c, s) = (
+            let (j, d, c, s, sh) = (
                 jobs.clone(),
                 destinations.clone(),
                 claims.clone(),
                 secrets.clone(),
+                shards.clone(),
             );
             async move {
                 let _ = futures::join!(
@@ -183,6 +191,7 @@ impl Stores {
                     d.wait_until_ready(),
                     c.wait_until_ready(),
                     s.wait_until_ready(),
+                    sh.wait_until_ready(),
                 );
             }
             .boxed()
@@ -194,6 +203,7 @@ impl Stores {
                 destinations,
                 claims,
                 secrets,
+                shards,
                 secret_keys: Mutex::default(),
                 ready,
             },
@@ -202,6 +212,7 @@ impl Stores {
                 destinations: destinations_w,
                 claims: claims_w,
                 secrets: secrets_w,
+                shards: shards_w,
             },
         )
     }
@@ -320,6 +331,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         failures: Mutex::default(),
         upload_access: Default::default(),
         created_jobs: Mutex::default(),
+        progress_writes: Mutex::default(),
     });
 
     let destinations = destination_controller(ctx.clone());
@@ -412,8 +424,16 @@ async fn delivery_controller(ctx: Arc<Context>, writers: StoreWriters) {
     .default_backoff()
     .reflect(writers.secrets)
     .touched_objects();
+    // The pods' reports: each one triggers its delivery (owner reference), whose status folds
+    // them (at most once a second).
+    let shards = watcher(scoped::<OutboundShard>(&ctx), watcher::Config::default())
+        .default_backoff()
+        .modify(|shard| shard.metadata.managed_fields = None)
+        .reflect(writers.shards)
+        .touched_objects();
     controller
         .owns_stream(jobs)
+        .owns_stream(shards)
         .watches_stream(destinations, move |dest| {
             let ns = dest.namespace();
             let name = dest.name_any();

@@ -5,7 +5,7 @@
 //! delivery started: never by listing a prefix, which another delivery may share.
 //! Needs a client (S3); the bucket is the one recorded when the Job started.
 
-use crate::api::{DeliveryTarget, OutboundDelivery};
+use crate::api::{DeliveryTarget, OutboundDelivery, ShardStatus};
 use crate::credentials::{Access, Target, s3_client, sdk_config};
 use crate::upload::error::cause;
 use std::collections::BTreeSet;
@@ -49,34 +49,34 @@ impl Left {
     }
 }
 
-/// The uploads the pods recorded in the delivery's status, with their ids.
-pub fn recorded(delivery: &OutboundDelivery) -> Vec<(String, String)> {
-    recorded_entries(delivery)
+/// The uploads the pods recorded in their shard reports, with their ids.
+pub fn recorded(shards: &[ShardStatus]) -> Vec<(String, String)> {
+    recorded_entries(shards)
         .filter(|(_, id)| !id.is_empty())
         .collect()
 }
 
 /// Keys a pod was about to start an upload for when it last reported (no id recorded yet).
-fn intended(delivery: &OutboundDelivery) -> Vec<String> {
-    recorded_entries(delivery)
+fn intended(shards: &[ShardStatus]) -> Vec<String> {
+    recorded_entries(shards)
         .filter(|(_, id)| id.is_empty())
         .map(|(key, _)| key)
         .collect()
 }
 
-fn recorded_entries(delivery: &OutboundDelivery) -> impl Iterator<Item = (String, String)> + '_ {
-    delivery
-        .status
+fn recorded_entries(shards: &[ShardStatus]) -> impl Iterator<Item = (String, String)> + '_ {
+    shards
         .iter()
-        .flat_map(|s| s.shards.values())
         .flat_map(|shard| shard.uploads.iter())
         .map(|u| (u.key.clone(), u.upload_id.clone()))
 }
 
-/// Aborts every open upload of `delivery` in `target` with `access`: the recorded ones and those
-/// listed under the target's prefix begun since the delivery started. Returns what is left.
+/// Aborts every open upload of `delivery` in `target` with `access`: the ones its pods recorded
+/// in `shards`, and those begun since it started under a key a pod recorded before asking S3.
+/// Returns what is left.
 pub async fn abort_all(
     delivery: &OutboundDelivery,
+    shards: &[ShardStatus],
     target: &DeliveryTarget,
     access: &Access,
 ) -> Left {
@@ -89,9 +89,9 @@ pub async fn abort_all(
     };
     let config = sdk_config(access, &sdk_target).await;
     let s3 = s3_client(&config, &sdk_target);
-    let mut open: BTreeSet<(String, String)> = recorded(delivery).into_iter().collect();
+    let mut open: BTreeSet<(String, String)> = recorded(shards).into_iter().collect();
     let mut why = None;
-    for key in intended(delivery) {
+    for key in intended(shards) {
         match list_since(&s3, &target.bucket, &key, started(delivery)).await {
             Ok(found) => open.extend(found),
             Err(e) => why = Some(format!("failed to list open uploads of {key}: {e}")),

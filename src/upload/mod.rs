@@ -9,7 +9,7 @@
 //!   compare it), and only the stored parts of a resumed upload are read without being sent (to
 //!   check them against ListParts' checksums).
 //! - Line counts reach the manifest from the run that counted them: shard 0's own, the other
-//!   shards' from their `status.shards.<i>.lines`, the `outbound-lines` metadata of single PUTs,
+//!   shards' from their OutboundShards' `status.lines`, the `outbound-lines` metadata of single PUTs,
 //!   and failing all of those, a count of the source's bytes by the manifest's writer.
 //! - CRC64NVME and CRC32C uploads ask for FULL_OBJECT checksums (computed locally by combining the
 //!   part CRCs); SHA256 can only be COMPOSITE (`digest-of-digests-N`). versitygw 1.8 supports all
@@ -169,9 +169,13 @@ pub struct UploadArgs {
     pub role_arn: Option<String>,
     #[arg(long, env = "OUTBOUND_EXTERNAL_ID")]
     pub external_id: Option<String>,
-    /// `namespace/name` of the OutboundDelivery to report progress and resume state into.
+    /// `namespace/name` of the OutboundDelivery whose shard this is: progress and resume state
+    /// go to its OutboundShard `<job>-<index>`.
     #[arg(long, env = "OUTBOUND_DELIVERY")]
     pub delivery: Option<String>,
+    /// The delivery's uid (the shard object's owner); read from the delivery when not given.
+    #[arg(long, env = "OUTBOUND_DELIVERY_UID")]
+    pub delivery_uid: Option<String>,
     #[arg(long, env = "JOB_COMPLETION_INDEX", default_value_t = 0)]
     pub shard_index: usize,
     #[arg(long, env = "OUTBOUND_SHARD_COUNT", default_value_t = 1)]
@@ -191,9 +195,10 @@ pub struct UploadArgs {
     /// Seconds one request may take before it is retried (default: scales with the part size).
     #[arg(long, env = "OUTBOUND_ATTEMPT_TIMEOUT", hide = true)]
     pub attempt_timeout: Option<u64>,
-    /// Seconds between progress reports to the delivery status (default: 3 per shard, so a
-    /// delivery's status takes under one write a second whatever its parallelism: the pods'
-    /// reports, a third of a write a second, and the operator's folds of them, as many).
+    /// Seconds between progress reports to this shard's OutboundShard (default: 3, or a tenth
+    /// of the shard count, so a delivery's pods send the API server at most about 10 writes a
+    /// second whatever its parallelism; the operator folds them into the delivery's status at
+    /// most once a second).
     #[arg(long, env = "OUTBOUND_PROGRESS_INTERVAL", hide = true)]
     pub progress_interval: Option<u64>,
 }
@@ -322,13 +327,13 @@ async fn upload(
             .await
             .is_err()
         {
-            tracing::warn!("failed to report the error to the delivery status");
+            tracing::warn!("failed to report the error to the shard's journal");
         }
     }
     result
 }
 
-/// The resume state of this shard: in the delivery's status, a state file, or nowhere.
+/// The resume state of this shard: in its OutboundShard, a state file, or nowhere.
 async fn open_state(args: &UploadArgs) -> Result<Arc<State>, UploadError> {
     let backend = match (&args.delivery, &args.state_file) {
         (Some(delivery), _) => {
@@ -338,15 +343,28 @@ async fn open_state(args: &UploadArgs) -> Result<Arc<State>, UploadError> {
             let client = kube::Client::try_default()
                 .await
                 .map_err(|e| UploadError::State(format!("failed to connect to Kubernetes: {e}")))?;
-            Backend::Delivery {
-                api: Box::new(kube::Api::namespaced_with(
-                    client,
-                    namespace,
-                    &state::delivery_resource(),
-                )),
-                name: name.to_string(),
+            // The Job passes the delivery's uid; run by hand, ask for it.
+            let uid = match &args.delivery_uid {
+                Some(uid) => uid.clone(),
+                None => {
+                    kube::Api::<crate::api::OutboundDelivery>::namespaced(client.clone(), namespace)
+                        .get(name)
+                        .await
+                        .map_err(|e| {
+                            UploadError::State(format!("failed to read delivery {delivery}: {e}"))
+                        })?
+                        .metadata
+                        .uid
+                        .unwrap_or_default()
+                }
+            };
+            Backend::Shard(Box::new(state::ShardJournal {
+                api: kube::Api::namespaced(client, namespace),
+                delivery: name.to_string(),
+                job: crate::validate::child_name(name, &uid),
+                uid,
                 index: args.shard_index,
-            }
+            }))
         }
         (None, Some(path)) => Backend::File(path.clone()),
         (None, None) => Backend::None,
@@ -389,7 +407,7 @@ async fn deliver(
     );
     let interval = args
         .progress_interval
-        .unwrap_or(3 * args.shard_count.max(1) as u64);
+        .unwrap_or((args.shard_count as u64 / 10).max(3));
     let _reporter = Reporter(state.spawn_reporter(Duration::from_secs(interval.max(1))));
 
     let target = Target {

@@ -1,7 +1,7 @@
 //! Resume state and progress: open upload IDs and counters, kept in a state file (standalone) or
-//! in the delivery's `status.shards.<index>` (server-side apply, one field manager per shard).
-//! Writes to the API server are retried with backoff and jitter; one that keeps failing pauses
-//! the sending of new uploads, it never aborts anything.
+//! in this shard's OutboundShard, owned by the delivery (server-side apply, one field manager per
+//! shard). Writes to the API server are retried with backoff and jitter; one that keeps failing
+//! pauses the sending of new uploads, it never aborts anything.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,43 +10,31 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::error::UploadError;
 use super::retry::jitter;
-use crate::shard::{OpenUpload, ShardStatus};
+use crate::shard::{
+    JOB_LABEL, OpenUpload, OutboundShard, SHARD_FINALIZER, ShardStatus, shard_name,
+};
 
 /// How long a status write that must land (an upload id, the end of a shard) is retried before
 /// the pod gives up and exits retryable: long enough for an API server upgrade.
 const STATUS_PATIENCE: Duration = Duration::from_secs(15 * 60);
-
-pub const GROUP: &str = "outbound.dev";
-pub const VERSION: &str = "v1alpha1";
-pub const KIND: &str = "OutboundDelivery";
-pub const PLURAL: &str = "outbounddeliveries";
 
 /// The field manager of one uploader shard, as the job contract names it.
 pub fn field_manager(index: usize) -> String {
     format!("outbound-uploader-{index}")
 }
 
-/// The OutboundDelivery resource, untyped: the uploader does not depend on the operator's types.
-pub fn delivery_resource() -> ApiResource {
-    ApiResource {
-        group: GROUP.into(),
-        version: VERSION.into(),
-        api_version: format!("{GROUP}/{VERSION}"),
-        kind: KIND.into(),
-        plural: PLURAL.into(),
-    }
-}
-
-/// At most this many per-object line counts go into a shard's status, which must stay small
-/// (about 35 bytes each with their managed-fields entry). Only multipart objects are reported
-/// (a single PUT carries its count in its metadata), each at least the part size; above the
-/// bound, shard 0 counts those objects' lines from the source.
-const MAX_REPORTED_LINES: usize = 200;
+/// At most this many per-object line counts go into a shard's report (about 20 bytes each; the
+/// map is atomic, so one managed-fields entry in all). Only multipart objects are reported (a
+/// single PUT carries its count in its metadata), each at least the part size; above the bound,
+/// shard 0 counts those objects' lines from the source.
+const MAX_REPORTED_LINES: usize = 5000;
 
 /// Counters of this shard's work.
 #[derive(Default, Debug)]
@@ -80,11 +68,73 @@ pub enum Backend {
     /// Nowhere: a killed run starts over (objects already complete are still not sent again).
     None,
     File(PathBuf),
-    Delivery {
-        api: Box<Api<DynamicObject>>,
-        name: String,
-        index: usize,
-    },
+    /// The shard object `<job>-<index>` of a delivery.
+    Shard(Box<ShardJournal>),
+}
+
+/// Where a Kubernetes shard reports: its OutboundShard, owned by the delivery.
+pub struct ShardJournal {
+    pub api: Api<OutboundShard>,
+    /// The delivery's name and uid (the shard object's owner).
+    pub delivery: String,
+    pub uid: String,
+    /// The upload Job's name, which the shard objects' names start with.
+    pub job: String,
+    pub index: usize,
+}
+
+impl ShardJournal {
+    fn name(&self) -> String {
+        shard_name(&self.job, self.index)
+    }
+
+    /// The shard object, with no report: its metadata ties it to the delivery (owner, so it
+    /// goes with it), to the Job (label) and to the operator's aborts (finalizer).
+    fn object(&self) -> OutboundShard {
+        let mut shard = OutboundShard::new(
+            &self.name(),
+            crate::shard::ShardSpec {
+                delivery: self.delivery.clone(),
+                index: self.index as u32,
+            },
+        );
+        shard.metadata.labels = Some(
+            [
+                (
+                    crate::api::DELIVERY_LABEL.to_string(),
+                    self.delivery.clone(),
+                ),
+                (JOB_LABEL.to_string(), self.job.clone()),
+            ]
+            .into(),
+        );
+        shard.metadata.finalizers = Some(vec![SHARD_FINALIZER.to_string()]);
+        shard.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: crate::api::OutboundDelivery::api_version(&()).into(),
+            kind: crate::api::OutboundDelivery::kind(&()).into(),
+            name: self.delivery.clone(),
+            uid: self.uid.clone(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        }]);
+        shard
+    }
+
+    /// Every shard object of this delivery's Job.
+    async fn all(&self) -> Result<Vec<OutboundShard>, UploadError> {
+        let list = self
+            .api
+            .list(&kube::api::ListParams::default().labels(&format!("{JOB_LABEL}={}", self.job)))
+            .await
+            .map_err(|e| {
+                UploadError::State(format!("failed to list the shards of {}: {e}", self.job))
+            })?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|s| s.owner_references().iter().any(|r| r.uid == self.uid))
+            .collect())
+    }
 }
 
 /// The shard's state, shared by every object task.
@@ -99,6 +149,8 @@ pub struct State {
     /// The last error: (reason, message, permanent).
     failure: Mutex<Option<(String, String, bool)>>,
     finished: AtomicBool,
+    /// The shard object exists (found at the start, or created by the first write).
+    created: AtomicBool,
     dirty: AtomicBool,
     // Serialises writes so an older snapshot never lands after a newer one.
     writing: tokio::sync::Mutex<()>,
@@ -113,6 +165,7 @@ struct StateFile {
 impl State {
     /// Opens the state, loading the upload IDs a previous run left open.
     pub async fn open(backend: Backend) -> Result<Arc<State>, UploadError> {
+        let mut exists = false;
         let uploads = match &backend {
             Backend::None => BTreeMap::new(),
             Backend::File(path) => match tokio::fs::read(path).await {
@@ -134,14 +187,17 @@ impl State {
                     )));
                 }
             },
-            Backend::Delivery { api, name, index } => {
-                let delivery = api.get(name).await.map_err(|e| {
-                    UploadError::State(format!("failed to read delivery {name}: {e}"))
-                })?;
-                shards(&delivery)
-                    .remove(&index.to_string())
-                    .map(|shard| {
-                        shard
+            Backend::Shard(journal) => {
+                let name = journal.name();
+                let found =
+                    journal.api.get_opt(&name).await.map_err(|e| {
+                        UploadError::State(format!("failed to read shard {name}: {e}"))
+                    })?;
+                exists = found.is_some();
+                found
+                    .and_then(|shard| shard.status)
+                    .map(|report| {
+                        report
                             .uploads
                             .into_iter()
                             .map(|u| (u.key, u.upload_id))
@@ -158,6 +214,7 @@ impl State {
             progress: Progress::default(),
             failure: Mutex::new(None),
             finished: AtomicBool::new(false),
+            created: AtomicBool::new(exists),
             dirty: AtomicBool::new(true),
             writing: tokio::sync::Mutex::new(()),
         }))
@@ -185,7 +242,7 @@ impl State {
     /// Records that an upload for `key` is about to start (an entry without id), before S3 is
     /// asked: a pod killed between the two leaves a key the operator can look up, exactly.
     pub async fn intend(&self, key: &str) -> Result<(), UploadError> {
-        if !matches!(self.backend, Backend::Delivery { .. }) {
+        if !matches!(self.backend, Backend::Shard(_)) {
             return Ok(());
         }
         self.uploads
@@ -290,7 +347,7 @@ impl State {
                     ))
                 })
             }
-            Backend::Delivery { api, name, index } => {
+            Backend::Shard(journal) => {
                 let p = &self.progress;
                 let bytes_total = Progress::get(&p.bytes_total);
                 let finished = self.finished.load(Ordering::Relaxed);
@@ -333,22 +390,32 @@ impl State {
                             .to_string(),
                     ),
                 };
+                let name = journal.name();
+                let params = PatchParams::apply(&field_manager(journal.index)).force();
+                let failed = |e: kube::Error| {
+                    self.dirty.store(true, Ordering::Relaxed);
+                    UploadError::State(format!("failed to write shard {name}: {e}"))
+                };
+                if !self.created.load(Ordering::Relaxed) {
+                    journal
+                        .api
+                        .patch(&name, &params, &Patch::Apply(journal.object()))
+                        .await
+                        .map_err(failed)?;
+                    self.created.store(true, Ordering::Relaxed);
+                }
                 let patch = json!({
-                    "apiVersion": format!("{GROUP}/{VERSION}"),
-                    "kind": KIND,
+                    "apiVersion": OutboundShard::api_version(&()),
+                    "kind": OutboundShard::kind(&()),
                     "metadata": {"name": name},
-                    "status": {"shards": {index.to_string(): shard}},
+                    "status": shard,
                 });
-                let params = PatchParams::apply(&field_manager(*index)).force();
-                api.patch_status(name, &params, &Patch::Apply(&patch))
+                journal
+                    .api
+                    .patch_status(&name, &params, &Patch::Apply(&patch))
                     .await
                     .map(|_| ())
-                    .map_err(|e| {
-                        self.dirty.store(true, Ordering::Relaxed);
-                        UploadError::State(format!(
-                            "failed to update status of delivery {name}: {e}"
-                        ))
-                    })
+                    .map_err(failed)
             }
         }
     }
@@ -366,7 +433,7 @@ impl State {
                 );
                 if now != last || state.dirty.load(Ordering::Relaxed) {
                     last = now;
-                    if matches!(state.backend, Backend::Delivery { .. })
+                    if matches!(state.backend, Backend::Shard(_))
                         && let Err(e) = state.flush().await
                     {
                         tracing::warn!(error = %e, "failed to report progress");
@@ -378,16 +445,12 @@ impl State {
 
     /// The line counts every shard of the delivery reported when it finished (Kubernetes only).
     pub async fn reported_lines(&self) -> Result<BTreeMap<usize, u64>, UploadError> {
-        let Backend::Delivery { api, name, .. } = &self.backend else {
+        let Backend::Shard(journal) = &self.backend else {
             return Ok(BTreeMap::new());
         };
-        let delivery = api
-            .get(name)
-            .await
-            .map_err(|e| UploadError::State(format!("failed to read delivery {name}: {e}")))?;
         let mut lines = BTreeMap::new();
-        for shard in shards(&delivery).into_values() {
-            for (index, n) in shard.lines {
+        for shard in journal.all().await? {
+            for (index, n) in shard.status.map(|s| s.lines).unwrap_or_default() {
                 if let Ok(index) = index.parse() {
                     lines.insert(index, n);
                 }
@@ -398,21 +461,16 @@ impl State {
 
     /// Whether every shard of the delivery reports `finished` (Kubernetes only).
     pub async fn all_shards_finished(&self, count: usize) -> Result<Option<bool>, UploadError> {
-        let Backend::Delivery { api, name, .. } = &self.backend else {
+        let Backend::Shard(journal) = &self.backend else {
             return Ok(None);
         };
-        let delivery = api
-            .get(name)
-            .await
-            .map_err(|e| UploadError::State(format!("failed to read delivery {name}: {e}")))?;
-        let shards = shards(&delivery);
-        Ok(Some((0..count).all(|i| {
-            shards.get(&i.to_string()).is_some_and(|s| s.finished)
-        })))
+        let finished: std::collections::BTreeSet<u32> = journal
+            .all()
+            .await?
+            .into_iter()
+            .filter(|s| s.status.as_ref().is_some_and(|r| r.finished))
+            .map(|s| s.spec.index)
+            .collect();
+        Ok(Some((0..count as u32).all(|i| finished.contains(&i))))
     }
-}
-
-/// The shard reports in a delivery's status (an unreadable one counts as absent).
-fn shards(delivery: &DynamicObject) -> BTreeMap<String, ShardStatus> {
-    serde_json::from_value(delivery.data["status"]["shards"].clone()).unwrap_or_default()
 }

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Secret};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use outbound::api::{OutboundDelivery, OutboundDestination};
 use std::future::Future;
@@ -20,6 +20,8 @@ pub struct GroundEnv {
     pub moto_endpoint: String,
     pub moto_access_key: String,
     pub moto_secret_key: String,
+    /// The API server's audit log (JSON lines; see the ground's audit policy).
+    pub audit_log: PathBuf,
 }
 
 fn var(name: &str) -> String {
@@ -42,8 +44,25 @@ impl GroundEnv {
             moto_endpoint: var("MOTO_ENDPOINT"),
             moto_access_key: var("MOTO_ACCESS_KEY"),
             moto_secret_key: var("MOTO_SECRET_KEY"),
+            audit_log: var("GROUND_AUDIT_LOG").into(),
         }
     }
+}
+
+/// The writes (create, update, patch) to one object of `resource` (plural; its subresources
+/// included) in `namespace`, as the ground's audit log recorded them, whoever made them.
+pub fn audited_writes(env: &GroundEnv, resource: &str, namespace: &str, name: &str) -> usize {
+    let log = std::fs::read_to_string(&env.audit_log).expect("the ground's audit log");
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|e| {
+            let o = &e["objectRef"];
+            ["create", "update", "patch"].contains(&e["verb"].as_str().unwrap_or(""))
+                && o["resource"] == resource
+                && o["namespace"] == namespace
+                && o["name"] == name
+        })
+        .count()
 }
 
 /// A random lowercase suffix.
@@ -269,6 +288,18 @@ impl World {
     }
 
     /// Waits until the destination's Ready condition has `status` and `reason`.
+    /// The reports of a delivery's upload pods (its OutboundShards), by index.
+    pub async fn shards(&self, delivery: &str) -> Vec<outbound::api::ShardStatus> {
+        let mut shards = self
+            .api::<outbound::api::OutboundShard>()
+            .list(&ListParams::default().labels(&format!("outbound.dev/delivery={delivery}")))
+            .await
+            .expect("list shards")
+            .items;
+        shards.sort_by_key(|s| s.spec.index);
+        shards.into_iter().filter_map(|s| s.status).collect()
+    }
+
     pub async fn wait_destination(
         &self,
         name: &str,

@@ -46,14 +46,19 @@ var Controllers = []string{
 	"resourcequota-controller",
 }
 
-// auditPolicy records service accounts' requests at Metadata level (who, verb, resource, code;
-// no bodies) when the response completes, and also when it starts for a watch (one auditID).
+// auditPolicy records service accounts' requests, and everyone's writes to Outbound's resources
+// (so a test can count the writes a delivery takes, whoever makes them), at Metadata level (who,
+// verb, resource, code; no bodies) when the response completes, and also when it starts for a
+// watch (one auditID).
 const auditPolicy = `apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
 - level: Metadata
   userGroups: ["system:serviceaccounts"]
+- level: Metadata
+  verbs: [create, update, patch, delete, deletecollection]
+  resources: [{group: outbound.dev}]
 - level: None
 `
 
