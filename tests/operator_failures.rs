@@ -12,7 +12,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use operator_support::*;
-use outbound::api::{OutboundDelivery, OutboundDestination};
+use outbound::api::{OutboundDelivery, OutboundDestination, OutboundShard};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -354,10 +354,11 @@ async fn each_permanent_failure_fails_its_delivery_after_one_pod_with_its_reason
 #[tokio::test]
 async fn an_ended_delivery_never_runs_again() {
     let Stage {
-        world,
+        mut world,
         folder,
         proxy,
-        ..
+        gw,
+        bkt,
     } = stage("terminal", "term", 0).await;
     write_lines(&folder.join("daily/a.sync"), 5000);
     world
@@ -429,6 +430,42 @@ async fn an_ended_delivery_never_runs_again() {
     assert_eq!(writes(), writes_when_done, "no byte sent again");
     let d = world.delivery("once").await;
     assert_eq!(d.status.unwrap().phase.unwrap().as_str(), "Succeeded");
+
+    // An upload the sweep at the end never saw (as if the operator had stopped between the end
+    // and its sweep): found in the shard's journal when the operator starts again, aborted, and
+    // cleared from the journal so that no later start aborts it again.
+    let left = gw
+        .create_multipart_upload()
+        .bucket(&bkt)
+        .key("left-open.sync")
+        .send()
+        .await
+        .unwrap();
+    let shard = outbound::api::shard_name(&job_name, 0);
+    let journal = serde_json::json!({"apiVersion": "outbound.dev/v1alpha1", "kind": "OutboundShard",
+        "status": {"uploads": [{"key": "left-open.sync", "uploadId": left.upload_id().unwrap()}]}});
+    world.kill_operator();
+    world
+        .api::<OutboundShard>()
+        .patch_status(
+            &shard,
+            &PatchParams::apply("outbound-uploader-0").force(),
+            &Patch::Apply(&journal),
+        )
+        .await
+        .unwrap();
+    world.start_operator();
+    wait_for(
+        "the left upload aborted and forgotten",
+        Duration::from_secs(60),
+        || async {
+            let cleared = world.shards("once").await[0].uploads.is_empty();
+            (cleared && open_uploads(&gw, &bkt).await.is_empty()).then_some(())
+        },
+        || world.diagnose(),
+    )
+    .await;
+    assert_eq!(writes(), writes_when_done, "still no byte sent again");
     world.cleanup().await;
 }
 

@@ -45,7 +45,7 @@ pub enum Error {
     PatchStatus(String, #[source] kube::Error),
     #[error("failed to delete Job {0}: {1}")]
     DeleteJob(String, #[source] kube::Error),
-    #[error("failed to release shard {0}: {1}")]
+    #[error("failed to update shard {0}: {1}")]
     PatchShard(String, #[source] kube::Error),
     #[error("waiting before removing the finalizer: {0}")]
     CleanupPending(String),
@@ -126,13 +126,23 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
     let uid = delivery.uid().unwrap_or_default();
 
     // Terminal is terminal: whatever happens to its Job (deleted, expired) or its status
-    // (a jobName written by someone else), an ended delivery never runs again.
+    // (a jobName written by someone else), an ended delivery never runs again. Its shards still
+    // naming open uploads means the sweep at its end did not happen (the operator stopped in
+    // between) or did not finish: once more, now.
     if delivery
         .status
         .as_ref()
         .and_then(|s| s.phase)
         .is_some_and(|p| matches!(p, Phase::Succeeded | Phase::Failed))
     {
+        ctx.stores.ready().await;
+        let job_name = validate::child_name(&name, &uid);
+        if cached_shards(&ctx, &delivery, &job_name)
+            .iter()
+            .any(|s| !s.uploads.is_empty())
+        {
+            sweep_uploads(&ctx, &delivery).await;
+        }
         return Ok(Action::await_change());
     }
 
@@ -681,15 +691,45 @@ async fn abort_uploads(
 async fn sweep_uploads(ctx: &Context, delivery: &OutboundDelivery) {
     let job_name = validate::child_name(&delivery.name_any(), &delivery.uid().unwrap_or_default());
     // The freshest reports: the pods' last ones may postdate what this reconcile folded.
-    let result = match fresh_shards(ctx, delivery, &job_name).await {
-        Ok(shards) => abort_uploads(ctx, delivery, &reports(&shards)).await,
-        Err(e) => Err(e),
+    let shards = match fresh_shards(ctx, delivery, &job_name).await {
+        Ok(shards) => shards,
+        Err(e) => return warn_event(ctx, delivery, "AbortFailed", e.to_string()).await,
     };
-    match result {
-        Ok(left) if left.is_empty() => {}
+    match abort_uploads(ctx, delivery, &reports(&shards)).await {
+        // Done: the shards name no open upload any more, so no later pass aborts them again.
+        Ok(left) if left.is_empty() => {
+            if let Err(e) = forget_uploads(ctx, &shards).await {
+                tracing::warn!(error = %e, "failed to clear the aborted uploads from the shards");
+            }
+        }
         Ok(left) => warn_event(ctx, delivery, "AbortFailed", left.describe()).await,
         Err(e) => warn_event(ctx, delivery, "AbortFailed", e.to_string()).await,
     }
+}
+
+/// Clears the open uploads from an ended delivery's shard reports once they are aborted (its
+/// pods are gone: the operator takes the field over).
+async fn forget_uploads(ctx: &Context, shards: &[OutboundShard]) -> Result<(), Error> {
+    for shard in shards
+        .iter()
+        .filter(|s| s.status.as_ref().is_some_and(|r| !r.uploads.is_empty()))
+    {
+        let ns = shard.namespace().unwrap_or_default();
+        let name = shard.name_any();
+        let patch = serde_json::json!({
+            "apiVersion": "outbound.dev/v1alpha1", "kind": "OutboundShard",
+            "status": {"uploads": []},
+        });
+        Api::<OutboundShard>::namespaced(ctx.client.clone(), &ns)
+            .patch_status(
+                &name,
+                &PatchParams::apply(CONTROLLER_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(|e| Error::PatchShard(format!("{ns}/{name}"), e))?;
+    }
+    Ok(())
 }
 
 async fn warn_event(ctx: &Context, delivery: &OutboundDelivery, reason: &str, message: String) {
