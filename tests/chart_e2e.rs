@@ -1,23 +1,34 @@
 //! The Helm chart on the ground: its templates pass a server-side dry run, `helm install` runs the
-//! operator as a pod under the chart's own RBAC and a delivery succeeds, and `helm upgrade` with a
-//! changed CRD applies the new CRD. Every example in `examples/` applies too.
+//! operator as a pod under the chart's own RBAC (a Role with `watchNamespace`, a ClusterRole
+//! without) and deliveries succeed, every rule of that RBAC is used and no request of the operator
+//! is denied (the API server's audit log says), and `helm upgrade` with a changed CRD applies the
+//! new CRD. Every example in `examples/` applies too.
 
 #[path = "operator_support/mod.rs"]
 mod operator_support;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::rbac::v1::PolicyRule;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use operator_support::{World, list_objects, s3, wait_for};
+use serde::Deserialize;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-const CRDS: [&str; 2] = [
+const CRDS: [&str; 3] = [
     "outbounddestinations.outbound.dev",
     "outbounddeliveries.outbound.dev",
+    "outboundshards.outbound.dev",
 ];
+
+/// One chart operator at a time, and none while the examples are applied: an operator that
+/// watches every namespace would act on the other tests' objects (and probe the examples'
+/// endpoints).
+static OPERATORS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn chart() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/outbound")
@@ -46,9 +57,10 @@ fn free_port() -> u16 {
 }
 
 /// Cluster-wide objects the chart owns: the CRDs and the admission policies with their bindings.
-const CLUSTER_OBJECTS: [(&str, &str); 6] = [
+const CLUSTER_OBJECTS: [(&str, &str); 7] = [
     ("crd", CRDS[0]),
     ("crd", CRDS[1]),
+    ("crd", CRDS[2]),
     (
         "validatingadmissionpolicy",
         "outbounddeliveries.outbound.dev-split-size",
@@ -89,7 +101,15 @@ fn adopt_cluster_objects(release: &str, ns: &str) {
     }
 }
 
-fn helm_install(cmd: &str, release: &str, ns: &str, chart: &Path, extra: &[&str]) {
+/// Installs (or upgrades) the chart; `watch`: the namespace the operator watches, or every one.
+fn helm_install(
+    cmd: &str,
+    release: &str,
+    ns: &str,
+    chart: &Path,
+    watch: Option<&str>,
+    extra: &[&str],
+) {
     let port = free_port().to_string();
     let mut args = vec![
         cmd,
@@ -108,7 +128,7 @@ fn helm_install(cmd: &str, release: &str, ns: &str, chart: &Path, extra: &[&str]
         "endpoints.allowPrivate=true",
         "--set",
     ];
-    let watch = format!("watchNamespace={ns}");
+    let watch = format!("watchNamespace={}", watch.unwrap_or(""));
     let metrics = format!("metrics.port={port}");
     args.push(&watch);
     args.extend(["--set", &metrics, "--wait", "--timeout", "120s"]);
@@ -149,6 +169,7 @@ async fn helm_template_passes_a_server_side_dry_run() {
     for kind in [
         "deployment.apps/dry-outbound",
         "clusterrole.rbac.authorization.k8s.io/dry-outbound",
+        "customresourcedefinition.apiextensions.k8s.io/outboundshards.outbound.dev",
         "customresourcedefinition.apiextensions.k8s.io/outbounddeliveries.outbound.dev",
         "poddisruptionbudget.policy/dry-outbound",
         "networkpolicy.networking.k8s.io/dry-outbound",
@@ -163,8 +184,306 @@ async fn helm_template_passes_a_server_side_dry_run() {
     world.cleanup().await;
 }
 
+/// Installs the chart as release `ns` in `world`'s namespace, watching `watch`, and waits for its
+/// operator pod. Returns the operator's user name (its service account).
+async fn install_operator(world: &World, watch: Option<&str>) -> String {
+    let ns = world.ns.clone();
+    let release = ns.clone();
+    adopt_cluster_objects(&release, &ns);
+    helm_install("install", &release, &ns, &chart(), watch, &[]);
+
+    // The operator runs as the chart's pod, under the chart's service account.
+    let pods: Api<Pod> = Api::namespaced(world.client.clone(), &ns);
+    let deployment: Api<Deployment> = Api::namespaced(world.client.clone(), &ns);
+    let deploy = deployment
+        .get(&format!("{release}-outbound"))
+        .await
+        .expect("the chart's Deployment");
+    let sa = deploy
+        .spec
+        .template
+        .spec
+        .unwrap()
+        .service_account_name
+        .unwrap();
+    assert_eq!(sa, format!("{release}-outbound"));
+    let running = wait_for(
+        "the operator pod running",
+        Duration::from_secs(60),
+        || async {
+            let list = pods
+                // Operators only: upload pods carry the name too.
+                .list(&ListParams::default().labels(
+                    "app.kubernetes.io/name=outbound,app.kubernetes.io/component!=uploader",
+                ))
+                .await
+                .ok()?;
+            list.items
+                .into_iter()
+                .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        },
+        || world.diagnose(),
+    )
+    .await;
+    assert_eq!(running.spec.unwrap().service_account_name.unwrap(), sa);
+    format!("system:serviceaccount:{ns}:{sa}")
+}
+
+/// What a user does through the chart's operator in `world`'s namespace, touching everything the
+/// operator's RBAC is for: a destination probed (and probed again when its Secret goes and comes
+/// back: the same event twice is a series), a delivery with a manifest, a suspended delivery
+/// resumed, and a finished delivery deleted (its Job and pods gone, its shards let go).
+async fn deliver_through_the_chart(world: &World) {
+    let env = &world.env;
+    let client = s3(
+        &env.s3_endpoint,
+        &env.s3_region,
+        &env.s3_access_key,
+        &env.s3_secret_key,
+    )
+    .await;
+    let bucket = format!("chart-{}", operator_support::suffix());
+    client.create_bucket().bucket(&bucket).send().await.unwrap();
+    let keys = [
+        ("AWS_ACCESS_KEY_ID", env.s3_access_key.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", env.s3_secret_key.as_str()),
+    ];
+    world.secret("keys", &keys).await;
+    let folder = world.volume("exports").await;
+    std::fs::write(folder.join("a.sync"), "one\ntwo\n".repeat(100_000)).unwrap();
+    std::fs::write(folder.join("b.sync"), "three\n").unwrap();
+    world
+        .apply_yaml::<outbound::api::OutboundDestination>(&format!(
+            r#"
+apiVersion: outbound.dev/v1alpha1
+kind: OutboundDestination
+metadata: {{name: dest}}
+spec:
+  s3: {{bucket: {bucket}, region: {region}, endpoint: "{endpoint}", forcePathStyle: true}}
+  credentials: {{secret: {{name: keys}}}}
+  upload: {{splitSize: 1Mi}}
+"#,
+            region = env.s3_region,
+            endpoint = env.s3_endpoint
+        ))
+        .await
+        .expect("destination applies");
+    world.wait_destination("dest", "True", "Validated").await;
+    let delivery = |name: &str, extra: &str| {
+        format!(
+            r#"
+apiVersion: outbound.dev/v1alpha1
+kind: OutboundDelivery
+metadata: {{name: {name}}}
+spec:
+  destinationRef: {{name: dest}}
+  source: {{volume: {{claimName: exports}}}}
+{extra}"#
+        )
+    };
+    world
+        .apply_yaml::<outbound::api::OutboundDelivery>(&delivery("batch", "  manifest: true\n"))
+        .await
+        .expect("delivery applies");
+    let done = world
+        .wait_delivery("batch", "Succeeded", None, Duration::from_secs(120))
+        .await;
+    let keys_in_bucket: Vec<String> = list_objects(&client, &bucket)
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    // 800,000 bytes of a.sync fit in one 1 MiB object; b.sync is one more; then the manifest.
+    assert_eq!(
+        keys_in_bucket,
+        vec!["a.sync", "b.sync", "manifest.json"],
+        "{keys_in_bucket:?}"
+    );
+    let progress = done.status.unwrap().progress.unwrap();
+    assert_eq!(progress.objects_done, 2);
+
+    // Suspended, then resumed: the Job is patched.
+    world
+        .apply_yaml::<outbound::api::OutboundDelivery>(&delivery(
+            "held",
+            "  keyPrefix: held/\n  suspend: true\n",
+        ))
+        .await
+        .expect("delivery applies");
+    world
+        .wait_delivery(
+            "held",
+            "Pending",
+            Some("Suspended"),
+            Duration::from_secs(60),
+        )
+        .await;
+    world
+        .api::<outbound::api::OutboundDelivery>()
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"suspend": false}})),
+        )
+        .await
+        .unwrap();
+    world
+        .wait_delivery("held", "Succeeded", None, Duration::from_secs(120))
+        .await;
+
+    // The Secret goes and comes back: probed again, Validated again.
+    world
+        .api::<Secret>()
+        .delete("keys", &Default::default())
+        .await
+        .unwrap();
+    world
+        .wait_destination("dest", "False", "SecretNotFound")
+        .await;
+    world.secret("keys", &keys).await;
+    world.wait_destination("dest", "True", "Validated").await;
+
+    // A finished delivery deleted: its Job and pods go first, then its shards.
+    world
+        .api::<outbound::api::OutboundDelivery>()
+        .delete("batch", &Default::default())
+        .await
+        .unwrap();
+    wait_for(
+        "the deleted delivery gone",
+        Duration::from_secs(120),
+        || async {
+            world
+                .api::<outbound::api::OutboundDelivery>()
+                .get_opt("batch")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+        || world.diagnose(),
+    )
+    .await;
+}
+
+/// (API group, resource[/subresource], verb).
+type Permission = (String, String, String);
+
+/// Every permission the operator's own rules in the rendered chart hold (its Role or ClusterRole
+/// and its leader-election Role).
+fn chart_permissions(release: &str, ns: &str, watch: Option<&str>) -> BTreeSet<Permission> {
+    let rendered = run(Command::new("helm").args([
+        "template",
+        release,
+        chart().to_str().unwrap(),
+        "--namespace",
+        ns,
+        "--set",
+        &format!("watchNamespace={}", watch.unwrap_or("")),
+    ]));
+    let mut held = BTreeSet::new();
+    for doc in serde_yaml::Deserializer::from_str(&rendered) {
+        let Ok(value) = serde_yaml::Value::deserialize(doc) else {
+            continue;
+        };
+        let kind = value["kind"].as_str().unwrap_or("");
+        if kind != "Role" && kind != "ClusterRole" {
+            continue;
+        }
+        let rules: Vec<PolicyRule> = serde_yaml::from_value(value["rules"].clone()).expect("rules");
+        held.extend(expand(&rules));
+    }
+    held
+}
+
+fn expand(rules: &[PolicyRule]) -> BTreeSet<Permission> {
+    let mut out = BTreeSet::new();
+    for rule in rules {
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                for verb in &rule.verbs {
+                    out.insert((group.clone(), resource.clone(), verb.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What `user` asked the API server for, by the ground's audit log: the permissions it used
+/// (a server-side apply that created its object used `create` too) and its denied requests.
+fn audited(env: &operator_support::GroundEnv, user: &str) -> (BTreeSet<Permission>, Vec<String>) {
+    let log = std::fs::read_to_string(&env.audit_log).expect("the ground's audit log");
+    let mut used = BTreeSet::new();
+    let mut denied = Vec::new();
+    for line in log.lines() {
+        let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if e["user"]["username"] != user || e["objectRef"].is_null() {
+            continue;
+        }
+        let o = &e["objectRef"];
+        let mut resource = o["resource"].as_str().unwrap_or("").to_string();
+        if let Some(sub) = o["subresource"].as_str() {
+            resource = format!("{resource}/{sub}");
+        }
+        let group = o["apiGroup"].as_str().unwrap_or("").to_string();
+        let verb = e["verb"].as_str().unwrap_or("").to_string();
+        let code = e["responseStatus"]["code"].as_i64().unwrap_or(0);
+        if code == 403 {
+            denied.push(format!(
+                "{verb} {group}/{resource} {}/{}: {}",
+                o["namespace"].as_str().unwrap_or(""),
+                o["name"].as_str().unwrap_or(""),
+                e["responseStatus"]["message"].as_str().unwrap_or("")
+            ));
+        }
+        if verb == "patch" && code == 201 {
+            used.insert((group.clone(), resource.clone(), "create".to_string()));
+        }
+        used.insert((group, resource, verb));
+    }
+    (used, denied)
+}
+
+/// Every rule of the chart's RBAC was used by the operator and none of its requests was denied.
+/// Two kinds of permission are held without being requested, and are named here: what the
+/// operator grants the upload pods in their Role (the API server lets it grant only what it
+/// holds), and `update` on deliveries' finalizers (checked where the
+/// OwnerReferencesPermissionEnforcement admission plugin is on, when a Job's owner reference
+/// blocks its delivery's deletion).
+fn assert_rbac_used_and_nothing_denied(world: &World, user: &str, watch: Option<&str>) {
+    let held = chart_permissions(&world.ns, &world.ns, watch);
+    assert!(!held.is_empty(), "no rules rendered");
+    let (used, denied) = audited(&world.env, user);
+    assert!(
+        denied.is_empty(),
+        "the operator was denied:\n{}",
+        denied.join("\n")
+    );
+    let mut granted_only = expand(&outbound::job::build_role(&world.ns).rules.unwrap());
+    granted_only.insert((
+        "outbound.dev".into(),
+        "outbounddeliveries/finalizers".into(),
+        "update".into(),
+    ));
+    let unused: Vec<&Permission> = held
+        .iter()
+        .filter(|p| !used.contains(*p) && !granted_only.contains(*p))
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "rules the operator never used (watch {watch:?}): {unused:?}\nused: {used:?}"
+    );
+    // And nothing was used that the chart does not hold (else it would have been denied).
+    let outside: Vec<&Permission> = used.iter().filter(|p| !held.contains(*p)).collect();
+    assert!(outside.is_empty(), "used without a rule: {outside:?}");
+}
+
 #[tokio::test]
 async fn chart_runs_the_operator_as_a_pod_and_upgrades_crds() {
+    let _turn = OPERATORS.lock().await;
     let world = World::new("chart").await;
     let ns = world.ns.clone();
     // The delivery below must be the chart's operator's work alone: no other operator may watch
@@ -201,110 +520,16 @@ async fn chart_runs_the_operator_as_a_pod_and_upgrades_crds() {
         "another Outbound operator watches every namespace ({everywhere:?}): uninstall it first"
     );
     let release = ns.clone();
-    adopt_cluster_objects(&release, &ns);
-    helm_install("install", &release, &ns, &chart(), &[]);
-
-    // The operator runs as the chart's pod, under the chart's service account.
-    let pods: Api<Pod> = Api::namespaced(world.client.clone(), &ns);
-    let deployment: Api<Deployment> = Api::namespaced(world.client.clone(), &ns);
-    let deploy = deployment
-        .get(&format!("{release}-outbound"))
-        .await
-        .expect("the chart's Deployment");
-    let sa = deploy
-        .spec
-        .template
-        .spec
-        .unwrap()
-        .service_account_name
-        .unwrap();
-    assert_eq!(sa, format!("{release}-outbound"));
-    let running = wait_for(
-        "the operator pod running",
-        Duration::from_secs(60),
-        || async {
-            let list = pods
-                // Operators only: upload pods carry the name too.
-                .list(&ListParams::default().labels(
-                    "app.kubernetes.io/name=outbound,app.kubernetes.io/component!=uploader",
-                ))
-                .await
-                .ok()?;
-            list.items
-                .into_iter()
-                .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-        },
-        || world.diagnose(),
-    )
-    .await;
-    assert_eq!(running.spec.unwrap().service_account_name.unwrap(), sa);
-
-    // A delivery through the chart's operator: nothing else watches this namespace.
-    let env = &world.env;
-    let client = s3(
-        &env.s3_endpoint,
-        &env.s3_region,
-        &env.s3_access_key,
-        &env.s3_secret_key,
-    )
-    .await;
-    let bucket = format!("chart-{}", operator_support::suffix());
-    client.create_bucket().bucket(&bucket).send().await.unwrap();
-    world
-        .secret(
-            "keys",
-            &[
-                ("AWS_ACCESS_KEY_ID", &env.s3_access_key),
-                ("AWS_SECRET_ACCESS_KEY", &env.s3_secret_key),
-            ],
-        )
-        .await;
-    let folder = world.volume("exports").await;
-    std::fs::write(folder.join("a.sync"), "one\ntwo\n".repeat(100_000)).unwrap();
-    std::fs::write(folder.join("b.sync"), "three\n").unwrap();
-    world
-        .apply_yaml::<outbound::api::OutboundDestination>(&format!(
-            r#"
-apiVersion: outbound.dev/v1alpha1
-kind: OutboundDestination
-metadata: {{name: dest}}
-spec:
-  s3: {{bucket: {bucket}, region: {region}, endpoint: "{endpoint}", forcePathStyle: true}}
-  credentials: {{secret: {{name: keys}}}}
-  upload: {{splitSize: 1Mi}}
-"#,
-            region = env.s3_region,
-            endpoint = env.s3_endpoint
-        ))
-        .await
-        .expect("destination applies");
-    world.wait_destination("dest", "True", "Validated").await;
-    world
-        .apply_yaml::<outbound::api::OutboundDelivery>(
-            r#"
-apiVersion: outbound.dev/v1alpha1
-kind: OutboundDelivery
-metadata: {name: batch}
-spec:
-  destinationRef: {name: dest}
-  source: {volume: {claimName: exports}}
-  manifest: true
-"#,
-        )
-        .await
-        .expect("delivery applies");
-    let done = world
-        .wait_delivery("batch", "Succeeded", None, Duration::from_secs(120))
-        .await;
-    let keys: Vec<String> = list_objects(&client, &bucket)
-        .await
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
-    // 800,000 bytes of a.sync fit in one 1 MiB object; b.sync is one more; then the manifest.
-    assert_eq!(keys, vec!["a.sync", "b.sync", "manifest.json"], "{keys:?}");
-    let progress = done.status.unwrap().progress.unwrap();
-    assert_eq!(progress.objects_done, 2);
+    let user = install_operator(&world, Some(&ns)).await;
+    // Watching one namespace: nothing cluster-wide.
+    let rendered =
+        run(Command::new("helm").args(["get", "manifest", &release, "--namespace", &ns]));
+    assert!(
+        !rendered.contains("kind: ClusterRole"),
+        "a ClusterRole with watchNamespace set:\n{rendered}"
+    );
+    deliver_through_the_chart(&world).await;
+    assert_rbac_used_and_nothing_denied(&world, &user, Some(&ns));
 
     // `helm upgrade` with a changed CRD field applies the new CRD.
     let changed = world.dir.path().join("chart");
@@ -315,7 +540,7 @@ spec:
     let edited = add_marker_property(&text, marker);
     assert_ne!(edited, text, "the test could not change the CRD");
     std::fs::write(&crds_file, edited).unwrap();
-    helm_install("upgrade", &release, &ns, &changed, &[]);
+    helm_install("upgrade", &release, &ns, &changed, Some(&ns), &[]);
     let crds: Api<CustomResourceDefinition> = Api::all(world.client.clone());
     let served = serde_json::to_string(&crds.get(CRDS[0]).await.unwrap()).unwrap();
     assert!(
@@ -323,17 +548,78 @@ spec:
         "helm upgrade did not apply the changed CRD"
     );
     // And back to the real CRD.
-    helm_install("upgrade", &release, &ns, &chart(), &[]);
+    helm_install("upgrade", &release, &ns, &chart(), Some(&ns), &[]);
     let served = serde_json::to_string(&crds.get(CRDS[0]).await.unwrap()).unwrap();
     assert!(
         !served.contains(marker),
         "helm upgrade did not restore the CRD"
     );
 
-    run(Command::new("helm").args(["uninstall", &release, "--namespace", &ns, "--wait"]));
+    uninstall(&world).await;
     // The CRDs are kept (and with them every delivery) after an uninstall.
     assert!(crds.get_opt(CRDS[1]).await.unwrap().is_some());
     world.cleanup().await;
+}
+
+/// Without `watchNamespace` the operator watches every namespace under a ClusterRole, and that
+/// ClusterRole too holds only what it uses.
+#[tokio::test]
+async fn chart_rbac_without_watch_namespace_is_all_used() {
+    let _turn = OPERATORS.lock().await;
+    let world = World::new("chart-wide").await;
+    // A cluster-wide operator acts on every namespace's destinations: there must be none but
+    // this test's (their endpoints would be probed).
+    let others: Vec<String> = Api::<outbound::api::OutboundDestination>::all(world.client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|d| {
+            format!(
+                "{}/{}",
+                d.metadata.namespace.clone().unwrap_or_default(),
+                d.metadata.name.clone().unwrap_or_default()
+            )
+        })
+        .collect();
+    assert!(
+        others.is_empty(),
+        "destinations of other tests would be probed by a cluster-wide operator: {others:?}"
+    );
+    let user = install_operator(&world, None).await;
+    let rendered =
+        run(Command::new("helm").args(["get", "manifest", &world.ns, "--namespace", &world.ns]));
+    assert!(rendered.contains("kind: ClusterRole\n"), "{rendered}");
+    deliver_through_the_chart(&world).await;
+    assert_rbac_used_and_nothing_denied(&world, &user, None);
+    uninstall(&world).await;
+    world.cleanup().await;
+}
+
+/// Deletes what is left of the test's deliveries while the operator still runs (their
+/// finalizers need it), then uninstalls the release.
+async fn uninstall(world: &World) {
+    let deliveries = world.api::<outbound::api::OutboundDelivery>();
+    let _ = deliveries
+        .delete_collection(&Default::default(), &ListParams::default())
+        .await;
+    wait_for(
+        "the deliveries gone",
+        Duration::from_secs(120),
+        || async {
+            deliveries
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .is_empty()
+                .then_some(())
+        },
+        || world.diagnose(),
+    )
+    .await;
+    run(Command::new("helm").args(["uninstall", &world.ns, "--namespace", &world.ns, "--wait"]));
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -365,6 +651,7 @@ fn add_marker_property(text: &str, marker: &str) -> String {
 /// policy included), in a fresh namespace instead of `deliveries`.
 #[tokio::test]
 async fn every_example_applies() {
+    let _turn = OPERATORS.lock().await;
     let world = World::new("examples").await;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
