@@ -14,9 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-const CRDS: [&str; 2] = [
+const CRDS: [&str; 3] = [
     "outbounddestinations.outbound.dev",
     "outbounddeliveries.outbound.dev",
+    "outboundtenancies.outbound.dev",
 ];
 
 fn chart() -> PathBuf {
@@ -46,9 +47,10 @@ fn free_port() -> u16 {
 }
 
 /// Cluster-wide objects the chart owns: the CRDs and the admission policies with their bindings.
-const CLUSTER_OBJECTS: [(&str, &str); 6] = [
+const CLUSTER_OBJECTS: [(&str, &str); 9] = [
     ("crd", CRDS[0]),
     ("crd", CRDS[1]),
+    ("crd", CRDS[2]),
     (
         "validatingadmissionpolicy",
         "outbounddeliveries.outbound.dev-split-size",
@@ -64,6 +66,14 @@ const CLUSTER_OBJECTS: [(&str, &str); 6] = [
     (
         "validatingadmissionpolicybinding",
         "outbounddeliveries.outbound.dev-upload-pods-binding",
+    ),
+    (
+        "validatingadmissionpolicy",
+        "outbounddestinations.outbound.dev-tenancy",
+    ),
+    (
+        "validatingadmissionpolicybinding",
+        "outbounddestinations.outbound.dev-tenancy-binding",
     ),
 ];
 
@@ -133,6 +143,16 @@ async fn helm_template_passes_a_server_side_dry_run() {
         "podDisruptionBudget.enabled=true",
         "--set",
         "networkPolicy.enabled=true",
+        // Grants render the OutboundTenancy (only where its CRD is known: Helm maps every
+        // object before it installs any). Only the test's own namespace is governed, and the
+        // dry run changes nothing.
+        "--api-versions",
+        "outbound.dev/v1alpha1/OutboundTenancy",
+        "--set-json",
+        &format!(
+            r#"tenancy={{"namespaces":["{ns}"],"grants":[{{"namespaces":["{ns}"],"buckets":["acme-*"],"roleArns":["arn:aws:iam::111122223333:role/outbound"]}}]}}"#,
+            ns = world.ns
+        ),
     ]));
     let file = world.dir.path().join("rendered.yaml");
     std::fs::write(&file, &rendered).unwrap();
@@ -154,6 +174,9 @@ async fn helm_template_passes_a_server_side_dry_run() {
         "networkpolicy.networking.k8s.io/dry-outbound",
         "service/dry-outbound-metrics",
         "validatingadmissionpolicy.admissionregistration.k8s.io/outbounddeliveries.outbound.dev-upload-pods",
+        "validatingadmissionpolicy.admissionregistration.k8s.io/outbounddestinations.outbound.dev-tenancy",
+        "customresourcedefinition.apiextensions.k8s.io/outboundtenancies.outbound.dev",
+        "outboundtenancy.outbound.dev/default",
     ] {
         assert!(
             out.contains(&format!("{kind} serverside-applied (server dry run)")),
