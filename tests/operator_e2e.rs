@@ -2227,12 +2227,20 @@ async fn a_namespace_may_use_only_the_buckets_roles_and_endpoints_granted_to_it(
         )
     };
     let allowlist = "{crossAccount: {}}";
-    // The policy's param informer may take a moment to see a tenancy object just created.
+    // The policy's param informer may take a moment to see a tenancy object just created. Asked
+    // with a dry run: an object admitted before would pass every later unchanged apply.
     wait_for(
         "the tenancy policy to refuse a bucket not granted",
         Duration::from_secs(30),
         || async {
-            apply_as::<OutboundDestination>(&team_b, &b, &dest("other", &other, &moto, allowlist))
+            let obj: OutboundDestination =
+                serde_yaml::from_str(&dest("other", &other, &moto, allowlist)).unwrap();
+            kube::Api::<OutboundDestination>::namespaced(team_b.clone(), &b)
+                .patch(
+                    "other",
+                    &PatchParams::apply("team-b").force().dry_run(),
+                    &Patch::Apply(&obj),
+                )
                 .await
                 .is_err()
                 .then_some(())
