@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-const CRDS: [&str; 3] = [
+const CRDS: [&str; 4] = [
     "outbounddestinations.outbound.dev",
     "outbounddeliveries.outbound.dev",
     "outboundtenancies.outbound.dev",
+    "outboundshards.outbound.dev",
 ];
 
 fn chart() -> PathBuf {
@@ -47,10 +48,11 @@ fn free_port() -> u16 {
 }
 
 /// Cluster-wide objects the chart owns: the CRDs and the admission policies with their bindings.
-const CLUSTER_OBJECTS: [(&str, &str); 9] = [
+const CLUSTER_OBJECTS: [(&str, &str); 10] = [
     ("crd", CRDS[0]),
     ("crd", CRDS[1]),
     ("crd", CRDS[2]),
+    ("crd", CRDS[3]),
     (
         "validatingadmissionpolicy",
         "outbounddeliveries.outbound.dev-split-size",
