@@ -25,8 +25,13 @@ split=16Mi
 say "installing the operator with Helm (namespace outbound-system)"
 # CRDs applied by hand earlier (by a test, say) are adopted by the release instead of refused.
 for obj in crd/outbounddestinations.outbound.dev crd/outbounddeliveries.outbound.dev \
+  crd/outboundtenancies.outbound.dev crd/outboundshards.outbound.dev \
   validatingadmissionpolicy/outbounddeliveries.outbound.dev-split-size \
-  validatingadmissionpolicybinding/outbounddeliveries.outbound.dev-split-size-binding; do
+  validatingadmissionpolicybinding/outbounddeliveries.outbound.dev-split-size-binding \
+  validatingadmissionpolicy/outbounddeliveries.outbound.dev-upload-pods \
+  validatingadmissionpolicybinding/outbounddeliveries.outbound.dev-upload-pods-binding \
+  validatingadmissionpolicy/outbounddestinations.outbound.dev-tenancy \
+  validatingadmissionpolicybinding/outbounddestinations.outbound.dev-tenancy-binding; do
   if kubectl get "$obj" >/dev/null 2>&1; then
     kubectl label "$obj" app.kubernetes.io/managed-by=Helm --overwrite >/dev/null
     kubectl annotate "$obj" meta.helm.sh/release-name=outbound meta.helm.sh/release-namespace=outbound-system --overwrite >/dev/null

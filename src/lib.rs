@@ -11,6 +11,7 @@ pub mod plan;
 pub mod probe;
 pub mod shard;
 pub mod status;
+pub mod tenancy;
 pub mod units;
 pub mod upload;
 pub mod validate;

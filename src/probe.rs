@@ -28,6 +28,8 @@ pub mod reason {
     pub const EXTERNAL_ID_NOT_ALLOWED: &str = "ExternalIdNotAllowed";
     pub const CRD_OUTDATED: &str = "CRDOutdated";
     pub const BUCKET_OWNER_MISMATCH: &str = "BucketOwnerMismatch";
+    /// The admin's tenancy grants do not allow the bucket, role or endpoint to the namespace.
+    pub const NOT_GRANTED: &str = crate::tenancy::NOT_GRANTED;
 }
 
 /// Replaces every occurrence of a secret value in `text`: servers may quote the request they

@@ -19,9 +19,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-const CRDS: [&str; 3] = [
+const CRDS: [&str; 4] = [
     "outbounddestinations.outbound.dev",
     "outbounddeliveries.outbound.dev",
+    "outboundtenancies.outbound.dev",
     "outboundshards.outbound.dev",
 ];
 
@@ -57,10 +58,11 @@ fn free_port() -> u16 {
 }
 
 /// Cluster-wide objects the chart owns: the CRDs and the admission policies with their bindings.
-const CLUSTER_OBJECTS: [(&str, &str); 7] = [
+const CLUSTER_OBJECTS: [(&str, &str); 10] = [
     ("crd", CRDS[0]),
     ("crd", CRDS[1]),
     ("crd", CRDS[2]),
+    ("crd", CRDS[3]),
     (
         "validatingadmissionpolicy",
         "outbounddeliveries.outbound.dev-split-size",
@@ -76,6 +78,14 @@ const CLUSTER_OBJECTS: [(&str, &str); 7] = [
     (
         "validatingadmissionpolicybinding",
         "outbounddeliveries.outbound.dev-upload-pods-binding",
+    ),
+    (
+        "validatingadmissionpolicy",
+        "outbounddestinations.outbound.dev-tenancy",
+    ),
+    (
+        "validatingadmissionpolicybinding",
+        "outbounddestinations.outbound.dev-tenancy-binding",
     ),
 ];
 
@@ -153,6 +163,16 @@ async fn helm_template_passes_a_server_side_dry_run() {
         "podDisruptionBudget.enabled=true",
         "--set",
         "networkPolicy.enabled=true",
+        // Grants render the OutboundTenancy (only where its CRD is known: Helm maps every
+        // object before it installs any). Only the test's own namespace is governed, and the
+        // dry run changes nothing.
+        "--api-versions",
+        "outbound.dev/v1alpha1/OutboundTenancy",
+        "--set-json",
+        &format!(
+            r#"tenancy={{"namespaces":["{ns}"],"grants":[{{"namespaces":["{ns}"],"buckets":["acme-*"],"roleArns":["arn:aws:iam::111122223333:role/outbound"]}}]}}"#,
+            ns = world.ns
+        ),
     ]));
     let file = world.dir.path().join("rendered.yaml");
     std::fs::write(&file, &rendered).unwrap();
@@ -175,6 +195,9 @@ async fn helm_template_passes_a_server_side_dry_run() {
         "networkpolicy.networking.k8s.io/dry-outbound",
         "service/dry-outbound-metrics",
         "validatingadmissionpolicy.admissionregistration.k8s.io/outbounddeliveries.outbound.dev-upload-pods",
+        "validatingadmissionpolicy.admissionregistration.k8s.io/outbounddestinations.outbound.dev-tenancy",
+        "customresourcedefinition.apiextensions.k8s.io/outboundtenancies.outbound.dev",
+        "outboundtenancy.outbound.dev/default",
     ] {
         assert!(
             out.contains(&format!("{kind} serverside-applied (server dry run)")),
@@ -524,9 +547,17 @@ async fn chart_runs_the_operator_as_a_pod_and_upgrades_crds() {
     // Watching one namespace: nothing cluster-wide.
     let rendered =
         run(Command::new("helm").args(["get", "manifest", &release, "--namespace", &ns]));
+    // Watching one namespace, the one cluster-wide rule reads the tenancy grants by name.
+    let cluster_roles: Vec<&str> = rendered
+        .split("\n---")
+        .filter(|doc| doc.contains("kind: ClusterRole\n"))
+        .collect();
+    assert_eq!(cluster_roles.len(), 1, "{cluster_roles:?}");
     assert!(
-        !rendered.contains("kind: ClusterRole"),
-        "a ClusterRole with watchNamespace set:\n{rendered}"
+        cluster_roles[0].contains(&format!("name: {release}-outbound-tenancy"))
+            && cluster_roles[0].contains("resourceNames:"),
+        "{}",
+        cluster_roles[0]
     );
     deliver_through_the_chart(&world).await;
     assert_rbac_used_and_nothing_denied(&world, &user, Some(&ns));

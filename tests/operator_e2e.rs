@@ -2082,3 +2082,387 @@ async fn an_upload_pod_may_report_on_its_own_shard_only() {
     );
     world.cleanup().await;
 }
+
+/// Deletes the cluster's OutboundTenancy when dropped, so that a failing test leaves no grants
+/// behind (they are cluster-wide; this test's name only its own namespaces).
+struct TenancyGuard;
+
+impl Drop for TenancyGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kubectl")
+            .args(["delete", "outboundtenancy", "default", "--ignore-not-found"])
+            .output();
+    }
+}
+
+/// Applies the OutboundTenancy `default` as the cluster admin.
+async fn apply_tenancy(world: &World, yaml: &str) {
+    let tenancy: outbound::api::OutboundTenancy = serde_yaml::from_str(yaml).unwrap();
+    kube::Api::<outbound::api::OutboundTenancy>::all(world.client.clone())
+        .patch(
+            "default",
+            &PatchParams::apply("outbound-test").force(),
+            &Patch::Apply(&tenancy),
+        )
+        .await
+        .expect("the admin applies the tenancy");
+}
+
+/// Server-side applies `yaml` into `ns` with `client` (a team's user, or the admin).
+async fn apply_as<K>(client: &kube::Client, ns: &str, yaml: &str) -> Result<(), kube::Error>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    use kube::ResourceExt;
+    let obj: K = serde_yaml::from_str(yaml).expect("test YAML parses");
+    kube::Api::<K>::namespaced(client.clone(), ns)
+        .patch(
+            &obj.name_any(),
+            &PatchParams::apply("team-b").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .map(|_| ())
+}
+
+/// A user of the test namespace who may do anything with `outbound.dev` resources there and
+/// nothing else (no Secrets, no Jobs, nothing cluster-wide): a ServiceAccount's token.
+async fn outbound_only_user(world: &World, name: &str) -> kube::Client {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let sa: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    world
+        .api::<ServiceAccount>()
+        .create(&Default::default(), &sa)
+        .await
+        .unwrap();
+    let role: Role = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "rules": [{"apiGroups": ["outbound.dev"], "resources": ["*"], "verbs": ["*"]}],
+    }))
+    .unwrap();
+    world
+        .api::<Role>()
+        .create(&Default::default(), &role)
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": world.ns}],
+    }))
+    .unwrap();
+    world
+        .api::<RoleBinding>()
+        .create(&Default::default(), &binding)
+        .await
+        .unwrap();
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let token = world
+        .api::<ServiceAccount>()
+        .create_token_request(name, &Default::default(), &request)
+        .await
+        .expect("a token for the team's user")
+        .status
+        .and_then(|s| s.token)
+        .expect("a token");
+    client_with_token(token).await
+}
+
+/// With tenancy grants configured, a user with rights only on `outbound.dev` resources in
+/// namespace b cannot make the operator or its Jobs write to a bucket, assume a role or reach an
+/// endpoint not granted to b: the API server refuses the destination and says which field; what
+/// is granted is admitted, becomes Ready and delivers. A grant removed after admission: the
+/// destination turns Ready=False, NotGranted, and a delivery to it gets no Job until the grant is
+/// back. The grants govern only this test's namespaces (b, and c that no grant names), so tests
+/// running beside it keep the single-team behaviour, as does namespace d here.
+#[tokio::test]
+async fn a_namespace_may_use_only_the_buckets_roles_and_endpoints_granted_to_it() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use outbound::api::OutboundTenancy;
+    let mut world = World::new("grants").await;
+    let b = world.ns.clone();
+    let (c, d) = (format!("{b}-c"), format!("{b}-d"));
+    for ns in [&c, &d] {
+        let namespace: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
+        kube::Api::<Namespace>::all(world.client.clone())
+            .create(&Default::default(), &namespace)
+            .await
+            .unwrap();
+    }
+    let env = &world.env;
+    let moto = env.moto_endpoint.clone();
+    let (ak, sk) = (env.moto_access_key.clone(), env.moto_secret_key.clone());
+    let moto_admin = s3(&moto, "us-east-1", &ak, &sk).await;
+    let granted = format!("granted-{}", suffix());
+    let other = format!("other-{}", suffix());
+    bucket(&moto_admin, &granted).await;
+    bucket(&moto_admin, &other).await;
+    let role_prefix = "arn:aws:iam::123456789012:role/granted-";
+    let grants = |buckets: &str| {
+        format!(
+            "apiVersion: outbound.dev/v1alpha1\nkind: OutboundTenancy\nmetadata: {{name: default}}\nspec:\n  namespaces: [{b}, {c}]\n  grants:\n    - namespaces: [{b}]\n      buckets: {buckets}\n      roleArns: [\"{role_prefix}*\"]\n      endpoints: [\"{moto}\"]\n"
+        )
+    };
+    let _guard = TenancyGuard;
+    apply_tenancy(&world, &grants(&format!("[{granted}, {b}-spare-*]"))).await;
+
+    let team_b = outbound_only_user(&world, "team-b").await;
+    let dest = |name: &str, bucket: &str, endpoint: &str, credentials: &str| {
+        format!(
+            "apiVersion: outbound.dev/v1alpha1\nkind: OutboundDestination\nmetadata: {{name: {name}}}\nspec:\n  s3: {{bucket: {bucket}, region: us-east-1, endpoint: \"{endpoint}\", stsEndpoint: \"{endpoint}\", forcePathStyle: true}}\n  credentials: {credentials}\n"
+        )
+    };
+    let allowlist = "{crossAccount: {}}";
+    // The policy's param informer may take a moment to see a tenancy object just created. Asked
+    // with a dry run: an object admitted before would pass every later unchanged apply.
+    wait_for(
+        "the tenancy policy to refuse a bucket not granted",
+        Duration::from_secs(30),
+        || async {
+            let obj: OutboundDestination =
+                serde_yaml::from_str(&dest("other", &other, &moto, allowlist)).unwrap();
+            kube::Api::<OutboundDestination>::namespaced(team_b.clone(), &b)
+                .patch(
+                    "other",
+                    &PatchParams::apply("team-b").force().dry_run(),
+                    &Patch::Apply(&obj),
+                )
+                .await
+                .is_err()
+                .then_some(())
+        },
+        || world.diagnose(),
+    )
+    .await;
+    assert_refused(
+        apply_as::<OutboundDestination>(&team_b, &b, &dest("other", &other, &moto, allowlist))
+            .await,
+        &format!(
+            "spec.s3.bucket {other} is not granted to namespace {b} (OutboundTenancy default)"
+        ),
+    );
+    let foreign_role = "arn:aws:iam::123456789012:role/someone-else";
+    assert_refused(
+        apply_as::<OutboundDestination>(
+            &team_b,
+            &b,
+            &dest(
+                "foreign-role",
+                &granted,
+                &moto,
+                &format!("{{crossAccount: {{roleArn: \"{foreign_role}\"}}}}"),
+            ),
+        )
+        .await,
+        &format!(
+            "spec.credentials.crossAccount.roleArn {foreign_role} is not granted to namespace {b} with bucket {granted}"
+        ),
+    );
+    let gw = world.env.s3_endpoint.clone();
+    assert_refused(
+        apply_as::<OutboundDestination>(&team_b, &b, &dest("gw", &granted, &gw, allowlist)).await,
+        &format!("spec.s3.endpoint {gw} is not granted to namespace {b} with bucket {granted}"),
+    );
+    // The grants themselves are the admin's: b's user can neither read nor change them.
+    let tenancies = kube::Api::<OutboundTenancy>::all(team_b.clone());
+    match tenancies.get("default").await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
+        other => panic!("b's user read the tenancy: {other:?}"),
+    }
+    let widen: OutboundTenancy = serde_yaml::from_str(&grants("[\"*\"]")).unwrap();
+    match tenancies
+        .patch(
+            "default",
+            &PatchParams::apply("team-b").force(),
+            &Patch::Apply(&widen),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
+        other => panic!("b's user changed the tenancy: {other:?}"),
+    }
+    // A governed namespace that no grant names gets no cross-account destination, even from the
+    // admin; a namespace the grants do not govern keeps the single-team behaviour.
+    assert_refused(
+        apply_as::<OutboundDestination>(
+            &world.client,
+            &c,
+            &dest("other", &other, &moto, allowlist),
+        )
+        .await,
+        &format!("namespace {c} has no grant for cross-account destinations"),
+    );
+    apply_as::<OutboundDestination>(&world.client, &d, &dest("other", &other, &moto, allowlist))
+        .await
+        .expect("a namespace outside the governed ones is not restricted");
+    // The team's own keys are not restricted by grants.
+    apply_as::<OutboundDestination>(
+        &team_b,
+        &b,
+        &dest("own-keys", &other, &moto, "{secret: {name: customer-keys}}"),
+    )
+    .await
+    .expect("a secret-keys destination is admitted whatever its bucket");
+    // What is granted is admitted: the bucket with our identity, and a granted role with it.
+    apply_as::<OutboundDestination>(&team_b, &b, &dest("granted", &granted, &moto, allowlist))
+        .await
+        .expect("the granted bucket is admitted");
+    apply_as::<OutboundDestination>(
+        &team_b,
+        &b,
+        &dest(
+            "granted-role",
+            &granted,
+            &moto,
+            &format!("{{crossAccount: {{roleArn: \"{role_prefix}writer\"}}}}"),
+        ),
+    )
+    .await
+    .expect("the granted role with the granted bucket is admitted");
+    // ... and an update to a bucket not granted is refused like a create.
+    assert_refused(
+        apply_as::<OutboundDestination>(&team_b, &b, &dest("granted", &other, &moto, allowlist))
+            .await,
+        &format!("spec.s3.bucket {other} is not granted to namespace {b}"),
+    );
+
+    // The operator, with the admin's identity for itself and (through the workload-identity
+    // Secret) for the upload pods.
+    world
+        .secret(
+            "outbound-identity",
+            &[("AWS_ACCESS_KEY_ID", &ak), ("AWS_SECRET_ACCESS_KEY", &sk)],
+        )
+        .await;
+    let operator_env = [
+        ("AWS_ACCESS_KEY_ID", ak.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", sk.as_str()),
+        ("AWS_REGION", "us-east-1"),
+        ("OUTBOUND_WORKLOAD_IDENTITY_SECRET", "outbound-identity"),
+    ];
+    let folder = world.volume("exports").await;
+    write_lines(&folder.join("a.sync"), 100);
+    world.start_operator_with_env(&operator_env);
+    world.wait_destination("granted", "True", "Validated").await;
+    let delivery = |name: &str| {
+        delivery_yaml(
+            name,
+            "granted",
+            "exports",
+            &format!("  keyPrefix: {name}/\n"),
+        )
+    };
+    apply_as::<OutboundDelivery>(&team_b, &b, &delivery("first"))
+        .await
+        .unwrap();
+    world
+        .wait_delivery(
+            "first",
+            "Succeeded",
+            Some("Delivered"),
+            Duration::from_secs(180),
+        )
+        .await;
+
+    // The grant of the bucket is removed while the operator is away: the destination still says
+    // Ready (nobody probed it since), and b's user asks for another delivery to it.
+    world.kill_operator();
+    apply_tenancy(&world, &grants(&format!("[{b}-spare-*]"))).await;
+    apply_as::<OutboundDelivery>(&team_b, &b, &delivery("second"))
+        .await
+        .unwrap();
+    world.start_operator_with_env(&operator_env);
+    let refused = world
+        .wait_destination("granted", "False", "NotGranted")
+        .await;
+    let message = &refused.status.unwrap().conditions[0].message;
+    assert_eq!(
+        message,
+        &format!(
+            "spec.s3.bucket {granted} is not granted to namespace {b} (OutboundTenancy default)"
+        )
+    );
+    let waiting = world
+        .wait_delivery(
+            "second",
+            "Pending",
+            Some("NotGranted"),
+            Duration::from_secs(60),
+        )
+        .await;
+    let ready = &waiting.status.unwrap().conditions[0];
+    assert!(
+        ready.message.contains("is not granted"),
+        "{}",
+        ready.message
+    );
+    // A while later still: one Job (the first delivery's), nothing new in the bucket.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let jobs = jobs_in(&world).await;
+    assert_eq!(
+        jobs.len(),
+        1,
+        "no Job for a delivery to a destination not granted"
+    );
+    assert!(
+        jobs[0].metadata.name.as_deref().unwrap().contains("first"),
+        "{:?}",
+        jobs[0].metadata.name
+    );
+    let keys = |objects: Vec<(String, i64)>| -> Vec<String> {
+        objects.into_iter().map(|(k, _)| k).collect()
+    };
+    assert_eq!(
+        keys(list_objects(&moto_admin, &granted).await),
+        ["first/a.sync", "first/manifest.json"]
+    );
+    // The grant back: the destination is probed again and the waiting delivery goes.
+    apply_tenancy(&world, &grants(&format!("[{granted}]"))).await;
+    world.wait_destination("granted", "True", "Validated").await;
+    world
+        .wait_delivery(
+            "second",
+            "Succeeded",
+            Some("Delivered"),
+            Duration::from_secs(180),
+        )
+        .await;
+    // No tenancy object at all: today's single-team behaviour, whatever the bucket.
+    kube::Api::<OutboundTenancy>::all(world.client.clone())
+        .delete("default", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(
+        "the tenancy policy to let any bucket through once the grants are gone",
+        Duration::from_secs(30),
+        || async {
+            apply_as::<OutboundDestination>(&team_b, &b, &dest("other", &other, &moto, allowlist))
+                .await
+                .is_ok()
+                .then_some(())
+        },
+        || world.diagnose(),
+    )
+    .await;
+    assert!(list_objects(&moto_admin, &other).await.is_empty());
+    for ns in [&c, &d] {
+        let _ = kube::Api::<Namespace>::all(world.client.clone())
+            .delete(ns, &DeleteParams::default())
+            .await;
+    }
+    world.cleanup().await;
+}

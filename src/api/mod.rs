@@ -1,24 +1,26 @@
-//! The CRD types (OutboundDestination, OutboundDelivery, and the pods' OutboundShard), conditions
-//! and constants.
+//! The CRD types (OutboundDestination, OutboundDelivery, the pods' OutboundShard and the admin's
+//! OutboundTenancy), conditions and constants.
 
 mod delivery;
 mod destination;
 mod policy;
 mod quantity;
+mod tenancy;
 
 pub use crate::shard::{JOB_LABEL, OutboundShard, SHARD_FINALIZER, ShardSpec, shard_name};
 pub use delivery::*;
 pub use destination::*;
 pub use policy::{
-    JOB_NAME_PREFIX, MAX_JOB_NAME, SPLIT_SIZE_POLICY, UPLOAD_PODS_POLICY, UPLOAD_SERVICE_ACCOUNT,
-    policies, split_size_policy, upload_pods_policy,
+    JOB_NAME_PREFIX, MAX_JOB_NAME, SPLIT_SIZE_POLICY, TENANCY_POLICY, UPLOAD_PODS_POLICY,
+    UPLOAD_SERVICE_ACCOUNT, policies, split_size_policy, tenancy_policy, upload_pods_policy,
 };
 pub use quantity::SplitSize;
+pub use tenancy::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-/// The API group of both resources.
+/// The API group of the resources.
 pub const GROUP: &str = "outbound.dev";
 /// The field manager of every write the controller makes (server-side apply).
 pub const CONTROLLER_MANAGER: &str = "outbound-controller";
@@ -61,6 +63,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         OutboundDestination::crd(),
         OutboundDelivery::crd(),
         OutboundShard::crd(),
+        OutboundTenancy::crd(),
     ]
 }
 

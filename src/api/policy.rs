@@ -1,7 +1,8 @@
 //! The admission policies that ship with the CRDs: one lets the API server refuse a delivery whose
 //! split size is above its destination's (CEL on the CRD cannot read another object, a policy
-//! can); the other keeps each upload pod to its own shard object, and everyone but the operator
-//! out of delivery status.
+//! can); one keeps each upload pod to its own shard object, and everyone but the operator out of
+//! delivery status; one refuses a cross-account destination that the admin's tenancy grants do
+//! not allow to its namespace.
 
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
@@ -64,7 +65,7 @@ pub fn split_size_policy() -> (ValidatingAdmissionPolicy, ValidatingAdmissionPol
 
 /// Every admission policy with its binding, as `crds_yaml` and the tests apply them.
 pub fn policies() -> Vec<(ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding)> {
-    vec![split_size_policy(), upload_pods_policy()]
+    vec![split_size_policy(), upload_pods_policy(), tenancy_policy()]
 }
 
 /// The upload pods' ServiceAccount, one per namespace, unless the destination names its own.
@@ -143,6 +144,152 @@ pub fn upload_pods_policy() -> (ValidatingAdmissionPolicy, ValidatingAdmissionPo
         "kind": "ValidatingAdmissionPolicyBinding",
         "metadata": {"name": format!("{UPLOAD_PODS_POLICY}-binding")},
         "spec": {"policyName": UPLOAD_PODS_POLICY, "validationActions": ["Deny"]},
+    }))
+    .expect("the binding is a valid ValidatingAdmissionPolicyBinding");
+    (policy, binding)
+}
+
+/// Name of the tenancy policy and, with `-binding`, of its binding.
+pub const TENANCY_POLICY: &str = "outbounddestinations.outbound.dev-tenancy";
+
+/// CEL: whether one of `list`'s patterns (a name, or a prefix ending in `*`) matches `value`;
+/// what `tenancy::matches` does.
+fn any_match(list: &str, value: &str) -> String {
+    format!(
+        "{list}.exists(p, p.endsWith('*') ? {value}.startsWith(p.substring(0, size(p) - 1)) : p == {value})"
+    )
+}
+
+/// The policy and its binding that refuse a cross-account destination (allowlist or role) whose
+/// bucket, role or endpoints no grant of the `OutboundTenancy` named `default` allows to its
+/// namespace; the refusal names the namespace, the field and the value. The binding's param is
+/// that one object, so no tenancy object means no restriction (`parameterNotFoundAction: Allow`),
+/// which is the single-team default. `tenancy::check` is the same rule in Rust, for the operator
+/// (a destination admitted before a grant was removed) and for unit tests; the messages agree.
+pub fn tenancy_policy() -> (ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding) {
+    let cross = "object.spec.credentials.crossAccount";
+    let variables = [
+        ("ns", "request.namespace".to_string()),
+        (
+            "governed",
+            format!(
+                "!has(params.spec.namespaces) || {}",
+                any_match("params.spec.namespaces", "variables.ns")
+            ),
+        ),
+        (
+            "grants",
+            format!(
+                "has(params.spec.grants) ? params.spec.grants.filter(g, {}) : []",
+                any_match("g.namespaces", "variables.ns")
+            ),
+        ),
+        ("bucket", "object.spec.s3.bucket".to_string()),
+        (
+            "withBucket",
+            format!(
+                "variables.grants.filter(g, has(g.buckets) && {})",
+                any_match("g.buckets", "variables.bucket")
+            ),
+        ),
+        (
+            "role",
+            format!("has({cross}.roleArn) ? {cross}.roleArn : ''"),
+        ),
+        (
+            "withRole",
+            format!(
+                "variables.role == '' ? variables.withBucket : variables.withBucket.filter(g, has(g.roleArns) && {})",
+                any_match("g.roleArns", "variables.role")
+            ),
+        ),
+        (
+            "endpoints",
+            "(has(object.spec.s3.endpoint) ? [{'field': 'spec.s3.endpoint', 'url': string(object.spec.s3.endpoint)}] : []) \
++ (has(object.spec.s3.stsEndpoint) ? [{'field': 'spec.s3.stsEndpoint', 'url': string(object.spec.s3.stsEndpoint)}] : [])"
+                .to_string(),
+        ),
+        (
+            "ungranted",
+            format!(
+                "variables.endpoints.filter(e, !variables.withRole.exists(g, has(g.endpoints) && {}))",
+                any_match("g.endpoints", "e.url")
+            ),
+        ),
+    ];
+    let variables: Vec<serde_json::Value> = variables
+        .iter()
+        .map(|(name, expression)| serde_json::json!({"name": name, "expression": expression}))
+        .collect();
+    let tail = "' (OutboundTenancy default)'";
+    // Each rule fails only when the ones before it pass, so that the refusal names one thing.
+    let validations = serde_json::json!([
+        {
+            "expression": "!variables.governed || size(variables.grants) > 0",
+            "messageExpression": "'namespace ' + variables.ns + ' has no grant for cross-account destinations \
+    (OutboundTenancy default): ask the cluster admin to grant it the bucket, role and endpoint'",
+            "reason": "Forbidden",
+        },
+        {
+            "expression": "!variables.governed || size(variables.grants) == 0 || size(variables.withBucket) > 0",
+            "messageExpression": format!("'spec.s3.bucket ' + variables.bucket + ' is not granted to namespace ' + variables.ns + {tail}"),
+            "reason": "Forbidden",
+        },
+        {
+            "expression": "!variables.governed || size(variables.withBucket) == 0 || size(variables.withRole) > 0",
+            "messageExpression": format!("'spec.credentials.crossAccount.roleArn ' + variables.role + ' is not granted to namespace ' \
+    + variables.ns + ' with bucket ' + variables.bucket + {tail}"),
+            "reason": "Forbidden",
+        },
+        {
+            "expression": format!("!variables.governed || size(variables.withRole) == 0 || variables.withRole.exists(g, \
+    variables.endpoints.all(e, has(g.endpoints) && {}))", any_match("g.endpoints", "e.url")),
+            "messageExpression": format!("size(variables.ungranted) > 0 \
+    ? variables.ungranted[0].field + ' ' + variables.ungranted[0].url + ' is not granted to namespace ' + variables.ns \
+    + ' with bucket ' + variables.bucket + {tail} \
+    : 'spec.s3.endpoint and spec.s3.stsEndpoint are not granted together to namespace ' + variables.ns \
+    + ' with bucket ' + variables.bucket + {tail}"),
+            "reason": "Forbidden",
+        },
+    ]);
+    let policy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": TENANCY_POLICY},
+        "spec": {
+            "failurePolicy": "Fail",
+            "paramKind": {"apiVersion": "outbound.dev/v1alpha1", "kind": "OutboundTenancy"},
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["outbound.dev"],
+                "apiVersions": ["v1alpha1"],
+                "operations": ["CREATE", "UPDATE"],
+                "resources": ["outbounddestinations"],
+            }]},
+            // Secret keys are the team's own and not restricted. Updates that leave the spec as
+            // it is (labels, finalizers) pass, so a removed grant never blocks a deletion; the
+            // operator reports such a destination as NotGranted instead.
+            "matchConditions": [
+                {"name": "cross-account", "expression": format!("has({cross})")},
+                {
+                    "name": "spec-set-or-changed",
+                    "expression": "request.operation == 'CREATE' || object.spec != oldObject.spec",
+                },
+            ],
+            "variables": variables,
+            "validations": validations,
+        },
+    }))
+    .expect("the policy is a valid ValidatingAdmissionPolicy");
+    let binding = serde_json::from_value(serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": format!("{TENANCY_POLICY}-binding")},
+        "spec": {
+            "policyName": TENANCY_POLICY,
+            "validationActions": ["Deny"],
+            // One named object: with a selector every matching param would have to pass.
+            "paramRef": {"name": super::TENANCY_NAME, "parameterNotFoundAction": "Allow"},
+        },
     }))
     .expect("the binding is a valid ValidatingAdmissionPolicyBinding");
     (policy, binding)

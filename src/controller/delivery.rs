@@ -1,5 +1,5 @@
-//! The delivery reconciler, a short driver: dereference (destination, Secret, PVC, Job) ->
-//! validate (pure) -> build (pure) -> create once -> fold status (pure) -> apply status.
+//! The delivery reconciler, a short driver: dereference (destination, Secret, PVC, Job, tenancy)
+//! -> validate (pure) -> build (pure) -> create once -> fold status (pure) -> apply status.
 //! The finalizer deletes the Job, waits for its pods, aborts the open multipart uploads its pods
 //! journaled in their OutboundShards, then lets the shards go.
 
@@ -15,7 +15,8 @@ use crate::api::{
 };
 use crate::job;
 use crate::status::{DeliveryObservation, delivery_patch, delivery_status};
-use crate::validate::{self, ValidatedDelivery, validate};
+use crate::tenancy;
+use crate::validate::{self, Blocked, ValidatedDelivery, validate};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -233,12 +234,28 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
                 metadata: meta.metadata.clone(),
                 ..Default::default()
             });
-        match validate(
-            &delivery,
-            destination.as_deref(),
-            secret_keys.as_deref(),
-            pvc.as_ref(),
-        ) {
+        // The grants again, not only the destination's Ready: a grant removed a moment ago may
+        // not have reached the destination's status yet.
+        let tenancy = ctx.stores.tenancy().await;
+        let checked = match destination
+            .as_deref()
+            .map(|d| tenancy::check(tenancy.as_ref().map(|t| &t.spec), &ns, &d.spec))
+        {
+            Some(Err(message)) => Err(Blocked {
+                reason: tenancy::NOT_GRANTED,
+                message: format!(
+                    "OutboundDestination {} is not granted: {message}",
+                    delivery.spec.destination_ref.name
+                ),
+            }),
+            _ => validate(
+                &delivery,
+                destination.as_deref(),
+                secret_keys.as_deref(),
+                pvc.as_ref(),
+            ),
+        };
+        match checked {
             Err(b) => blocked = Some(b),
             Ok(v) => {
                 manifest_key = v.manifest_key.clone();

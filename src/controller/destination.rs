@@ -1,12 +1,14 @@
-//! The destination reconciler: resolve credentials, probe the bucket, write `Ready`, identity
-//! and bucket-policy statement. Needs a client (Secret, status) and the network (S3/STS).
+//! The destination reconciler: check the admin's grants, resolve credentials, probe the bucket,
+//! write `Ready`, identity and bucket-policy statement. Needs a client (Secret, status) and the
+//! network (S3/STS).
 
 use super::endpoint::{self, EndpointPolicy};
 use super::{Context, requeue_for};
-use crate::api::{CONTROLLER_MANAGER, OutboundDestination, SecretKeys};
+use crate::api::{CONTROLLER_MANAGER, OutboundDestination, OutboundTenancy, SecretKeys};
 use crate::credentials::{Access, Target};
 use crate::probe::{self, ProbeTarget, reason};
 use crate::status::{ProbeReport, destination_patch, destination_status};
+use crate::tenancy;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
@@ -131,6 +133,17 @@ pub fn external_id_in_use(dest: &OutboundDestination) -> Option<String> {
         .as_ref()
         .and_then(|c| c.external_id.clone())
         .or_else(|| dest.status.as_ref().and_then(|s| s.external_id.clone()))
+}
+
+/// Refuses a cross-account destination that the admin's tenancy grants do not allow to its
+/// namespace (admitted before a grant was removed, or while the policy was not installed). Pure.
+fn granted(
+    dest: &OutboundDestination,
+    tenancy: Option<&OutboundTenancy>,
+) -> Result<(), Box<ProbeReport>> {
+    let ns = dest.namespace().unwrap_or_default();
+    tenancy::check(tenancy.map(|t| &t.spec), &ns, &dest.spec)
+        .map_err(|message| Box::new(ProbeReport::refused(reason::NOT_GRANTED, message)))
 }
 
 /// Refuses a spec-supplied ExternalId unless the admin allows them. Pure.
@@ -282,15 +295,18 @@ pub async fn reconcile(dest: Arc<OutboundDestination>, ctx: Arc<Context>) -> Res
     ctx.metrics.reconcile(CONTROLLER);
     let ns = dest.namespace().unwrap_or_default();
     let name = dest.name_any();
-    let (dest, recorded) = if needs_external_id(&dest) {
+    // A destination the grants do not allow gets nothing from the operator: no ExternalId, no
+    // probe. A refused endpoint is never contacted either, not even to read the Secret for it.
+    let tenancy = ctx.stores.tenancy().await;
+    let grant = granted(&dest, tenancy.as_deref());
+    let (dest, recorded) = if grant.is_ok() && needs_external_id(&dest) {
         match record_external_id(&ctx, &dest).await? {
             Ok(written) => (Arc::new(written), Ok(())),
             Err(report) => (dest, Err(report)),
         }
     } else {
-        (dest, Ok(()))
+        (dest, grant)
     };
-    // A refused endpoint is never contacted, not even to read the Secret for it.
     let allowed = match recorded
         .and_then(|()| spec_external_id_allowed(&dest, ctx.args.allow_spec_external_id))
     {

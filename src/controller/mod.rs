@@ -7,7 +7,10 @@ pub mod endpoint;
 pub mod leader;
 mod uploads;
 
-use crate::api::{CONTROLLER_MANAGER, OutboundDelivery, OutboundDestination, OutboundShard};
+use crate::api::{
+    CONTROLLER_MANAGER, OutboundDelivery, OutboundDestination, OutboundShard, OutboundTenancy,
+    TENANCY_NAME,
+};
 use crate::metrics::Metrics;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
@@ -147,6 +150,8 @@ pub struct Stores {
     pub secrets: Store<PartialObjectMeta<Secret>>,
     /// The upload pods' shard reports (progress, failures, open uploads), without managed fields.
     pub shards: Store<OutboundShard>,
+    /// The admin's tenancy grants: the one `OutboundTenancy` named `default`, when it exists.
+    pub tenancy: Store<OutboundTenancy>,
     /// Key names (never values) of Secrets, by namespace/name, at a resourceVersion: whether a
     /// Secret has the keys a destination names is read once per Secret version, not per delivery.
     secret_keys: Mutex<HashMap<(String, String), SecretKeyNames>>,
@@ -155,6 +160,9 @@ pub struct Stores {
     /// waiters: its one-shot channel keeps one waker. With several deliveries at a start, the
     /// others waited forever.)
     ready: futures::future::Shared<futures::future::BoxFuture<'static, ()>>,
+    /// Resolves once the tenancy store has its first list (what the destination reconciler
+    /// waits for: a destination must not be probed before the grants are known).
+    tenancy_ready: futures::future::Shared<futures::future::BoxFuture<'static, ()>>,
 }
 
 /// A Secret's resourceVersion and its key names.
@@ -170,20 +178,36 @@ struct StoreWriters {
 }
 
 impl Stores {
-    fn new() -> (Stores, StoreWriters) {
+    /// The stores, the writers the delivery controller's watches drive, and the tenancy's writer
+    /// (its watch triggers the destination controller).
+    fn new() -> (
+        Stores,
+        StoreWriters,
+        reflector::store::Writer<OutboundTenancy>,
+    ) {
         let (jobs, jobs_w) = reflector::store();
         let (destinations, destinations_w) = reflector::store();
         let (claims, claims_w) = reflector::store();
         let (secrets, secrets_w) = reflector::store();
         let (shards, shards_w) = reflector::store();
+        let (tenancy, tenancy_w) = reflector::store();
+        use futures::FutureExt;
+        let tenancy_ready = {
+            let t = tenancy.clone();
+            async move {
+                let _ = t.wait_until_ready().await;
+            }
+            .boxed()
+            .shared()
+        };
         let ready = {
-            use futures::FutureExt;
-            let (j, d, c, s, sh) = (
+            let (j, d, c, s, sh, t) = (
                 jobs.clone(),
                 destinations.clone(),
                 claims.clone(),
                 secrets.clone(),
                 shards.clone(),
+                tenancy_ready.clone(),
             );
             async move {
                 let _ = futures::join!(
@@ -192,6 +216,7 @@ impl Stores {
                     c.wait_until_ready(),
                     s.wait_until_ready(),
                     sh.wait_until_ready(),
+                    t,
                 );
             }
             .boxed()
@@ -204,8 +229,10 @@ impl Stores {
                 claims,
                 secrets,
                 shards,
+                tenancy,
                 secret_keys: Mutex::default(),
                 ready,
+                tenancy_ready,
             },
             StoreWriters {
                 jobs: jobs_w,
@@ -214,6 +241,7 @@ impl Stores {
                 secrets: secrets_w,
                 shards: shards_w,
             },
+            tenancy_w,
         )
     }
 
@@ -221,6 +249,13 @@ impl Stores {
     /// store as "does not exist" just after a start).
     pub async fn ready(&self) {
         self.ready.clone().await
+    }
+
+    /// The tenancy grants (`None`: no tenancy object, nothing restricted), once the store has
+    /// its first list.
+    pub async fn tenancy(&self) -> Option<Arc<OutboundTenancy>> {
+        self.tenancy_ready.clone().await;
+        self.tenancy.get(&ObjectRef::new(TENANCY_NAME))
     }
 
     /// The key names of Secret `ns/name` when it exists, read from the API server only when
@@ -315,7 +350,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     lease.acquire().await;
     metrics.set_leader(true);
 
-    let (stores, writers) = Stores::new();
+    let (stores, writers, tenancy) = Stores::new();
     let ctx = Arc::new(Context {
         stores,
         recorder: Recorder::new(
@@ -334,7 +369,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         progress_writes: Mutex::default(),
     });
 
-    let destinations = destination_controller(ctx.clone());
+    // The tenancy object fills its store (read by both reconcilers) and triggers every
+    // destination: a grant added or removed decides whether each is probed at all.
+    let tenancy = watcher(
+        Api::<OutboundTenancy>::all(client.clone()),
+        // The one object the policy reads, so that RBAC can name it (resourceNames).
+        watcher::Config::default().fields(&format!("metadata.name={TENANCY_NAME}")),
+    )
+    .default_backoff()
+    .reflect(tenancy)
+    .touched_objects();
+    let destinations = destination_controller(ctx.clone(), tenancy);
     let deliveries = delivery_controller(ctx.clone(), writers);
     tokio::select! {
         _ = destinations => anyhow::bail!("the destination controller stopped"),
@@ -351,13 +396,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn destination_controller(ctx: Arc<Context>) {
+async fn destination_controller(
+    ctx: Arc<Context>,
+    tenancy: impl futures::Stream<Item = Result<OutboundTenancy, watcher::Error>> + Send + 'static,
+) {
     use futures::StreamExt;
     let controller = Controller::new(
         scoped::<OutboundDestination>(&ctx),
         watcher::Config::default(),
     );
     let store = controller.store();
+    let every = controller.store();
     // Secret metadata only: the controller never caches secret values; a changed
     // resourceVersion (key rotation) is enough to probe again.
     let secrets = scoped::<PartialObjectMeta<Secret>>(&ctx);
@@ -376,6 +425,13 @@ async fn destination_controller(ctx: Arc<Context>) {
                             .as_ref()
                             .is_some_and(|s| s.name == name)
                 })
+                .map(|d| ObjectRef::from_obj(&*d))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(tenancy, move |_| {
+            every
+                .state()
+                .into_iter()
                 .map(|d| ObjectRef::from_obj(&*d))
                 .collect::<Vec<_>>()
         })
