@@ -578,12 +578,10 @@ async fn ensure_upload_access(ctx: &Context, v: &ValidatedDelivery) -> Result<()
         )
         .await
         .map_err(sa_error)?;
-    } else if get_opt(&sas, "ServiceAccount", &v.service_account)
-        .await?
-        .is_none()
-    {
-        // A named workload-identity account that does not exist yet: create it bare, so that
-        // the pods can start (its IRSA annotation is the platform team's business).
+    } else {
+        // A named workload-identity account that does not exist yet: created bare, so that the
+        // pods can start (its IRSA annotation is the platform team's business); one that exists
+        // is left as it is (409). A create, not a read first: the operator needs no `get`.
         let sa = ServiceAccount {
             metadata: kube::api::ObjectMeta {
                 name: Some(v.service_account.clone()),

@@ -374,8 +374,37 @@ impl World {
         format!("--- objects\n{out}\n--- operator log (tail)\n{tail}")
     }
 
+    /// Stops the operator and deletes the namespace. The finalizers it left are removed (no
+    /// operator runs to honour them), so that the namespace goes and no later cluster-wide
+    /// operator inherits its objects.
     pub async fn cleanup(mut self) {
         self.kill_operator();
+        let release = serde_json::json!({"metadata": {"finalizers": null}});
+        let params = PatchParams::default();
+        for d in self
+            .api::<OutboundDelivery>()
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+        {
+            let _ = self
+                .api::<OutboundDelivery>()
+                .patch(&d.name_any(), &params, &Patch::Merge(&release))
+                .await;
+        }
+        for s in self
+            .api::<outbound::api::OutboundShard>()
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+        {
+            let _ = self
+                .api::<outbound::api::OutboundShard>()
+                .patch(&s.name_any(), &params, &Patch::Merge(&release))
+                .await;
+        }
         let _ = Api::<Namespace>::all(self.client.clone())
             .delete(&self.ns, &DeleteParams::default())
             .await;
@@ -383,8 +412,15 @@ impl World {
 }
 
 impl Drop for World {
+    /// A test that failed half-way leaves nothing running and its namespace going (its
+    /// destinations first of all: a later cluster-wide operator would probe them).
     fn drop(&mut self) {
         self.kill_operator();
+        let _ = Command::new("kubectl")
+            .args(["delete", "namespace", &self.ns, "--wait=false"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
