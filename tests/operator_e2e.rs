@@ -638,6 +638,7 @@ fn assert_secret_nowhere(world: &World, secret: &str) {
         "events",
         "outbounddeliveries",
         "outbounddestinations",
+        "outboundshards",
         "jobs",
         "pods",
     ] {
@@ -766,8 +767,60 @@ async fn no_secret_value_is_shown_and_a_key_shaped_id_only_masked() {
         || world.diagnose(),
     )
     .await;
+    // A delivery with the sentinel's keys: nothing of them in its Job, its pods' logs, its
+    // shards, the objects delivered, their metadata or the manifest either.
+    let folder = world.volume("exports").await;
+    std::fs::write(folder.join("a.sync"), "one\ntwo\n".repeat(50_000)).unwrap();
+    world
+        .apply_yaml::<OutboundDelivery>(&delivery_yaml(
+            "with-db-keys",
+            "db",
+            "exports",
+            "  manifest: true\n",
+        ))
+        .await
+        .unwrap();
+    world
+        .wait_delivery("with-db-keys", "Succeeded", None, Duration::from_secs(120))
+        .await;
     for value in [&sentinel, &shaped, &unknown, &secret] {
         assert_secret_nowhere(&world, value);
+    }
+    let pod_logs = std::path::Path::new(&std::env::var("GROUND_STATE").expect("GROUND_STATE"))
+        .join("logs/pods");
+    let mut read = 0;
+    for entry in std::fs::read_dir(&pod_logs).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{}_", world.ns)))
+        {
+            let log = std::fs::read_to_string(&path).unwrap();
+            read += 1;
+            for value in [&sentinel, &secret] {
+                assert!(
+                    !log.contains(value.as_str()),
+                    "{} holds a secret",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(read > 0, "no upload pod log in {}", pod_logs.display());
+    for (key, _) in list_objects(&gw, &bkt).await {
+        let object = gw.get_object().bucket(&bkt).key(&key).send().await.unwrap();
+        let metadata = format!("{:?}", object.metadata());
+        let body = object.body.collect().await.unwrap().into_bytes();
+        for value in [&sentinel, &secret] {
+            assert!(
+                !metadata.contains(value.as_str()),
+                "{key}'s metadata holds a secret"
+            );
+            assert!(
+                !String::from_utf8_lossy(&body).contains(value.as_str()),
+                "{key} holds a secret"
+            );
+        }
     }
     world.cleanup().await;
 }
