@@ -904,7 +904,7 @@ impl Opened {
             offset: 0,
             source,
         };
-        let file = File::open(&object.path).map_err(failed)?;
+        let file = super::walk::open_source(&object.source, &object.path)?;
         let stamp = Stamp::of(&file.metadata().map_err(failed)?);
         if stamp.len < object.offset + object.size {
             return Err(UploadError::Changed {

@@ -155,11 +155,7 @@ pub async fn build(
 /// Counts the lines of a planned object by reading its bytes (a last line without a newline
 /// counts). Rare (only counts no shard reported), so the scan's checksum is simply not used.
 pub fn count_lines(object: &PlannedObject) -> Result<u64, UploadError> {
-    let file = std::fs::File::open(&object.path).map_err(|source| UploadError::Read {
-        file: object.source.clone(),
-        offset: 0,
-        source,
-    })?;
+    let file = super::walk::open_source(&object.source, &object.path)?;
     Ok(super::engine::scan(&file, object, ChecksumAlgorithm::Crc32C)?.lines)
 }
 

@@ -105,7 +105,7 @@ impl SourceArgs {
         tokio::task::spawn_blocking(move || {
             let files = walk::walk(&args.source, &args.include, &args.exclude)?;
             Ok(plan::plan(&files, &args.settings(), |f| {
-                std::fs::File::open(&f.path)
+                walk::open_source(&f.relative, &f.path).map_err(std::io::Error::other)
             })?)
         })
         .await

@@ -91,8 +91,10 @@ pub fn walk(
                 }
                 (target, meta)
             } else {
+                // Read from the real path (folder links are not descended, so it is the real
+                // root's): it holds no link, which `open_source` then insists on.
                 (
-                    path.clone(),
+                    real_root.join(path.strip_prefix(root).expect("walked below the root")),
                     entry.metadata().map_err(|e| walk_err(&path, e))?,
                 )
             };
@@ -108,6 +110,42 @@ pub fn walk(
     }
     files.sort_by(|a, b| a.relative.cmp(&b.relative));
     Ok(files)
+}
+
+/// Opens a planned source file (`path`, the real path the walk found, which holds no link) for
+/// reading, refusing a link anywhere in it: a folder or file swapped for a link between the walk
+/// and the read (pointing at a pod token, say) is [`UploadError::OutsideVolume`], not read.
+/// Linux's `openat2(RESOLVE_NO_SYMLINKS)`; where the kernel or a seccomp profile lacks it, a
+/// plain open (the walk's check stands).
+pub fn open_source(file: &str, path: &Path) -> Result<std::fs::File, UploadError> {
+    let read_error = |source| UploadError::Read {
+        file: file.to_string(),
+        offset: 0,
+        source,
+    };
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{CWD, Mode, OFlags, ResolveFlags, openat2};
+        use rustix::io::Errno;
+        match openat2(
+            CWD,
+            path,
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            Ok(fd) => return Ok(std::fs::File::from(fd)),
+            Err(Errno::LOOP) | Err(Errno::XDEV) => {
+                return Err(UploadError::OutsideVolume {
+                    file: file.to_string(),
+                    target: format!("{} (a link appeared after the walk)", path.display()),
+                });
+            }
+            Err(Errno::NOSYS) | Err(Errno::PERM) => {}
+            Err(e) => return Err(read_error(e.into())),
+        }
+    }
+    std::fs::File::open(path).map_err(read_error)
 }
 
 fn selected(
@@ -260,5 +298,32 @@ mod tests {
             names(&walk(&src, &[], &[]).unwrap()),
             ["a.sync", "sub/b.sync"]
         );
+    }
+
+    #[test]
+    fn a_folder_swapped_for_a_link_after_the_walk_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("data")).unwrap();
+        std::fs::write(src.join("data/a.sync"), "a\n").unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("a.sync"), "token\n").unwrap();
+        let files = walk(&src, &[], &[]).unwrap();
+        assert_eq!(files.len(), 1);
+        let mut text = String::new();
+        use std::io::Read;
+        open_source("data/a.sync", &files[0].path)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "a\n");
+        // Between the walk and the read, data/ becomes a link to a folder outside.
+        std::fs::rename(src.join("data"), dir.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, src.join("data")).unwrap();
+        match open_source("data/a.sync", &files[0].path) {
+            Err(UploadError::OutsideVolume { file, .. }) => assert_eq!(file, "data/a.sync"),
+            other => panic!("read through a link: {other:?}"),
+        }
     }
 }
