@@ -1,12 +1,18 @@
 //! Destination validation against S3: resolve the writing identity (STS), HeadBucket, write a
-//! probe object with If-None-Match and delete it; every failure mapped to a specific reason
-//! with a message the customer can act on. Needs network (S3/STS), no Kubernetes client.
+//! probe object with If-None-Match and exactly the headers of an upload (`WriteHeaders`), read it
+//! back as uploads and the manifest do (HeadObject, GetObject) and delete it; every failure mapped
+//! to a specific reason with a message the customer can act on. Needs network (S3/STS), no
+//! Kubernetes client.
 
 use crate::api::Identity;
 pub use crate::credentials::masked_access_key_id;
 use crate::credentials::{Access, Target, s3_client, sdk_config};
 use crate::status::ProbeReport;
+use crate::upload::headers::{BUCKET_OWNER_FULL_CONTROL, WriteHeaders};
+use crate::validate::WriteSettings;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumMode, ObjectCannedAcl};
 use aws_smithy_types::error::metadata::ErrorMetadata;
 
 /// Why a destination is not ready (the `Ready=False` reasons).
@@ -30,6 +36,9 @@ pub mod reason {
     pub const BUCKET_OWNER_MISMATCH: &str = "BucketOwnerMismatch";
     /// The admin's tenancy grants do not allow the bucket, role or endpoint to the namespace.
     pub const NOT_GRANTED: &str = crate::tenancy::NOT_GRANTED;
+    /// The bucket refuses the ACL the uploads send (a bucket policy that requires another one,
+    /// or ACLs disabled by object ownership), while it accepts the same write otherwise.
+    pub const ACL_REFUSED: &str = "AclRefused";
 }
 
 /// Replaces every occurrence of a secret value in `text`: servers may quote the request they
@@ -67,8 +76,9 @@ pub struct ProbeTarget {
     pub bucket: String,
     pub prefix: String,
     pub target: Target,
-    pub sse: Option<String>,
-    pub sse_kms_key_id: Option<String>,
+    /// What the uploads to this destination send with every object (ACL, SSE, storage class,
+    /// checksum): the probe object is written with the same.
+    pub write: WriteSettings,
     /// The allowlist mode: our own identity, named in the customer's bucket policy.
     pub allowlist: bool,
 }
@@ -80,6 +90,8 @@ pub enum Step {
     Identity,
     HeadBucket,
     PutObject,
+    HeadObject,
+    GetObject,
     DeleteObject,
 }
 
@@ -90,6 +102,8 @@ impl Step {
             Step::Identity => "sts:GetCallerIdentity",
             Step::HeadBucket => "HeadBucket (s3:ListBucket)",
             Step::PutObject => "PutObject (s3:PutObject)",
+            Step::HeadObject => "HeadObject (s3:GetObject)",
+            Step::GetObject => "GetObject (s3:GetObject)",
             Step::DeleteObject => "DeleteObject (s3:DeleteObject)",
         }
     }
@@ -290,6 +304,12 @@ pub fn classify(
                 ),
             )
         }
+        "AccessControlListNotSupported" => r(
+            reason::ACL_REFUSED,
+            format!(
+                "{action} on bucket {bucket} was refused: the bucket has ACLs disabled (object ownership BucketOwnerEnforced) and takes no ACL but bucket-owner-full-control: set spec.upload.acl to bucket-owner-full-control"
+            ),
+        ),
         "AccessDenied" | "AllAccessDisabled" | "Forbidden" => r(
             reason::ACCESS_DENIED,
             format!(
@@ -297,6 +317,12 @@ pub fn classify(
             ),
         ),
         _ => match facts.http_status {
+            // The object was written a moment ago: a missing one is the server's oddity, not a
+            // missing bucket.
+            Some(404) if matches!(step, Step::HeadObject | Step::GetObject) => r(
+                reason::PROBE_FAILED,
+                format!("{action} did not find the probe object just written to bucket {bucket}"),
+            ),
             Some(404) => r(
                 reason::NO_SUCH_BUCKET,
                 format!("bucket {bucket} does not exist: check spec.s3.bucket"),
@@ -410,7 +436,17 @@ async fn our_arn(target: &ProbeTarget) -> Option<String> {
 }
 
 async fn probe_unredacted(target: &ProbeTarget, access: &Access) -> ProbeReport {
-    let kms = target.sse.as_deref() == Some("aws:kms");
+    // The uploader parses the same text; what it would refuse, the probe refuses first.
+    let headers = match target.write.headers() {
+        Ok(headers) => headers,
+        Err(message) => {
+            return ProbeReport::refused(
+                reason::PROBE_FAILED,
+                format!("spec.upload cannot be sent: {message}"),
+            );
+        }
+    };
+    let kms = target.write.sse.as_deref() == Some("aws:kms");
     // AWS's answers are quoted as they are (they say what to fix); a custom endpoint's only by
     // class.
     let custom = target.target.endpoint.is_some() || target.target.sts_endpoint.is_some();
@@ -550,39 +586,43 @@ async fn probe_unredacted(target: &ProbeTarget, access: &Access) -> ProbeReport 
         }
     };
 
-    let key = format!(
-        "{}.outbound-probe-{:016x}",
-        target.prefix,
-        rand::random::<u64>()
-    );
-    let mut put = s3
-        .put_object()
-        .bucket(&target.bucket)
-        .key(&key)
-        .if_none_match("*")
-        .body(aws_sdk_s3::primitives::ByteStream::from_static(
-            b"outbound probe\n",
-        ));
-    if let Some(sse) = &target.sse {
-        put = put.server_side_encryption(sse.as_str().into());
-    }
-    if let Some(kms_key) = &target.sse_kms_key_id {
-        put = put.ssekms_key_id(kms_key);
-    }
-    if let Err(e) = put.send().await {
-        let facts = ErrorFacts::from_sdk(&e);
+    let key = probe_key(&target.prefix);
+    if let Err(facts) = put_probe(&s3, &target.bucket, &key, &headers).await {
         // Someone else's object at our random key: the write permission is proven all the same.
         if facts.code.as_deref() != Some("PreconditionFailed") {
+            if let Some(message) = acl_refusal(&s3, target, &key, &headers, &facts).await {
+                return ProbeReport {
+                    failure: Some((reason::ACL_REFUSED.into(), message)),
+                    identity: Some(identity),
+                    bucket_policy_statement: policy,
+                    trust_policy_statement: None,
+                };
+            }
             return fail(Step::PutObject, &facts, Some(identity), policy);
         }
     }
-    if let Err(e) = s3
+    let read = read_back(&s3, &target.bucket, &key).await;
+    let deleted = s3
         .delete_object()
         .bucket(&target.bucket)
         .key(&key)
         .send()
-        .await
-    {
+        .await;
+    if let Err((step, facts)) = read {
+        let mut report = fail(step, &facts, Some(identity), policy);
+        if let Some((_, message)) = &mut report.failure {
+            message.push_str(&format!(
+                " (probe object {key}{}): uploads read objects back, HeadObject to compare and resume them, GetObject for the manifest",
+                if deleted.is_err() {
+                    ", left in the bucket: DeleteObject failed too"
+                } else {
+                    ""
+                }
+            ));
+        }
+        return report;
+    }
+    if let Err(e) = deleted {
         let facts = ErrorFacts::from_sdk(&e);
         let mut report = fail(Step::DeleteObject, &facts, Some(identity), policy);
         if let Some((_, message)) = &mut report.failure {
@@ -599,6 +639,113 @@ async fn probe_unredacted(target: &ProbeTarget, access: &Access) -> ProbeReport 
         bucket_policy_statement: policy,
         trust_policy_statement: None,
     }
+}
+
+/// A fresh key under the prefix for one probe object.
+fn probe_key(prefix: &str) -> String {
+    format!("{prefix}.outbound-probe-{:016x}", rand::random::<u64>())
+}
+
+const PROBE_BODY: &[u8] = b"outbound probe\n";
+
+/// Writes a probe object as an upload would: If-None-Match, and `headers` with the body's
+/// checksum.
+async fn put_probe(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    headers: &WriteHeaders,
+) -> Result<(), ErrorFacts> {
+    let checksum =
+        crate::checksum::to_base64(&crate::checksum::digest(headers.checksum, PROBE_BODY));
+    let request = s3
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .if_none_match("*")
+        .body(ByteStream::from_static(PROBE_BODY));
+    match headers.put(request, &checksum).send().await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(ErrorFacts::from_sdk(&e)),
+    }
+}
+
+/// Reads the probe object back as the uploads do: HeadObject with checksums (comparing an object
+/// already at a key, resuming, the manifest's sizes and checksums), then GetObject (an existing
+/// manifest is compared by its content).
+async fn read_back(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<(), (Step, ErrorFacts)> {
+    s3.head_object()
+        .bucket(bucket)
+        .key(key)
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .map_err(|e| (Step::HeadObject, ErrorFacts::from_sdk(&e)))?;
+    let object = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| (Step::GetObject, ErrorFacts::from_sdk(&e)))?;
+    // The body too: a KMS-encrypted object is only decrypted as it is read.
+    object.body.collect().await.map_err(|e| {
+        (
+            Step::GetObject,
+            ErrorFacts {
+                unreachable: true,
+                text: e.to_string(),
+                ..Default::default()
+            },
+        )
+    })?;
+    Ok(())
+}
+
+/// Whether a refused probe write was refused for its ACL: either S3 says so
+/// (`AccessControlListNotSupported`), or a 403 that the same write with
+/// `bucket-owner-full-control` (the ACL every bucket that takes cross-account writes accepts)
+/// does not get. Then the message that names the bucket, the key and the header; `None` when the
+/// ACL is not the cause (the refusal is then reported as it is).
+async fn acl_refusal(
+    s3: &aws_sdk_s3::Client,
+    target: &ProbeTarget,
+    key: &str,
+    headers: &WriteHeaders,
+    facts: &ErrorFacts,
+) -> Option<String> {
+    let bucket = &target.bucket;
+    let sent = match &headers.acl {
+        Some(acl) => format!("with x-amz-acl: {}", acl.as_str()),
+        None => "without an x-amz-acl header".to_string(),
+    };
+    let fix = format!("set spec.upload.acl to {BUCKET_OWNER_FULL_CONTROL}");
+    if facts.code.as_deref() == Some("AccessControlListNotSupported") {
+        return Some(format!(
+            "bucket {bucket} refuses PutObject of {key} {sent}: it has ACLs disabled (object ownership BucketOwnerEnforced) and takes no ACL but {BUCKET_OWNER_FULL_CONTROL}: {fix}"
+        ));
+    }
+    let owner_acl = ObjectCannedAcl::BucketOwnerFullControl;
+    if facts.http_status != Some(403) || headers.acl.as_ref() == Some(&owner_acl) {
+        return None;
+    }
+    let other = probe_key(&target.prefix);
+    match put_probe(s3, bucket, &other, &headers.with_acl(Some(owner_acl))).await {
+        Ok(()) => {}
+        Err(f) if f.code.as_deref() == Some("PreconditionFailed") => {}
+        Err(_) => return None,
+    }
+    let left = match s3.delete_object().bucket(bucket).key(&other).send().await {
+        Ok(_) => String::new(),
+        Err(_) => format!(" (probe object {other} was left in the bucket)"),
+    };
+    Some(format!(
+        "bucket {bucket} refuses PutObject of {key} {sent} and accepts the same write with x-amz-acl: {BUCKET_OWNER_FULL_CONTROL} (its bucket policy requires that ACL): {fix}{left}"
+    ))
 }
 
 #[cfg(test)]

@@ -239,7 +239,6 @@ pub async fn resolve_access(
 /// Where a destination's bucket is, for the probe and the uploads' abort.
 pub fn probe_target(dest: &OutboundDestination) -> ProbeTarget {
     let s3 = &dest.spec.s3;
-    let upload = dest.spec.upload.clone().unwrap_or_default();
     ProbeTarget {
         bucket: s3.bucket.clone(),
         prefix: s3.prefix.clone().unwrap_or_default(),
@@ -250,11 +249,8 @@ pub fn probe_target(dest: &OutboundDestination) -> ProbeTarget {
             sts_endpoint: s3.sts_endpoint.clone(),
             expected_bucket_owner: s3.expected_bucket_owner.clone(),
         },
-        sse: upload
-            .server_side_encryption
-            .as_ref()
-            .map(|s| s.algorithm.as_str().to_string()),
-        sse_kms_key_id: upload.server_side_encryption.and_then(|s| s.kms_key_id),
+        // The same settings, defaults included, that the Jobs of its deliveries get.
+        write: crate::validate::write_settings(dest),
         allowlist: dest
             .spec
             .credentials
