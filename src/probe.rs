@@ -1,8 +1,9 @@
 //! Destination validation against S3: resolve the writing identity (STS), HeadBucket, write a
 //! probe object with If-None-Match and exactly the headers of an upload (`WriteHeaders`), read it
-//! back as uploads and the manifest do (HeadObject, GetObject) and delete it; every failure mapped
-//! to a specific reason with a message the customer can act on. Needs network (S3/STS), no
-//! Kubernetes client.
+//! back as uploads and the manifest do (HeadObject, GetObject) and delete it, then open a
+//! multipart upload with the same headers, send it a part, list its parts and abort it (what
+//! large objects, resumes and the operator's clean-up need); every failure mapped to a specific
+//! reason with a message the customer can act on. Needs network (S3/STS), no Kubernetes client.
 
 use crate::api::Identity;
 pub use crate::credentials::masked_access_key_id;
@@ -93,6 +94,10 @@ pub enum Step {
     HeadObject,
     GetObject,
     DeleteObject,
+    CreateMultipartUpload,
+    UploadPart,
+    ListParts,
+    AbortMultipartUpload,
 }
 
 impl Step {
@@ -105,6 +110,10 @@ impl Step {
             Step::HeadObject => "HeadObject (s3:GetObject)",
             Step::GetObject => "GetObject (s3:GetObject)",
             Step::DeleteObject => "DeleteObject (s3:DeleteObject)",
+            Step::CreateMultipartUpload => "CreateMultipartUpload (s3:PutObject)",
+            Step::UploadPart => "UploadPart (s3:PutObject)",
+            Step::ListParts => "ListParts (s3:ListMultipartUploadParts)",
+            Step::AbortMultipartUpload => "AbortMultipartUpload (s3:AbortMultipartUpload)",
         }
     }
 }
@@ -630,6 +639,13 @@ async fn probe_unredacted(target: &ProbeTarget, access: &Access) -> ProbeReport 
         }
         return report;
     }
+    if let Err(refusal) = multipart_probe(&s3, target, &headers).await {
+        let mut report = fail(refusal.step, &refusal.facts, Some(identity), policy);
+        if let Some((_, message)) = &mut report.failure {
+            message.push_str(&refusal.note());
+        }
+        return report;
+    }
     if let Some(facts) = head_denied {
         return fail(Step::HeadBucket, &facts, Some(identity), policy);
     }
@@ -746,6 +762,113 @@ async fn acl_refusal(
     Some(format!(
         "bucket {bucket} refuses PutObject of {key} {sent} and accepts the same write with x-amz-acl: {BUCKET_OWNER_FULL_CONTROL} (its bucket policy requires that ACL): {fix}{left}"
     ))
+}
+
+/// A multipart step the bucket refused, with what it left behind.
+struct MultipartRefusal {
+    step: Step,
+    facts: ErrorFacts,
+    key: String,
+    /// The probe's upload, when its abort failed too.
+    left_open: Option<String>,
+}
+
+impl MultipartRefusal {
+    /// Why the uploads need the refused step, and what the probe left in the bucket.
+    fn note(&self) -> String {
+        let key = &self.key;
+        let why = match self.step {
+            // CreateMultipartUpload of the same key with the same headers passed: what differs
+            // is the headers only object creation carries.
+            Step::UploadPart if self.facts.http_status == Some(403) => {
+                "; CreateMultipartUpload of the same key was accepted, so a condition on a header that parts do not carry refuses them (a bucket policy that requires s3:x-amz-acl on s3:PutObject does: a part carries no ACL): objects above the multipart threshold cannot be delivered until the condition lets requests without that header through (for example with \"Null\": {\"s3:x-amz-acl\": \"false\"}) or the bucket uses object ownership BucketOwnerEnforced instead"
+            }
+            Step::ListParts => "; a resumed upload lists the parts already stored",
+            Step::AbortMultipartUpload => {
+                "; the operator aborts the open uploads of failed and deleted deliveries"
+            }
+            _ => "; objects above the multipart threshold are written as multipart uploads",
+        };
+        let left = match &self.left_open {
+            Some(id) => format!(", upload {id} left open: AbortMultipartUpload failed too"),
+            None => String::new(),
+        };
+        format!(" (multipart probe object {key}{left}){why}")
+    }
+}
+
+/// Opens a multipart upload as the uploads do (their headers), sends one part, lists the parts and
+/// aborts it: the steps of a large object, a resume and the operator's clean-up.
+async fn multipart_probe(
+    s3: &aws_sdk_s3::Client,
+    target: &ProbeTarget,
+    headers: &WriteHeaders,
+) -> Result<(), MultipartRefusal> {
+    let bucket = &target.bucket;
+    let key = probe_key(&target.prefix);
+    let refused = |step: Step, facts: ErrorFacts, left_open: Option<String>| MultipartRefusal {
+        step,
+        facts,
+        key: key.clone(),
+        left_open,
+    };
+    let created = headers
+        .create(s3.create_multipart_upload().bucket(bucket).key(&key))
+        .send()
+        .await
+        .map_err(|e| refused(Step::CreateMultipartUpload, ErrorFacts::from_sdk(&e), None))?;
+    let Some(upload_id) = created.upload_id else {
+        let facts = ErrorFacts {
+            text: "no upload id in the answer".into(),
+            ..Default::default()
+        };
+        return Err(refused(Step::CreateMultipartUpload, facts, None));
+    };
+    let checksum =
+        crate::checksum::to_base64(&crate::checksum::digest(headers.checksum, PROBE_BODY));
+    let used = async {
+        let part = s3
+            .upload_part()
+            .bucket(bucket)
+            .key(&key)
+            .upload_id(&upload_id)
+            .part_number(1)
+            .body(ByteStream::from_static(PROBE_BODY));
+        headers
+            .part(part, &checksum)
+            .send()
+            .await
+            .map_err(|e| (Step::UploadPart, ErrorFacts::from_sdk(&e)))?;
+        s3.list_parts()
+            .bucket(bucket)
+            .key(&key)
+            .upload_id(&upload_id)
+            .send()
+            .await
+            .map_err(|e| (Step::ListParts, ErrorFacts::from_sdk(&e)))?;
+        Ok(())
+    }
+    .await;
+    let aborted = s3
+        .abort_multipart_upload()
+        .bucket(bucket)
+        .key(&key)
+        .upload_id(&upload_id)
+        .send()
+        .await;
+    match (used, aborted) {
+        (Err((step, facts)), aborted) => Err(refused(
+            step,
+            facts,
+            aborted.is_err().then(|| upload_id.clone()),
+        )),
+        (Ok(()), Err(e)) => Err(refused(
+            Step::AbortMultipartUpload,
+            ErrorFacts::from_sdk(&e),
+            Some(upload_id.clone()),
+        )),
+        (Ok(()), Ok(_)) => Ok(()),
+    }
 }
 
 #[cfg(test)]

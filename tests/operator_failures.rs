@@ -98,13 +98,13 @@ async fn stage(name: &str, bucket_prefix: &str, rate: u64) -> Stage {
     }
 }
 
-/// A moto user whose policy allows the probe (its probe objects, listing, the bucket) and
-/// nothing else: the destination is Ready, and every PutObject of a delivery is AccessDenied.
+/// A moto user whose policy allows the probe (its probe objects and multipart upload, listing,
+/// the bucket) and nothing else: the destination is Ready, and every PutObject of a delivery is AccessDenied.
 fn moto_probe_only_user(env: &GroundEnv, name: &str, bucket: &str) -> (String, String) {
     let python = std::env::var("HOME").unwrap() + "/.cache/outbound/venv/bin/python";
     let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": "s3:*", "Resource": format!("arn:aws:s3:::{bucket}")},
-        {"Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject", "s3:GetObject"], "Resource": format!("arn:aws:s3:::{bucket}/.outbound-probe-*")},
+        {"Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject", "s3:GetObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"], "Resource": format!("arn:aws:s3:::{bucket}/.outbound-probe-*")},
     ]});
     let script = format!(
         "import boto3,json\niam=boto3.client('iam',endpoint_url='{}',region_name='us-east-1',aws_access_key_id='{}',aws_secret_access_key='{}')\niam.create_user(UserName='{name}')\niam.put_user_policy(UserName='{name}',PolicyName='probe-only',PolicyDocument={})\nk=iam.create_access_key(UserName='{name}')['AccessKey']\nprint(json.dumps([k['AccessKeyId'],k['SecretAccessKey']]))",

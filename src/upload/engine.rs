@@ -669,20 +669,17 @@ impl Engine {
         let out = self
             .retry
             .run("UploadPart", &object.key, || async {
-                let mut request = self
-                    .s3
-                    .upload_part()
-                    .bucket(&self.bucket)
-                    .key(&object.key)
-                    .upload_id(upload_id)
-                    .part_number(number as i32)
-                    .content_length(len as i64)
-                    .body(ByteStream::from(body.clone()));
-                request = match algorithm {
-                    ChecksumAlgorithm::Crc64Nvme => request.checksum_crc64_nvme(&digest),
-                    ChecksumAlgorithm::Crc32C => request.checksum_crc32_c(&digest),
-                    ChecksumAlgorithm::Sha256 => request.checksum_sha256(&digest),
-                };
+                let request = self.settings.headers.part(
+                    self.s3
+                        .upload_part()
+                        .bucket(&self.bucket)
+                        .key(&object.key)
+                        .upload_id(upload_id)
+                        .part_number(number as i32)
+                        .content_length(len as i64)
+                        .body(ByteStream::from(body.clone())),
+                    &digest,
+                );
                 request
                     .customize()
                     .disable_payload_signing()

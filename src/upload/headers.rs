@@ -1,12 +1,13 @@
 //! The headers of every request that creates an object (ACL, server-side encryption and its KMS
 //! key, storage class, checksum algorithm), typed once and applied by one function per request
-//! kind: the uploads' PutObject and CreateMultipartUpload, the manifest's PutObject and the
-//! destination probe's PutObject all go through here, so the probe cannot test other headers
-//! than the uploads send. `ExpectedBucketOwner` is not here: the S3 client of a target adds it to
+//! kind: the uploads' PutObject, CreateMultipartUpload and UploadPart, the manifest's PutObject
+//! and the destination probe's all go through here, so the probe cannot test other headers than
+//! the uploads send. `ExpectedBucketOwner` is not here: the S3 client of a target adds it to
 //! every request (`credentials::s3_config`).
 
 use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder;
 use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
+use aws_sdk_s3::operation::upload_part::builders::UploadPartFluentBuilder;
 use aws_sdk_s3::types::{ObjectCannedAcl, ServerSideEncryption, StorageClass};
 
 use crate::checksum::ChecksumAlgorithm;
@@ -112,6 +113,20 @@ impl WriteHeaders {
             .set_storage_class(self.storage_class.clone())
             .checksum_algorithm(self.checksum.sdk())
             .checksum_type(ChecksumAlgorithm::sdk_kind(self.checksum.multipart_kind()))
+    }
+
+    /// An UploadPart with the part's checksum (base64) in this algorithm. Parts carry nothing
+    /// else: S3 takes the ACL, SSE and storage class of the upload from its creation.
+    pub fn part(
+        &self,
+        request: UploadPartFluentBuilder,
+        checksum: &str,
+    ) -> UploadPartFluentBuilder {
+        match self.checksum {
+            ChecksumAlgorithm::Crc64Nvme => request.checksum_crc64_nvme(checksum),
+            ChecksumAlgorithm::Crc32C => request.checksum_crc32_c(checksum),
+            ChecksumAlgorithm::Sha256 => request.checksum_sha256(checksum),
+        }
     }
 
     /// The headers as they go on the wire (`x-amz-acl: bucket-owner-full-control`, ...), for
