@@ -839,13 +839,21 @@ async fn multipart_probe(
             .send()
             .await
             .map_err(|e| (Step::UploadPart, ErrorFacts::from_sdk(&e)))?;
-        s3.list_parts()
+        if let Err(e) = s3
+            .list_parts()
             .bucket(bucket)
             .key(&key)
             .upload_id(&upload_id)
             .send()
             .await
-            .map_err(|e| (Step::ListParts, ErrorFacts::from_sdk(&e)))?;
+        {
+            let facts = ErrorFacts::from_sdk(&e);
+            // Only a refusal counts here: moto 5.2.5 answers 200 with a root element the SDK does
+            // not take (ListPartsResponse), which still says the permission is there.
+            if !facts.http_status.is_some_and(|s| (200..300).contains(&s)) {
+                return Err((Step::ListParts, facts));
+            }
+        }
         Ok(())
     }
     .await;
@@ -981,6 +989,61 @@ mod tests {
         assert_eq!(
             classify(Step::Identity, &down, "b", "r", false).0,
             reason::UNREACHABLE
+        );
+    }
+
+    #[test]
+    fn refused_acls_and_reads_get_their_own_reasons() {
+        let (reason, msg) = classify(
+            Step::PutObject,
+            &facts("AccessControlListNotSupported", 400),
+            "acme",
+            "r",
+            false,
+        );
+        assert_eq!(reason, reason::ACL_REFUSED);
+        assert!(
+            msg.contains("acme") && msg.contains("bucket-owner-full-control"),
+            "{msg}"
+        );
+        // HEAD answers carry no code: a 403 is a missing s3:GetObject, named as such.
+        let (reason, msg) = classify(Step::HeadObject, &facts("", 403), "acme", "r", false);
+        assert_eq!(reason, reason::ACCESS_DENIED);
+        assert!(
+            msg.starts_with("HeadObject (s3:GetObject) on bucket acme"),
+            "{msg}"
+        );
+        // The object was just written: not finding it is no missing bucket.
+        let (reason, _) = classify(Step::GetObject, &facts("", 404), "acme", "r", false);
+        assert_eq!(reason, reason::PROBE_FAILED);
+    }
+
+    #[test]
+    fn a_refused_part_says_what_a_policy_on_the_acl_does_to_multipart_uploads() {
+        let refusal = |step, status| MultipartRefusal {
+            step,
+            facts: facts("AccessDenied", status),
+            key: "in/.outbound-probe-1".into(),
+            left_open: None,
+        };
+        let note = refusal(Step::UploadPart, 403).note();
+        assert!(
+            note.contains("in/.outbound-probe-1") && note.contains("s3:x-amz-acl"),
+            "{note}"
+        );
+        assert!(
+            !refusal(Step::UploadPart, 500)
+                .note()
+                .contains("s3:x-amz-acl")
+        );
+        let open = MultipartRefusal {
+            left_open: Some("upload-7".into()),
+            ..refusal(Step::ListParts, 403)
+        }
+        .note();
+        assert!(
+            open.contains("upload upload-7 left open") && open.contains("resumed"),
+            "{open}"
         );
     }
 
