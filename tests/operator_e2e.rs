@@ -1840,19 +1840,33 @@ async fn bucket_policies_on_the_acl_are_met_or_named_by_the_probe_as_by_the_uplo
         stderr.contains("upload part") && stderr.contains("AccessDenied"),
         "{stderr}"
     );
-    let keys = |bkt: &str| {
-        let (root, bkt) = (&root, bkt.to_string());
+    // The other destinations keep probing these buckets, so a probe object or upload may be in
+    // flight at any moment: what must never happen is one that stays. The keys and open uploads
+    // once none is there.
+    let settled = |bkt: &str| {
+        let (root, bkt, world) = (&root, bkt.to_string(), &world);
         async move {
-            let mut keys: Vec<String> = list_objects(root, &bkt)
-                .await
-                .into_iter()
-                .map(|(k, _)| k)
-                .collect();
-            keys.sort();
-            keys
+            wait_for(
+                &format!("no probe object or upload in bucket {bkt}"),
+                Duration::from_secs(30),
+                || async {
+                    let mut keys: Vec<String> = list_objects(root, &bkt)
+                        .await
+                        .into_iter()
+                        .map(|(k, _)| k)
+                        .collect();
+                    keys.sort();
+                    let uploads = open_uploads(root, &bkt).await;
+                    let probe = |k: &String| k.contains(".outbound-probe-");
+                    (!keys.iter().any(probe) && !uploads.iter().any(probe))
+                        .then_some((keys, uploads))
+                },
+                || world.diagnose(),
+            )
+            .await
         }
     };
-    assert_eq!(keys(&strict).await, ["a.sync"], "no probe object is left");
+    assert_eq!(settled(&strict).await.0, ["a.sync"]);
 
     // The bucket that takes parts: a delivery with the ACL passes, every kind of write included.
     world
@@ -1872,10 +1886,10 @@ async fn bucket_policies_on_the_acl_are_met_or_named_by_the_probe_as_by_the_uplo
             Duration::from_secs(180),
         )
         .await;
+    let delivered = ["out/a.sync", "out/big/big.sync", "out/manifest.json"];
     assert_eq!(
-        keys(&owner).await,
-        ["out/a.sync", "out/big/big.sync", "out/manifest.json"],
-        "the delivery, and no probe object"
+        settled(&owner).await,
+        (delivered.map(String::from).to_vec(), vec![])
     );
     // The same destination with an ACL the bucket refuses: Ready flips, the header named.
     world
@@ -1895,18 +1909,13 @@ async fn bucket_policies_on_the_acl_are_met_or_named_by_the_probe_as_by_the_uplo
             "with x-amz-acl: public-read",
         ],
     );
-    assert_eq!(keys(&owner).await.len(), 3, "no probe object is left");
-    assert!(
-        open_uploads(&root, &owner).await.is_empty(),
-        "the multipart probes abort their uploads"
-    );
-    // On the strict bucket only the uploader's refused one stays open (pods leave uploads to the
-    // operator).
     assert_eq!(
-        open_uploads(&root, &strict).await,
-        ["big/big.sync"],
-        "the multipart probes abort their uploads"
+        settled(&owner).await,
+        (delivered.map(String::from).to_vec(), vec![])
     );
+    // On the strict bucket only the uploader's refused upload stays open (pods leave uploads to
+    // the operator); every multipart probe aborted its own.
+    assert_eq!(settled(&strict).await.1, ["big/big.sync"]);
     world.cleanup().await;
 }
 
