@@ -1,12 +1,19 @@
 //! Destination validation against S3: resolve the writing identity (STS), HeadBucket, write a
-//! probe object with If-None-Match and delete it; every failure mapped to a specific reason
-//! with a message the customer can act on. Needs network (S3/STS), no Kubernetes client.
+//! probe object with If-None-Match and exactly the headers of an upload (`WriteHeaders`), read it
+//! back as uploads and the manifest do (HeadObject, GetObject) and delete it, then open a
+//! multipart upload with the same headers, send it a part, list its parts and abort it (what
+//! large objects, resumes and the operator's clean-up need); every failure mapped to a specific
+//! reason with a message the customer can act on. Needs network (S3/STS), no Kubernetes client.
 
 use crate::api::Identity;
 pub use crate::credentials::masked_access_key_id;
 use crate::credentials::{Access, Target, s3_client, sdk_config};
 use crate::status::ProbeReport;
+use crate::upload::headers::{BUCKET_OWNER_FULL_CONTROL, WriteHeaders};
+use crate::validate::WriteSettings;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumMode, ObjectCannedAcl};
 use aws_smithy_types::error::metadata::ErrorMetadata;
 
 /// Why a destination is not ready (the `Ready=False` reasons).
@@ -30,6 +37,9 @@ pub mod reason {
     pub const BUCKET_OWNER_MISMATCH: &str = "BucketOwnerMismatch";
     /// The admin's tenancy grants do not allow the bucket, role or endpoint to the namespace.
     pub const NOT_GRANTED: &str = crate::tenancy::NOT_GRANTED;
+    /// The bucket refuses the ACL the uploads send (a bucket policy that requires another one,
+    /// or ACLs disabled by object ownership), while it accepts the same write otherwise.
+    pub const ACL_REFUSED: &str = "AclRefused";
 }
 
 /// Replaces every occurrence of a secret value in `text`: servers may quote the request they
@@ -67,8 +77,9 @@ pub struct ProbeTarget {
     pub bucket: String,
     pub prefix: String,
     pub target: Target,
-    pub sse: Option<String>,
-    pub sse_kms_key_id: Option<String>,
+    /// What the uploads to this destination send with every object (ACL, SSE, storage class,
+    /// checksum): the probe object is written with the same.
+    pub write: WriteSettings,
     /// The allowlist mode: our own identity, named in the customer's bucket policy.
     pub allowlist: bool,
 }
@@ -80,7 +91,13 @@ pub enum Step {
     Identity,
     HeadBucket,
     PutObject,
+    HeadObject,
+    GetObject,
     DeleteObject,
+    CreateMultipartUpload,
+    UploadPart,
+    ListParts,
+    AbortMultipartUpload,
 }
 
 impl Step {
@@ -90,7 +107,13 @@ impl Step {
             Step::Identity => "sts:GetCallerIdentity",
             Step::HeadBucket => "HeadBucket (s3:ListBucket)",
             Step::PutObject => "PutObject (s3:PutObject)",
+            Step::HeadObject => "HeadObject (s3:GetObject)",
+            Step::GetObject => "GetObject (s3:GetObject)",
             Step::DeleteObject => "DeleteObject (s3:DeleteObject)",
+            Step::CreateMultipartUpload => "CreateMultipartUpload (s3:PutObject)",
+            Step::UploadPart => "UploadPart (s3:PutObject)",
+            Step::ListParts => "ListParts (s3:ListMultipartUploadParts)",
+            Step::AbortMultipartUpload => "AbortMultipartUpload (s3:AbortMultipartUpload)",
         }
     }
 }
@@ -290,6 +313,12 @@ pub fn classify(
                 ),
             )
         }
+        "AccessControlListNotSupported" => r(
+            reason::ACL_REFUSED,
+            format!(
+                "{action} on bucket {bucket} was refused: the bucket has ACLs disabled (object ownership BucketOwnerEnforced) and takes no ACL but bucket-owner-full-control: set spec.upload.acl to bucket-owner-full-control"
+            ),
+        ),
         "AccessDenied" | "AllAccessDisabled" | "Forbidden" => r(
             reason::ACCESS_DENIED,
             format!(
@@ -297,6 +326,12 @@ pub fn classify(
             ),
         ),
         _ => match facts.http_status {
+            // The object was written a moment ago: a missing one is the server's oddity, not a
+            // missing bucket.
+            Some(404) if matches!(step, Step::HeadObject | Step::GetObject) => r(
+                reason::PROBE_FAILED,
+                format!("{action} did not find the probe object just written to bucket {bucket}"),
+            ),
             Some(404) => r(
                 reason::NO_SUCH_BUCKET,
                 format!("bucket {bucket} does not exist: check spec.s3.bucket"),
@@ -410,7 +445,17 @@ async fn our_arn(target: &ProbeTarget) -> Option<String> {
 }
 
 async fn probe_unredacted(target: &ProbeTarget, access: &Access) -> ProbeReport {
-    let kms = target.sse.as_deref() == Some("aws:kms");
+    // The uploader parses the same text; what it would refuse, the probe refuses first.
+    let headers = match target.write.headers() {
+        Ok(headers) => headers,
+        Err(message) => {
+            return ProbeReport::refused(
+                reason::PROBE_FAILED,
+                format!("spec.upload cannot be sent: {message}"),
+            );
+        }
+    };
+    let kms = target.write.sse.as_deref() == Some("aws:kms");
     // AWS's answers are quoted as they are (they say what to fix); a custom endpoint's only by
     // class.
     let custom = target.target.endpoint.is_some() || target.target.sts_endpoint.is_some();
@@ -550,43 +595,54 @@ async fn probe_unredacted(target: &ProbeTarget, access: &Access) -> ProbeReport 
         }
     };
 
-    let key = format!(
-        "{}.outbound-probe-{:016x}",
-        target.prefix,
-        rand::random::<u64>()
-    );
-    let mut put = s3
-        .put_object()
-        .bucket(&target.bucket)
-        .key(&key)
-        .if_none_match("*")
-        .body(aws_sdk_s3::primitives::ByteStream::from_static(
-            b"outbound probe\n",
-        ));
-    if let Some(sse) = &target.sse {
-        put = put.server_side_encryption(sse.as_str().into());
-    }
-    if let Some(kms_key) = &target.sse_kms_key_id {
-        put = put.ssekms_key_id(kms_key);
-    }
-    if let Err(e) = put.send().await {
-        let facts = ErrorFacts::from_sdk(&e);
+    let key = probe_key(&target.prefix);
+    if let Err(facts) = put_probe(&s3, &target.bucket, &key, &headers).await {
         // Someone else's object at our random key: the write permission is proven all the same.
         if facts.code.as_deref() != Some("PreconditionFailed") {
+            if let Some(message) = acl_refusal(&s3, target, &key, &headers, &facts).await {
+                return ProbeReport {
+                    failure: Some((reason::ACL_REFUSED.into(), message)),
+                    identity: Some(identity),
+                    bucket_policy_statement: policy,
+                    trust_policy_statement: None,
+                };
+            }
             return fail(Step::PutObject, &facts, Some(identity), policy);
         }
     }
-    if let Err(e) = s3
+    let read = read_back(&s3, &target.bucket, &key).await;
+    let deleted = s3
         .delete_object()
         .bucket(&target.bucket)
         .key(&key)
         .send()
-        .await
-    {
+        .await;
+    if let Err((step, facts)) = read {
+        let mut report = fail(step, &facts, Some(identity), policy);
+        if let Some((_, message)) = &mut report.failure {
+            message.push_str(&format!(
+                " (probe object {key}{}): uploads read objects back, HeadObject to compare and resume them, GetObject for the manifest",
+                if deleted.is_err() {
+                    ", left in the bucket: DeleteObject failed too"
+                } else {
+                    ""
+                }
+            ));
+        }
+        return report;
+    }
+    if let Err(e) = deleted {
         let facts = ErrorFacts::from_sdk(&e);
         let mut report = fail(Step::DeleteObject, &facts, Some(identity), policy);
         if let Some((_, message)) = &mut report.failure {
             message.push_str(&format!(" (probe object {key} was left in the bucket)"));
+        }
+        return report;
+    }
+    if let Err(refusal) = multipart_probe(&s3, target, &headers).await {
+        let mut report = fail(refusal.step, &refusal.facts, Some(identity), policy);
+        if let Some((_, message)) = &mut report.failure {
+            message.push_str(&refusal.note());
         }
         return report;
     }
@@ -598,6 +654,228 @@ async fn probe_unredacted(target: &ProbeTarget, access: &Access) -> ProbeReport 
         identity: Some(identity),
         bucket_policy_statement: policy,
         trust_policy_statement: None,
+    }
+}
+
+/// A fresh key under the prefix for one probe object.
+fn probe_key(prefix: &str) -> String {
+    format!("{prefix}.outbound-probe-{:016x}", rand::random::<u64>())
+}
+
+const PROBE_BODY: &[u8] = b"outbound probe\n";
+
+/// Writes a probe object as an upload would: If-None-Match, and `headers` with the body's
+/// checksum.
+async fn put_probe(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    headers: &WriteHeaders,
+) -> Result<(), ErrorFacts> {
+    let checksum =
+        crate::checksum::to_base64(&crate::checksum::digest(headers.checksum, PROBE_BODY));
+    let request = s3
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .if_none_match("*")
+        .body(ByteStream::from_static(PROBE_BODY));
+    match headers.put(request, &checksum).send().await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(ErrorFacts::from_sdk(&e)),
+    }
+}
+
+/// Reads the probe object back as the uploads do: HeadObject with checksums (comparing an object
+/// already at a key, resuming, the manifest's sizes and checksums), then GetObject (an existing
+/// manifest is compared by its content).
+async fn read_back(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<(), (Step, ErrorFacts)> {
+    s3.head_object()
+        .bucket(bucket)
+        .key(key)
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .map_err(|e| (Step::HeadObject, ErrorFacts::from_sdk(&e)))?;
+    let object = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| (Step::GetObject, ErrorFacts::from_sdk(&e)))?;
+    // The body too: a KMS-encrypted object is only decrypted as it is read.
+    object.body.collect().await.map_err(|e| {
+        (
+            Step::GetObject,
+            ErrorFacts {
+                unreachable: true,
+                text: e.to_string(),
+                ..Default::default()
+            },
+        )
+    })?;
+    Ok(())
+}
+
+/// Whether a refused probe write was refused for its ACL: either S3 says so
+/// (`AccessControlListNotSupported`), or a 403 that the same write with
+/// `bucket-owner-full-control` (the ACL every bucket that takes cross-account writes accepts)
+/// does not get. Then the message that names the bucket, the key and the header; `None` when the
+/// ACL is not the cause (the refusal is then reported as it is).
+async fn acl_refusal(
+    s3: &aws_sdk_s3::Client,
+    target: &ProbeTarget,
+    key: &str,
+    headers: &WriteHeaders,
+    facts: &ErrorFacts,
+) -> Option<String> {
+    let bucket = &target.bucket;
+    let sent = match &headers.acl {
+        Some(acl) => format!("with x-amz-acl: {}", acl.as_str()),
+        None => "without an x-amz-acl header".to_string(),
+    };
+    let fix = format!("set spec.upload.acl to {BUCKET_OWNER_FULL_CONTROL}");
+    if facts.code.as_deref() == Some("AccessControlListNotSupported") {
+        return Some(format!(
+            "bucket {bucket} refuses PutObject of {key} {sent}: it has ACLs disabled (object ownership BucketOwnerEnforced) and takes no ACL but {BUCKET_OWNER_FULL_CONTROL}: {fix}"
+        ));
+    }
+    let owner_acl = ObjectCannedAcl::BucketOwnerFullControl;
+    if facts.http_status != Some(403) || headers.acl.as_ref() == Some(&owner_acl) {
+        return None;
+    }
+    let other = probe_key(&target.prefix);
+    match put_probe(s3, bucket, &other, &headers.with_acl(Some(owner_acl))).await {
+        Ok(()) => {}
+        Err(f) if f.code.as_deref() == Some("PreconditionFailed") => {}
+        Err(_) => return None,
+    }
+    let left = match s3.delete_object().bucket(bucket).key(&other).send().await {
+        Ok(_) => String::new(),
+        Err(_) => format!(" (probe object {other} was left in the bucket)"),
+    };
+    Some(format!(
+        "bucket {bucket} refuses PutObject of {key} {sent} and accepts the same write with x-amz-acl: {BUCKET_OWNER_FULL_CONTROL} (its bucket policy requires that ACL): {fix}{left}"
+    ))
+}
+
+/// A multipart step the bucket refused, with what it left behind.
+struct MultipartRefusal {
+    step: Step,
+    facts: ErrorFacts,
+    key: String,
+    /// The probe's upload, when its abort failed too.
+    left_open: Option<String>,
+}
+
+impl MultipartRefusal {
+    /// Why the uploads need the refused step, and what the probe left in the bucket.
+    fn note(&self) -> String {
+        let key = &self.key;
+        let why = match self.step {
+            // CreateMultipartUpload of the same key with the same headers passed: what differs
+            // is the headers only object creation carries.
+            Step::UploadPart if self.facts.http_status == Some(403) => {
+                "; CreateMultipartUpload of the same key was accepted, so a condition on a header that parts do not carry refuses them (a bucket policy that requires s3:x-amz-acl on s3:PutObject does: a part carries no ACL): objects above the multipart threshold cannot be delivered until the condition lets requests without that header through (for example with \"Null\": {\"s3:x-amz-acl\": \"false\"}) or the bucket uses object ownership BucketOwnerEnforced instead"
+            }
+            Step::ListParts => "; a resumed upload lists the parts already stored",
+            Step::AbortMultipartUpload => {
+                "; the operator aborts the open uploads of failed and deleted deliveries"
+            }
+            _ => "; objects above the multipart threshold are written as multipart uploads",
+        };
+        let left = match &self.left_open {
+            Some(id) => format!(", upload {id} left open: AbortMultipartUpload failed too"),
+            None => String::new(),
+        };
+        format!(" (multipart probe object {key}{left}){why}")
+    }
+}
+
+/// Opens a multipart upload as the uploads do (their headers), sends one part, lists the parts and
+/// aborts it: the steps of a large object, a resume and the operator's clean-up.
+async fn multipart_probe(
+    s3: &aws_sdk_s3::Client,
+    target: &ProbeTarget,
+    headers: &WriteHeaders,
+) -> Result<(), MultipartRefusal> {
+    let bucket = &target.bucket;
+    let key = probe_key(&target.prefix);
+    let refused = |step: Step, facts: ErrorFacts, left_open: Option<String>| MultipartRefusal {
+        step,
+        facts,
+        key: key.clone(),
+        left_open,
+    };
+    let created = headers
+        .create(s3.create_multipart_upload().bucket(bucket).key(&key))
+        .send()
+        .await
+        .map_err(|e| refused(Step::CreateMultipartUpload, ErrorFacts::from_sdk(&e), None))?;
+    let Some(upload_id) = created.upload_id else {
+        let facts = ErrorFacts {
+            text: "no upload id in the answer".into(),
+            ..Default::default()
+        };
+        return Err(refused(Step::CreateMultipartUpload, facts, None));
+    };
+    let checksum =
+        crate::checksum::to_base64(&crate::checksum::digest(headers.checksum, PROBE_BODY));
+    let used = async {
+        let part = s3
+            .upload_part()
+            .bucket(bucket)
+            .key(&key)
+            .upload_id(&upload_id)
+            .part_number(1)
+            .body(ByteStream::from_static(PROBE_BODY));
+        headers
+            .part(part, &checksum)
+            .send()
+            .await
+            .map_err(|e| (Step::UploadPart, ErrorFacts::from_sdk(&e)))?;
+        if let Err(e) = s3
+            .list_parts()
+            .bucket(bucket)
+            .key(&key)
+            .upload_id(&upload_id)
+            .send()
+            .await
+        {
+            let facts = ErrorFacts::from_sdk(&e);
+            // Only a refusal counts here: moto 5.2.5 answers 200 with a root element the SDK does
+            // not take (ListPartsResponse), which still says the permission is there.
+            if !facts.http_status.is_some_and(|s| (200..300).contains(&s)) {
+                return Err((Step::ListParts, facts));
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let aborted = s3
+        .abort_multipart_upload()
+        .bucket(bucket)
+        .key(&key)
+        .upload_id(&upload_id)
+        .send()
+        .await;
+    match (used, aborted) {
+        (Err((step, facts)), aborted) => Err(refused(
+            step,
+            facts,
+            aborted.is_err().then(|| upload_id.clone()),
+        )),
+        (Ok(()), Err(e)) => Err(refused(
+            Step::AbortMultipartUpload,
+            ErrorFacts::from_sdk(&e),
+            Some(upload_id.clone()),
+        )),
+        (Ok(()), Ok(_)) => Ok(()),
     }
 }
 
@@ -711,6 +989,61 @@ mod tests {
         assert_eq!(
             classify(Step::Identity, &down, "b", "r", false).0,
             reason::UNREACHABLE
+        );
+    }
+
+    #[test]
+    fn refused_acls_and_reads_get_their_own_reasons() {
+        let (reason, msg) = classify(
+            Step::PutObject,
+            &facts("AccessControlListNotSupported", 400),
+            "acme",
+            "r",
+            false,
+        );
+        assert_eq!(reason, reason::ACL_REFUSED);
+        assert!(
+            msg.contains("acme") && msg.contains("bucket-owner-full-control"),
+            "{msg}"
+        );
+        // HEAD answers carry no code: a 403 is a missing s3:GetObject, named as such.
+        let (reason, msg) = classify(Step::HeadObject, &facts("", 403), "acme", "r", false);
+        assert_eq!(reason, reason::ACCESS_DENIED);
+        assert!(
+            msg.starts_with("HeadObject (s3:GetObject) on bucket acme"),
+            "{msg}"
+        );
+        // The object was just written: not finding it is no missing bucket.
+        let (reason, _) = classify(Step::GetObject, &facts("", 404), "acme", "r", false);
+        assert_eq!(reason, reason::PROBE_FAILED);
+    }
+
+    #[test]
+    fn a_refused_part_says_what_a_policy_on_the_acl_does_to_multipart_uploads() {
+        let refusal = |step, status| MultipartRefusal {
+            step,
+            facts: facts("AccessDenied", status),
+            key: "in/.outbound-probe-1".into(),
+            left_open: None,
+        };
+        let note = refusal(Step::UploadPart, 403).note();
+        assert!(
+            note.contains("in/.outbound-probe-1") && note.contains("s3:x-amz-acl"),
+            "{note}"
+        );
+        assert!(
+            !refusal(Step::UploadPart, 500)
+                .note()
+                .contains("s3:x-amz-acl")
+        );
+        let open = MultipartRefusal {
+            left_open: Some("upload-7".into()),
+            ..refusal(Step::ListParts, 403)
+        }
+        .note();
+        assert!(
+            open.contains("upload upload-7 left open") && open.contains("resumed"),
+            "{open}"
         );
     }
 

@@ -5,6 +5,7 @@ use crate::api::{
     ChecksumAlgorithm, DELIVERY_LABEL, JOB_NAME_PREFIX, MAX_JOB_NAME, OutboundDelivery,
     OutboundDestination, SplitOn, UPLOAD_SERVICE_ACCOUNT, condition,
 };
+use crate::upload::headers::{BUCKET_OWNER_FULL_CONTROL, WriteHeaders};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::ResourceExt;
 
@@ -78,6 +79,52 @@ pub fn target_now(
         sts_endpoint: s3.sts_endpoint.clone(),
         expected_bucket_owner: s3.expected_bucket_owner.clone(),
         prefix: join_prefix(s3.prefix.as_deref(), delivery.spec.key_prefix.as_deref()),
+    }
+}
+
+/// The object-write settings of a destination, as text: what the Job's environment carries to the
+/// uploads and what the destination probe sends. Both parse it with `WriteHeaders::parse`, so the
+/// probe writes with exactly the headers of an upload to that destination.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WriteSettings {
+    pub acl: Option<String>,
+    pub sse: Option<String>,
+    pub sse_kms_key_id: Option<String>,
+    pub storage_class: Option<String>,
+    pub checksum_algorithm: ChecksumAlgorithm,
+}
+
+impl WriteSettings {
+    /// The typed headers (as the uploader parses its environment).
+    pub fn headers(&self) -> Result<WriteHeaders, String> {
+        WriteHeaders::parse(
+            self.acl.as_deref(),
+            self.sse.as_deref(),
+            self.sse_kms_key_id.as_deref(),
+            self.storage_class.as_deref(),
+            self.checksum_algorithm,
+        )
+    }
+}
+
+/// A destination's write settings, defaults applied: the cross-account modes send
+/// `bucket-owner-full-control` unless the spec names an ACL (without it the customer would not
+/// own the objects written into its bucket).
+pub fn write_settings(destination: &OutboundDestination) -> WriteSettings {
+    let spec = &destination.spec;
+    let upload = spec.upload.clone().unwrap_or_default();
+    let sse = upload.server_side_encryption.as_ref();
+    WriteSettings {
+        acl: upload.acl.map(|a| a.as_str().to_string()).or_else(|| {
+            spec.credentials
+                .cross_account
+                .as_ref()
+                .map(|_| BUCKET_OWNER_FULL_CONTROL.to_string())
+        }),
+        sse: sse.map(|s| s.algorithm.as_str().to_string()),
+        sse_kms_key_id: sse.and_then(|s| s.kms_key_id.clone()),
+        storage_class: upload.storage_class.map(|c| c.as_str().to_string()),
+        checksum_algorithm: upload.checksum_algorithm.unwrap_or_default(),
     }
 }
 
@@ -332,10 +379,7 @@ pub fn validate(
             Some(sa) => (sa, false),
             None => (UPLOAD_SERVICE_ACCOUNT.to_string(), true),
         };
-    let acl = upload
-        .acl
-        .map(|a| a.as_str().to_string())
-        .or_else(|| cross.map(|_| "bucket-owner-full-control".to_string()));
+    let write = write_settings(destination);
     let prefix = join_prefix(dspec.s3.prefix.as_deref(), spec.key_prefix.as_deref());
     let _ = DELIVERY_LABEL;
     Ok(ValidatedDelivery {
@@ -359,17 +403,11 @@ pub fn validate(
         exclude: spec.source.volume.exclude.clone(),
         split_size,
         split_on: spec.split_on.or(upload.split_on).unwrap_or_default(),
-        storage_class: upload.storage_class.map(|c| c.as_str().to_string()),
-        sse: upload
-            .server_side_encryption
-            .as_ref()
-            .map(|s| s.algorithm.as_str().to_string()),
-        sse_kms_key_id: upload
-            .server_side_encryption
-            .as_ref()
-            .and_then(|s| s.kms_key_id.clone()),
-        checksum_algorithm: upload.checksum_algorithm.unwrap_or_default(),
-        acl,
+        storage_class: write.storage_class,
+        sse: write.sse,
+        sse_kms_key_id: write.sse_kms_key_id,
+        checksum_algorithm: write.checksum_algorithm,
+        acl: write.acl,
         manifest: spec.manifest,
         parallelism: spec.parallelism.max(1),
         backoff_limit: spec.backoff_limit.max(0),

@@ -663,12 +663,18 @@ fn assert_secret_nowhere(world: &World, secret: &str) {
 /// Creates a versitygw account with these keys (role admin: it may write every bucket), through
 /// versitygw's admin API as the ground's root user.
 fn versitygw_account(env: &GroundEnv, access: &str, secret: &str) {
+    versitygw_account_as(env, access, secret, "admin");
+}
+
+/// Creates a versitygw account of `role`: `user` accounts are held to bucket policies (root and
+/// `admin` accounts pass them by).
+fn versitygw_account_as(env: &GroundEnv, access: &str, secret: &str, role: &str) {
     let admin = std::env::var("S3_ADMIN_ENDPOINT").expect("S3_ADMIN_ENDPOINT from the ground");
     let out = std::process::Command::new("versitygw")
         .args(["admin", "--access", &env.s3_access_key, "--secret"])
         .arg(&env.s3_secret_key)
         .args(["--endpoint-url", &admin, "create-user", "--access", access])
-        .args(["--secret", secret, "--role", "admin"])
+        .args(["--secret", secret, "--role", role])
         .output()
         .expect("versitygw (on the ground's PATH)");
     assert!(
@@ -1691,6 +1697,278 @@ async fn the_expected_bucket_owner_goes_with_every_request() {
         .collect();
     assert!(keys.iter().any(|k| k == "accepted/a.sync"), "{keys:?}");
     assert!(!keys.iter().any(|k| k.starts_with("refused/")), "{keys:?}");
+    world.cleanup().await;
+}
+
+/// The bucket-policy statements of the ACL tests: `writer` may do what uploads do, `blind` may
+/// write and delete but not read; `deny` is the statement about ACLs.
+fn acl_policy(bkt: &str, writer: &str, blind: &str, deny: serde_json::Value) -> String {
+    let objects = format!("arn:aws:s3:::{bkt}/*");
+    serde_json::json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": [writer]}, "Resource": &objects,
+         "Action": ["s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]},
+        {"Effect": "Allow", "Principal": {"AWS": [blind]}, "Resource": &objects,
+         "Action": ["s3:PutObject", "s3:DeleteObject"]},
+        {"Effect": "Allow", "Principal": {"AWS": [writer, blind]}, "Resource": format!("arn:aws:s3:::{bkt}"),
+         "Action": ["s3:ListBucket", "s3:ListBucketMultipartUploads"]},
+        {"Sid": "OwnerFullControl", "Effect": "Deny", "Principal": "*", "Resource": &objects,
+         "Action": "s3:PutObject", "Condition": deny},
+    ]})
+    .to_string()
+}
+
+/// Bucket policies about the `x-amz-acl` header, on versitygw, which evaluates `s3:x-amz-acl` in
+/// bucket-policy conditions (for every request authorized as s3:PutObject: PutObject,
+/// CreateMultipartUpload, UploadPart) as AWS does; moto evaluates no bucket policy at all.
+///
+/// `strict`: AWS's documented pattern, every s3:PutObject without `x-amz-acl:
+/// bucket-owner-full-control` denied. A write without that ACL or with another one: `AclRefused`
+/// naming bucket, key and header. With it, single PUTs pass but no multipart upload can: its parts
+/// carry no ACL (the uploader proves it: a small file goes, a large one fails on UploadPart), so
+/// the probe does not call that destination Ready either, and says why.
+///
+/// `owner`: the variant that lets parts through (the ACL, when sent, must be
+/// bucket-owner-full-control): Ready, a delivery (single PUT, multipart object, manifest) passes,
+/// and the same destination switched to an ACL the bucket refuses flips to `AclRefused`. An
+/// identity that may write but not read is not Ready: uploads read objects back.
+#[tokio::test]
+async fn bucket_policies_on_the_acl_are_met_or_named_by_the_probe_as_by_the_uploads() {
+    let mut world = World::new("acl").await;
+    let env = &world.env;
+    let root = s3(
+        &env.s3_endpoint,
+        &env.s3_region,
+        &env.s3_access_key,
+        &env.s3_secret_key,
+    )
+    .await;
+    let (writer, blind) = (format!("aclw{}", suffix()), format!("aclb{}", suffix()));
+    let secret = format!("acl-secret-{}", suffix());
+    versitygw_account_as(env, &writer, &secret, "user");
+    versitygw_account_as(env, &blind, &secret, "user");
+    let (strict, owner) = (
+        format!("strict-{}", suffix()),
+        format!("owner-{}", suffix()),
+    );
+    let not_owner =
+        serde_json::json!({"StringNotEquals": {"s3:x-amz-acl": "bucket-owner-full-control"}});
+    let sent_not_owner = serde_json::json!({
+        "StringNotEquals": {"s3:x-amz-acl": "bucket-owner-full-control"},
+        "Null": {"s3:x-amz-acl": "false"},
+    });
+    for (bkt, deny) in [(&strict, not_owner), (&owner, sent_not_owner)] {
+        bucket(&root, bkt).await;
+        root.put_bucket_policy()
+            .bucket(bkt)
+            .policy(acl_policy(bkt, &writer, &blind, deny))
+            .send()
+            .await
+            .expect("versitygw takes the bucket policy");
+    }
+    for (name, key) in [("writer-keys", &writer), ("blind-keys", &blind)] {
+        world
+            .secret(
+                name,
+                &[
+                    ("AWS_ACCESS_KEY_ID", key.as_str()),
+                    ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+                ],
+            )
+            .await;
+    }
+    let endpoint = env.s3_endpoint.clone();
+    let destination = |name: &str, bkt: &str, keys: &str, acl: Option<&str>| {
+        let upload = match acl {
+            Some(acl) => format!("  upload: {{acl: {acl}, checksumAlgorithm: CRC32C}}\n"),
+            None => String::new(),
+        };
+        destination_yaml(
+            name,
+            bkt,
+            &endpoint,
+            &format!("{{secret: {{name: {keys}}}}}"),
+            &upload,
+        )
+    };
+    let full = Some("bucket-owner-full-control");
+    for (name, bkt, keys, acl) in [
+        ("strict-none", &strict, "writer-keys", None),
+        ("strict-public", &strict, "writer-keys", Some("public-read")),
+        ("strict-owner", &strict, "writer-keys", full),
+        ("owner", &owner, "writer-keys", full),
+        ("blind", &owner, "blind-keys", full),
+    ] {
+        world
+            .apply_yaml::<OutboundDestination>(&destination(name, bkt, keys, acl))
+            .await
+            .unwrap();
+    }
+    let folder = world.volume("exports").await;
+    write_lines(&folder.join("a.sync"), 1000);
+    // Above the 16 MiB threshold: a multipart upload.
+    write_lines(&folder.join("big/big.sync"), 180_000);
+    world.start_operator();
+
+    let message = |d: OutboundDestination| d.status.unwrap().conditions[0].message.clone();
+    let assert_has = |text: &str, parts: &[&str]| {
+        for part in parts {
+            assert!(text.contains(part), "{part:?} not in: {text}");
+        }
+    };
+    world.wait_destination("owner", "True", "Validated").await;
+    let refused_at = format!("bucket {strict} refuses PutObject of .outbound-probe-");
+    let none = message(
+        world
+            .wait_destination("strict-none", "False", "AclRefused")
+            .await,
+    );
+    assert_has(
+        &none,
+        &[
+            &refused_at,
+            "without an x-amz-acl header",
+            "accepts the same write with x-amz-acl: bucket-owner-full-control",
+            "set spec.upload.acl to bucket-owner-full-control",
+        ],
+    );
+    let public = message(
+        world
+            .wait_destination("strict-public", "False", "AclRefused")
+            .await,
+    );
+    assert_has(&public, &[&refused_at, "with x-amz-acl: public-read"]);
+    let parts = message(
+        world
+            .wait_destination("strict-owner", "False", "AccessDenied")
+            .await,
+    );
+    assert_has(
+        &parts,
+        &[
+            "UploadPart (s3:PutObject)",
+            &format!("bucket {strict}"),
+            "multipart probe object .outbound-probe-",
+            "s3:x-amz-acl",
+        ],
+    );
+    let blind_msg = message(
+        world
+            .wait_destination("blind", "False", "AccessDenied")
+            .await,
+    );
+    assert_has(
+        &blind_msg,
+        &[
+            "HeadObject (s3:GetObject)",
+            &format!("bucket {owner}"),
+            "probe object .outbound-probe-",
+        ],
+    );
+
+    // The uploader agrees with the probe on the strict bucket: a single PUT with the ACL passes,
+    // a multipart upload fails on its parts.
+    let upload = |include: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_outbound"))
+            .args(["upload", "--bucket", &strict, "--endpoint", &endpoint])
+            .args(["--force-path-style", "--acl", "bucket-owner-full-control"])
+            .arg("--source")
+            .arg(&folder)
+            .args(["--include", include])
+            .env_remove("OUTBOUND_DELIVERY")
+            .env("AWS_ACCESS_KEY_ID", &writer)
+            .env("AWS_SECRET_ACCESS_KEY", &secret)
+            .output()
+            .expect("outbound upload")
+    };
+    let small = upload("a.sync");
+    assert!(
+        small.status.success(),
+        "{}",
+        String::from_utf8_lossy(&small.stderr)
+    );
+    let large = upload("big/*");
+    let stderr = String::from_utf8_lossy(&large.stderr);
+    assert!(!large.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("upload part") && stderr.contains("AccessDenied"),
+        "{stderr}"
+    );
+    // The other destinations keep probing these buckets, so a probe object or upload may be in
+    // flight at any moment: what must never happen is one that stays. The keys and open uploads
+    // once none is there.
+    let settled = |bkt: &str| {
+        let (root, bkt, world) = (&root, bkt.to_string(), &world);
+        async move {
+            wait_for(
+                &format!("no probe object or upload in bucket {bkt}"),
+                Duration::from_secs(30),
+                || async {
+                    let mut keys: Vec<String> = list_objects(root, &bkt)
+                        .await
+                        .into_iter()
+                        .map(|(k, _)| k)
+                        .collect();
+                    keys.sort();
+                    let uploads = open_uploads(root, &bkt).await;
+                    let probe = |k: &String| k.contains(".outbound-probe-");
+                    (!keys.iter().any(probe) && !uploads.iter().any(probe))
+                        .then_some((keys, uploads))
+                },
+                || world.diagnose(),
+            )
+            .await
+        }
+    };
+    assert_eq!(settled(&strict).await.0, ["a.sync"]);
+
+    // The bucket that takes parts: a delivery with the ACL passes, every kind of write included.
+    world
+        .apply_yaml::<OutboundDelivery>(&delivery_yaml(
+            "d",
+            "owner",
+            "exports",
+            "  keyPrefix: out/\n  manifest: true\n",
+        ))
+        .await
+        .unwrap();
+    world
+        .wait_delivery(
+            "d",
+            "Succeeded",
+            Some("Delivered"),
+            Duration::from_secs(180),
+        )
+        .await;
+    let delivered = ["out/a.sync", "out/big/big.sync", "out/manifest.json"];
+    assert_eq!(
+        settled(&owner).await,
+        (delivered.map(String::from).to_vec(), vec![])
+    );
+    // The same destination with an ACL the bucket refuses: Ready flips, the header named.
+    world
+        .apply_yaml::<OutboundDestination>(&destination(
+            "owner",
+            &owner,
+            "writer-keys",
+            Some("public-read"),
+        ))
+        .await
+        .unwrap();
+    let flipped = message(world.wait_destination("owner", "False", "AclRefused").await);
+    assert_has(
+        &flipped,
+        &[
+            &format!("bucket {owner} refuses PutObject of .outbound-probe-"),
+            "with x-amz-acl: public-read",
+        ],
+    );
+    assert_eq!(
+        settled(&owner).await,
+        (delivered.map(String::from).to_vec(), vec![])
+    );
+    // On the strict bucket only the uploader's refused upload stays open (pods leave uploads to
+    // the operator); every multipart probe aborted its own.
+    assert_eq!(settled(&strict).await.1, ["big/big.sync"]);
     world.cleanup().await;
 }
 

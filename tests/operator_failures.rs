@@ -98,13 +98,13 @@ async fn stage(name: &str, bucket_prefix: &str, rate: u64) -> Stage {
     }
 }
 
-/// A moto user whose policy allows the probe (its probe objects, listing, the bucket) and
-/// nothing else: the destination is Ready, and every PutObject of a delivery is AccessDenied.
+/// A moto user whose policy allows the probe (its probe objects and multipart upload, listing,
+/// the bucket) and nothing else: the destination is Ready, and every PutObject of a delivery is AccessDenied.
 fn moto_probe_only_user(env: &GroundEnv, name: &str, bucket: &str) -> (String, String) {
     let python = std::env::var("HOME").unwrap() + "/.cache/outbound/venv/bin/python";
     let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": "s3:*", "Resource": format!("arn:aws:s3:::{bucket}")},
-        {"Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject", "s3:GetObject"], "Resource": format!("arn:aws:s3:::{bucket}/.outbound-probe-*")},
+        {"Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject", "s3:GetObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"], "Resource": format!("arn:aws:s3:::{bucket}/.outbound-probe-*")},
     ]});
     let script = format!(
         "import boto3,json\niam=boto3.client('iam',endpoint_url='{}',region_name='us-east-1',aws_access_key_id='{}',aws_secret_access_key='{}')\niam.create_user(UserName='{name}')\niam.put_user_policy(UserName='{name}',PolicyName='probe-only',PolicyDocument={})\nk=iam.create_access_key(UserName='{name}')['AccessKey']\nprint(json.dumps([k['AccessKeyId'],k['SecretAccessKey']]))",
@@ -124,6 +124,14 @@ fn moto_probe_only_user(env: &GroundEnv, name: &str, bucket: &str) -> (String, S
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("keys json")
+}
+
+/// Whether a request the proxy saw aborts a delivery's multipart upload (the destination probe
+/// opens and aborts one of its own at a `.outbound-probe-` key every time it runs).
+fn is_abort_of_a_delivery(request: &str) -> bool {
+    request.starts_with("DELETE")
+        && request.contains("uploadId=")
+        && !request.contains(".outbound-probe-")
 }
 
 /// The two tests that move the most bytes take turns: together on two cores they starve the
@@ -785,9 +793,7 @@ async fn status_writes_refused_for_a_minute_pause_the_delivery_and_abort_nothing
         .await;
     let requests = slow.faults.requests();
     assert!(
-        !requests
-            .iter()
-            .any(|r| r.starts_with("DELETE") && r.contains("uploadId=")),
+        !requests.iter().any(|r| is_abort_of_a_delivery(r)),
         "nothing aborted: {requests:#?}"
     );
     let job = job_of(&world, "paused").await.unwrap();
@@ -1182,7 +1188,7 @@ async fn a_storm_past_every_retry_fails_one_pod_and_the_next_resumes() {
             .faults
             .requests()
             .iter()
-            .any(|r| r.starts_with("DELETE") && r.contains("uploadId=")),
+            .any(|r| is_abort_of_a_delivery(r)),
         "no abort"
     );
     // What the bucket holds when the storm ends: whole objects and the open uploads' parts.
@@ -1291,7 +1297,7 @@ async fn a_deleted_pod_stops_within_seconds_and_the_next_resumes() {
             .faults
             .requests()
             .iter()
-            .any(|r| r.starts_with("DELETE") && r.contains("uploadId=")),
+            .any(|r| is_abort_of_a_delivery(r)),
         "no abort"
     );
     let got = gw

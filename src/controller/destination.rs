@@ -239,7 +239,6 @@ pub async fn resolve_access(
 /// Where a destination's bucket is, for the probe and the uploads' abort.
 pub fn probe_target(dest: &OutboundDestination) -> ProbeTarget {
     let s3 = &dest.spec.s3;
-    let upload = dest.spec.upload.clone().unwrap_or_default();
     ProbeTarget {
         bucket: s3.bucket.clone(),
         prefix: s3.prefix.clone().unwrap_or_default(),
@@ -250,11 +249,8 @@ pub fn probe_target(dest: &OutboundDestination) -> ProbeTarget {
             sts_endpoint: s3.sts_endpoint.clone(),
             expected_bucket_owner: s3.expected_bucket_owner.clone(),
         },
-        sse: upload
-            .server_side_encryption
-            .as_ref()
-            .map(|s| s.algorithm.as_str().to_string()),
-        sse_kms_key_id: upload.server_side_encryption.and_then(|s| s.kms_key_id),
+        // The same settings, defaults included, that the Jobs of its deliveries get.
+        write: crate::validate::write_settings(dest),
         allowlist: dest
             .spec
             .credentials
@@ -499,5 +495,60 @@ mod tests {
         let generated = role_destination(None, Some("gen"));
         assert!(spec_external_id_allowed(&generated, false).is_ok());
         assert_eq!(external_id_in_use(&generated).as_deref(), Some("gen"));
+    }
+
+    /// The probe parses the settings the Job's environment carries to the uploads, defaults
+    /// included: what it tests is what the uploads send.
+    #[test]
+    fn the_probe_writes_with_the_headers_the_job_gives_the_uploads() {
+        use crate::api::{CrossAccount, ServerSideEncryption, SseAlgorithm, StorageClass};
+        use crate::checksum::ChecksumAlgorithm;
+        use crate::upload::headers::WriteHeaders;
+        use crate::validate::tests::{delivery, destination, pvc, secret};
+        for cross in [false, true] {
+            let mut dest = destination(true);
+            let upload = dest.spec.upload.as_mut().unwrap();
+            upload.storage_class = Some(StorageClass::StandardIa);
+            upload.server_side_encryption = Some(ServerSideEncryption {
+                algorithm: SseAlgorithm::AwsKms,
+                kms_key_id: Some("alias/acme".into()),
+            });
+            upload.checksum_algorithm = Some(ChecksumAlgorithm::Crc32C);
+            if cross {
+                dest.spec.credentials.secret = None;
+                dest.spec.credentials.cross_account = Some(CrossAccount::default());
+            }
+            let keys = secret(&["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]);
+            let v =
+                crate::validate::validate(&delivery(), Some(&dest), Some(&keys[..]), Some(&pvc()))
+                    .unwrap();
+            let env = crate::job::upload_env(&v, None);
+            let var = |name: &str| {
+                env.iter()
+                    .find(|e| e.name == name)
+                    .and_then(|e| e.value.as_deref())
+            };
+            let checksum = <ChecksumAlgorithm as clap::ValueEnum>::from_str(
+                var("OUTBOUND_CHECKSUM_ALGORITHM").unwrap(),
+                true,
+            )
+            .unwrap();
+            let job = WriteHeaders::parse(
+                var("OUTBOUND_ACL"),
+                var("OUTBOUND_SSE"),
+                var("OUTBOUND_SSE_KMS_KEY_ID"),
+                var("OUTBOUND_STORAGE_CLASS"),
+                checksum,
+            )
+            .unwrap();
+            let probe = probe_target(&dest).write.headers().unwrap();
+            assert_eq!(probe, job, "cross-account: {cross}");
+            assert_eq!(
+                probe.acl.as_ref().map(|a| a.as_str()),
+                cross.then_some("bucket-owner-full-control"),
+                "the owner's ACL by default in cross-account modes only"
+            );
+            assert_eq!(probe.checksum, ChecksumAlgorithm::Crc32C);
+        }
     }
 }

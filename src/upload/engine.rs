@@ -12,14 +12,12 @@ use std::sync::atomic::Ordering;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{
-    ChecksumMode, CompletedMultipartUpload, CompletedPart, ObjectCannedAcl, ServerSideEncryption,
-    StorageClass,
-};
+use aws_sdk_s3::types::{ChecksumMode, CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 use futures::StreamExt as _;
 
 use super::error::{S3Cause, UploadError, cause};
+use super::headers::WriteHeaders;
 use super::retry::RetryPolicy;
 use super::slots::{Slot, Slots};
 use super::state::{Progress, State};
@@ -29,11 +27,8 @@ use crate::plan::{PlannedObject, ReadAt};
 /// Object settings the destination decides.
 #[derive(Clone, Debug, Default)]
 pub struct ObjectSettings {
-    pub checksum: ChecksumAlgorithm,
-    pub acl: Option<ObjectCannedAcl>,
-    pub sse: Option<ServerSideEncryption>,
-    pub sse_kms_key_id: Option<String>,
-    pub storage_class: Option<StorageClass>,
+    /// What every object-creating request carries (shared with the destination probe).
+    pub headers: WriteHeaders,
     pub overwrite: bool,
     /// Whether a multipart object's lines are counted: only the manifest reads them, and the
     /// count is a tenth of the client's CPU (bench/analysis.md).
@@ -143,8 +138,11 @@ impl Engine {
                 return Ok(Outcome::AlreadyPresent);
             }
             let scan = {
-                let (file, object, algorithm) =
-                    (Arc::clone(&file), object.clone(), self.settings.checksum);
+                let (file, object, algorithm) = (
+                    Arc::clone(&file),
+                    object.clone(),
+                    self.settings.headers.checksum,
+                );
                 tokio::task::spawn_blocking(move || scan(&file.file, &object, algorithm))
                     .await
                     .expect("the scan does not panic")?
@@ -173,11 +171,11 @@ impl Engine {
         UploadError::Conflict {
             bucket: self.bucket.clone(),
             key: object.key.clone(),
-            found: found.describe(self.settings.checksum),
+            found: found.describe(self.settings.headers.checksum),
             expected: format!(
                 "size {}, {} {}",
                 object.size,
-                self.settings.checksum.name(),
+                self.settings.headers.checksum.name(),
                 scan.checksum
             ),
         }
@@ -207,7 +205,7 @@ impl Engine {
                     .metadata()
                     .and_then(|m| m.get("outbound-lines"))
                     .and_then(|v| v.parse().ok()),
-                checksum: match self.settings.checksum {
+                checksum: match self.settings.headers.checksum {
                     ChecksumAlgorithm::Crc64Nvme => head.checksum_crc64_nvme,
                     ChecksumAlgorithm::Crc32C => head.checksum_crc32_c,
                     ChecksumAlgorithm::Sha256 => head.checksum_sha256,
@@ -281,7 +279,7 @@ impl Engine {
         file: &Arc<Opened>,
     ) -> Result<Outcome, UploadError> {
         let _permit = self.permit(object, 0).await;
-        let algorithm = self.settings.checksum;
+        let algorithm = self.settings.headers.checksum;
         let read = read_part(file, object, object.offset, object.size, algorithm, true).await?;
         Progress::add(&self.state.progress.bytes_read, object.size);
         let lines = read.newlines + u64::from(read.ends_open);
@@ -295,26 +293,16 @@ impl Engine {
         let sent = self
             .retry
             .run("PutObject", &object.key, || async {
-                let mut request = self
-                    .s3
-                    .put_object()
-                    .bucket(&self.bucket)
-                    .key(&object.key)
-                    .content_length(object.size as i64)
-                    .body(ByteStream::from(body.clone()))
-                    .set_metadata(Some(self.metadata(object, file, Some(lines))))
-                    .set_acl(self.settings.acl.clone())
-                    .set_server_side_encryption(self.settings.sse.clone())
-                    .set_ssekms_key_id(self.settings.sse_kms_key_id.clone())
-                    .set_storage_class(self.settings.storage_class.clone())
-                    // Names the algorithm of the value below (x-amz-sdk-checksum-algorithm):
-                    // moto stores a checksum only when told it; the SDK computes nothing more.
-                    .checksum_algorithm(self.settings.checksum.sdk());
-                request = match self.settings.checksum {
-                    ChecksumAlgorithm::Crc64Nvme => request.checksum_crc64_nvme(&digest),
-                    ChecksumAlgorithm::Crc32C => request.checksum_crc32_c(&digest),
-                    ChecksumAlgorithm::Sha256 => request.checksum_sha256(&digest),
-                };
+                let mut request = self.settings.headers.put(
+                    self.s3
+                        .put_object()
+                        .bucket(&self.bucket)
+                        .key(&object.key)
+                        .content_length(object.size as i64)
+                        .body(ByteStream::from(body.clone()))
+                        .set_metadata(Some(self.metadata(object, file, Some(lines)))),
+                    &digest,
+                );
                 if !self.settings.overwrite {
                     request = request.if_none_match("*");
                 }
@@ -332,7 +320,7 @@ impl Engine {
                 Progress::add(&self.state.progress.bytes_sent, object.size);
                 Progress::add(&self.state.progress.parts_sent, 1);
                 Progress::add(&self.state.progress.bytes_done, object.size);
-                let stored = match self.settings.checksum {
+                let stored = match self.settings.headers.checksum {
                     ChecksumAlgorithm::Crc64Nvme => out.checksum_crc64_nvme,
                     ChecksumAlgorithm::Crc32C => out.checksum_crc32_c,
                     ChecksumAlgorithm::Sha256 => out.checksum_sha256,
@@ -370,7 +358,7 @@ impl Engine {
             other => Err(UploadError::Mismatch {
                 bucket: self.bucket.clone(),
                 key: object.key.clone(),
-                algorithm: self.settings.checksum.name(),
+                algorithm: self.settings.headers.checksum.name(),
                 local: scan.checksum.clone(),
                 remote: other.unwrap_or_else(|| "no checksum".into()),
             }),
@@ -448,7 +436,7 @@ impl Engine {
         file: &Arc<Opened>,
         parts: Vec<(i32, u64, CompletedPart)>,
     ) -> Result<HashMap<u64, SentPart>, UploadError> {
-        let algorithm = self.settings.checksum;
+        let algorithm = self.settings.headers.checksum;
         let candidates = parts.into_iter().filter(|(number, size, _)| {
             let n = *number as u64;
             n >= 1 && n <= object.parts && *size == object.part_range(n).1
@@ -512,7 +500,6 @@ impl Engine {
     }
 
     async fn create(&self, object: &PlannedObject, file: &Opened) -> Result<String, UploadError> {
-        let algorithm = self.settings.checksum;
         // The key goes on record before the upload exists, so a death in between leaves a trace.
         self.state.intend(&object.key).await?;
         let failed = |cause| UploadError::Create {
@@ -523,17 +510,15 @@ impl Engine {
         let out = self
             .retry
             .run("CreateMultipartUpload", &object.key, || async {
-                self.s3
-                    .create_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(&object.key)
-                    .set_metadata(Some(self.metadata(object, file, None)))
-                    .set_acl(self.settings.acl.clone())
-                    .set_server_side_encryption(self.settings.sse.clone())
-                    .set_ssekms_key_id(self.settings.sse_kms_key_id.clone())
-                    .set_storage_class(self.settings.storage_class.clone())
-                    .checksum_algorithm(algorithm.sdk())
-                    .checksum_type(ChecksumAlgorithm::sdk_kind(algorithm.multipart_kind()))
+                self.settings
+                    .headers
+                    .create(
+                        self.s3
+                            .create_multipart_upload()
+                            .bucket(&self.bucket)
+                            .key(&object.key)
+                            .set_metadata(Some(self.metadata(object, file, None))),
+                    )
                     .send()
                     .await
                     .map_err(|e| cause(&e))
@@ -561,7 +546,7 @@ impl Engine {
         object: &PlannedObject,
         upload_id: &str,
     ) -> Result<Vec<(i32, u64, CompletedPart)>, S3Cause> {
-        let algorithm = self.settings.checksum;
+        let algorithm = self.settings.headers.checksum;
         let mut parts = Vec::new();
         let mut marker: Option<String> = None;
         loop {
@@ -639,7 +624,7 @@ impl Engine {
             .collect();
         let scan = Scan {
             lines,
-            checksum: checksum::multipart_checksum(self.settings.checksum, &sized),
+            checksum: checksum::multipart_checksum(self.settings.headers.checksum, &sized),
             part_digests: sized.into_iter().map(|(d, _)| d).collect(),
         };
         let completed = numbered.into_iter().map(|(_, p)| p.part).collect();
@@ -659,7 +644,7 @@ impl Engine {
         number: u64,
     ) -> Result<PartRead, UploadError> {
         let (offset, len) = object.part_range(number);
-        let (algorithm, count_lines) = (self.settings.checksum, self.settings.count_lines);
+        let (algorithm, count_lines) = (self.settings.headers.checksum, self.settings.count_lines);
         let read = read_part(file, object, offset, len, algorithm, count_lines).await?;
         Progress::add(&self.state.progress.bytes_read, len);
         Ok(read)
@@ -672,7 +657,7 @@ impl Engine {
         upload_id: &str,
         number: u64,
     ) -> Result<SentPart, UploadError> {
-        let algorithm = self.settings.checksum;
+        let algorithm = self.settings.headers.checksum;
         let _permit = self.permit(object, number).await;
         if self.is_cancelled() {
             return Err(UploadError::Cancelled);
@@ -684,20 +669,17 @@ impl Engine {
         let out = self
             .retry
             .run("UploadPart", &object.key, || async {
-                let mut request = self
-                    .s3
-                    .upload_part()
-                    .bucket(&self.bucket)
-                    .key(&object.key)
-                    .upload_id(upload_id)
-                    .part_number(number as i32)
-                    .content_length(len as i64)
-                    .body(ByteStream::from(body.clone()));
-                request = match algorithm {
-                    ChecksumAlgorithm::Crc64Nvme => request.checksum_crc64_nvme(&digest),
-                    ChecksumAlgorithm::Crc32C => request.checksum_crc32_c(&digest),
-                    ChecksumAlgorithm::Sha256 => request.checksum_sha256(&digest),
-                };
+                let request = self.settings.headers.part(
+                    self.s3
+                        .upload_part()
+                        .bucket(&self.bucket)
+                        .key(&object.key)
+                        .upload_id(upload_id)
+                        .part_number(number as i32)
+                        .content_length(len as i64)
+                        .body(ByteStream::from(body.clone())),
+                    &digest,
+                );
                 request
                     .customize()
                     .disable_payload_signing()
@@ -733,7 +715,7 @@ impl Engine {
         upload_id: &str,
         parts: Vec<CompletedPart>,
     ) -> Result<Outcome, UploadError> {
-        let algorithm = self.settings.checksum;
+        let algorithm = self.settings.headers.checksum;
         let kind = algorithm.multipart_kind();
         let completed = self
             .retry

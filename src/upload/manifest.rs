@@ -177,26 +177,17 @@ pub async fn write(
     let failed = |reason: String| failed_as(reason, false);
     let mut body = serde_json::to_vec_pretty(manifest).map_err(|e| failed(e.to_string()))?;
     body.push(b'\n');
-    let digest = checksum::to_base64(&checksum::digest(settings.checksum, &body));
+    let digest = checksum::to_base64(&checksum::digest(settings.headers.checksum, &body));
     let sent = retry
         .run("PutObject", key, || async {
-            let mut request = s3
-                .put_object()
-                .bucket(bucket)
-                .key(key)
-                .content_type("application/json")
-                .body(ByteStream::from(body.clone()))
-                .set_acl(settings.acl.clone())
-                .set_server_side_encryption(settings.sse.clone())
-                .set_ssekms_key_id(settings.sse_kms_key_id.clone())
-                .set_storage_class(settings.storage_class.clone())
-                // As for objects: the algorithm is named beside its value (moto needs it).
-                .checksum_algorithm(settings.checksum.sdk());
-            request = match settings.checksum {
-                ChecksumAlgorithm::Crc64Nvme => request.checksum_crc64_nvme(&digest),
-                ChecksumAlgorithm::Crc32C => request.checksum_crc32_c(&digest),
-                ChecksumAlgorithm::Sha256 => request.checksum_sha256(&digest),
-            };
+            let mut request = settings.headers.put(
+                s3.put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .content_type("application/json")
+                    .body(ByteStream::from(body.clone())),
+                &digest,
+            );
             if !settings.overwrite {
                 request = request.if_none_match("*");
             }

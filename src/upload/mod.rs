@@ -23,6 +23,7 @@
 
 pub mod engine;
 pub mod error;
+pub mod headers;
 pub mod manifest;
 pub mod retry;
 pub mod slots;
@@ -35,7 +36,6 @@ use std::time::{Duration, Instant};
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_sdk_s3::types::{ObjectCannedAcl, ServerSideEncryption, StorageClass};
 use clap::ArgAction;
 use futures::StreamExt as _;
 
@@ -45,6 +45,7 @@ use crate::plan::{self, Plan, PlanSettings, SplitOn};
 use crate::units::{format_size, parse_size};
 use engine::{Engine, ObjectSettings, Outcome};
 use error::UploadError;
+use headers::WriteHeaders;
 use retry::RetryPolicy;
 use state::{Backend, Progress, State};
 
@@ -490,7 +491,7 @@ async fn deliver(
                 &s3,
                 &args.bucket,
                 &plan,
-                settings.checksum,
+                settings.headers.checksum,
                 &lines,
                 &engine.retry,
                 &state.progress.bytes_read,
@@ -540,47 +541,16 @@ async fn wait_for_shards(state: &State, count: usize) -> Result<bool, UploadErro
 }
 
 fn object_settings(args: &UploadArgs) -> Result<ObjectSettings, UploadError> {
-    let sse = match args.sse.as_deref() {
-        None | Some("") => None,
-        Some("AES256") => Some(ServerSideEncryption::Aes256),
-        Some("aws:kms") => Some(ServerSideEncryption::AwsKms),
-        Some(other) => {
-            return Err(UploadError::Settings(format!(
-                "unknown server-side encryption {other:?}: use AES256 or aws:kms"
-            )));
-        }
-    };
-    if args.sse_kms_key_id.is_some() && sse != Some(ServerSideEncryption::AwsKms) {
-        return Err(UploadError::Settings(
-            "a KMS key id needs --sse aws:kms".into(),
-        ));
-    }
-    let acl = match args.acl.as_deref() {
-        None | Some("") => None,
-        Some(text) if ObjectCannedAcl::values().contains(&text) => {
-            Some(ObjectCannedAcl::from(text))
-        }
-        Some(text) => {
-            return Err(UploadError::Settings(format!(
-                "unknown canned ACL {text:?}"
-            )));
-        }
-    };
-    let storage_class = match args.storage_class.as_deref() {
-        None | Some("") => None,
-        Some(text) if StorageClass::values().contains(&text) => Some(StorageClass::from(text)),
-        Some(text) => {
-            return Err(UploadError::Settings(format!(
-                "unknown storage class {text:?}"
-            )));
-        }
-    };
+    let headers = WriteHeaders::parse(
+        args.acl.as_deref(),
+        args.sse.as_deref(),
+        args.sse_kms_key_id.as_deref(),
+        args.storage_class.as_deref(),
+        args.checksum_algorithm,
+    )
+    .map_err(UploadError::Settings)?;
     Ok(ObjectSettings {
-        checksum: args.checksum_algorithm,
-        acl,
-        sse,
-        sse_kms_key_id: args.sse_kms_key_id.clone().filter(|k| !k.is_empty()),
-        storage_class,
+        headers,
         overwrite: args.overwrite,
         count_lines: args.manifest,
     })
