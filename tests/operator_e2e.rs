@@ -908,7 +908,7 @@ async fn endpoints_the_admin_did_not_allow_are_refused_and_deliveries_wait() {
             "{name}: {message}"
         );
     }
-    let d = world
+    world
         .wait_delivery(
             "to-metadata",
             "Pending",
@@ -916,13 +916,20 @@ async fn endpoints_the_admin_did_not_allow_are_refused_and_deliveries_wait() {
             Duration::from_secs(30),
         )
         .await;
-    let ready = d.status.unwrap().conditions;
-    assert!(
-        ready
-            .iter()
-            .any(|c| c.message.contains("EndpointNotAllowed")),
-        "{ready:?}"
-    );
+    // The delivery may first have seen its destination before the probe: its message follows.
+    wait_for(
+        "the delivery to name the destination's reason",
+        Duration::from_secs(30),
+        || async {
+            let ready = world.delivery("to-metadata").await.status?.conditions;
+            ready
+                .iter()
+                .any(|c| c.message.contains("EndpointNotAllowed"))
+                .then_some(())
+        },
+        || world.diagnose(),
+    )
+    .await;
     // Still nothing a few seconds later.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(jobs_in(&world).await.is_empty(), "a Job was created");

@@ -349,10 +349,12 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
 
     // Blocked: wait for a change of the delivery or of what it references (watched). Running:
     // the Job and the pods' reports trigger us; a slow resync guards against lost events.
-    Ok(match (&blocked, phase) {
-        (Some(_), _) => Action::await_change(),
-        (None, Some(Phase::Succeeded | Phase::Failed)) => Action::await_change(),
-        _ => Action::requeue(deferred.unwrap_or(Duration::from_secs(300))),
+    Ok(match (deferred, &blocked, phase) {
+        // A write held back (at most one a second): this reconcile comes again to make it.
+        (Some(after), _, _) => Action::requeue(after),
+        (None, Some(_), _) => Action::await_change(),
+        (None, None, Some(Phase::Succeeded | Phase::Failed)) => Action::await_change(),
+        _ => Action::requeue(Duration::from_secs(300)),
     })
 }
 
@@ -684,6 +686,13 @@ async fn abort_uploads(
         .target
         .clone()
         .unwrap_or_else(|| validate::target_now(delivery, &dest));
+    if let Err(report) = super::destination::may_abort_with(ctx, &dest).await {
+        let why = report
+            .failure
+            .map(|(reason, message)| format!("{reason}: {message}"))
+            .unwrap_or_default();
+        return Ok(unreachable(format!("destination {ns}/{name}: {why}")));
+    }
     let access = match resolve_access(&ctx.client, &dest).await {
         Ok(Ok(access)) => access,
         Ok(Err(report)) => {

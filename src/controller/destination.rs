@@ -287,6 +287,20 @@ async fn endpoints_allowed(
     Ok(())
 }
 
+/// Whether the operator may use a destination's credentials to abort uploads it recorded: the
+/// gates the probe passes first (the admin's grants and ExternalId rule) hold for aborts too, or
+/// a destination edited after its delivery started (a role and an ExternalId of someone else's)
+/// would have the operator assume that role. Endpoints are not judged again: aborts go to the
+/// endpoint recorded when the uploads began.
+pub async fn may_abort_with(
+    ctx: &Context,
+    dest: &OutboundDestination,
+) -> Result<(), Box<ProbeReport>> {
+    let tenancy = ctx.stores.tenancy().await;
+    granted(dest, tenancy.as_deref())?;
+    spec_external_id_allowed(dest, ctx.args.allow_spec_external_id)
+}
+
 pub async fn reconcile(dest: Arc<OutboundDestination>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconcile(CONTROLLER);
     let ns = dest.namespace().unwrap_or_default();
