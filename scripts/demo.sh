@@ -25,7 +25,7 @@ split=16Mi
 say "installing the operator with Helm (namespace outbound-system)"
 # CRDs applied by hand earlier (by a test, say) are adopted by the release instead of refused.
 for obj in crd/outbounddestinations.outbound.dev crd/outbounddeliveries.outbound.dev \
-  crd/outboundtenancies.outbound.dev crd/outboundshards.outbound.dev \
+  crd/outboundtenancies.outbound.dev crd/outboundshards.outbound.dev crd/outboundschedules.outbound.dev \
   validatingadmissionpolicy/outbounddeliveries.outbound.dev-split-size \
   validatingadmissionpolicybinding/outbounddeliveries.outbound.dev-split-size-binding \
   validatingadmissionpolicy/outbounddeliveries.outbound.dev-upload-pods \

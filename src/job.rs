@@ -152,6 +152,18 @@ pub fn upload_env(v: &ValidatedDelivery, workload_secret: Option<&str>) -> Vec<E
         envs.push(env("OUTBOUND_ACL", acl));
     }
     envs.push(env("OUTBOUND_MANIFEST", v.manifest.to_string()));
+    if v.manifest {
+        envs.push(env("OUTBOUND_MANIFEST_NAME", &v.manifest_name));
+    }
+    if let Some(template) = &v.name_template {
+        envs.push(env("OUTBOUND_NAME_TEMPLATE", template));
+    }
+    if let Some(after) = v.changed_after {
+        envs.push(env("OUTBOUND_CHANGED_AFTER", after.to_string()));
+    }
+    if let Some(before) = v.changed_before {
+        envs.push(env("OUTBOUND_CHANGED_BEFORE", before.to_string()));
+    }
     envs.push(env(
         "OUTBOUND_DELIVERY",
         format!("{}/{}", v.namespace, v.name),

@@ -79,6 +79,9 @@ pub struct PlanSettings {
     /// Name of a split file's pieces: `{stem}` (name up to its first dot), `{n}` (piece number,
     /// zero-padded to at least three digits), `{ext}` (the rest of the name, from the first dot).
     pub name_template: String,
+    /// Name every object by the template, an unsplit file too (as piece 1 of 1); else an
+    /// unsplit file keeps its own name. True when the template was chosen, not defaulted.
+    pub name_every_object: bool,
 }
 
 impl Default for PlanSettings {
@@ -91,6 +94,7 @@ impl Default for PlanSettings {
             multipart_threshold: DEFAULT_PART_SIZE,
             prefix: String::new(),
             name_template: DEFAULT_NAME_TEMPLATE.to_string(),
+            name_every_object: false,
         }
     }
 }
@@ -394,7 +398,7 @@ where
         };
         let count = cuts.len();
         for (i, (offset, size)) in cuts.into_iter().enumerate() {
-            let name = if count == 1 {
+            let name = if count == 1 && !settings.name_every_object {
                 file.relative.clone()
             } else {
                 piece_name(&file.relative, i + 1, count, &settings.name_template)

@@ -27,7 +27,7 @@ pub struct ValidatedDelivery {
     pub force_path_style: bool,
     pub sts_endpoint: Option<String>,
     pub expected_bucket_owner: Option<String>,
-    /// Destination prefix + delivery keyPrefix.
+    /// Destination prefix + delivery keyPrefix, placeholders expanded.
     pub prefix: String,
     pub claim_name: String,
     pub source_path: String,
@@ -42,6 +42,13 @@ pub struct ValidatedDelivery {
     pub acl: Option<String>,
     pub manifest: bool,
     pub manifest_key: Option<String>,
+    /// The manifest's name under the prefix, placeholders expanded.
+    pub manifest_name: String,
+    /// The pieces' name template, run placeholders expanded (`None`: the uploader's default).
+    pub name_template: Option<String>,
+    /// Only files changed in this window (ctime): an incremental run.
+    pub changed_after: Option<jiff::Timestamp>,
+    pub changed_before: Option<jiff::Timestamp>,
     pub parallelism: i32,
     pub backoff_limit: i32,
     pub active_deadline_seconds: Option<i64>,
@@ -60,6 +67,7 @@ impl ValidatedDelivery {
             sts_endpoint: self.sts_endpoint.clone(),
             expected_bucket_owner: self.expected_bucket_owner.clone(),
             prefix: self.prefix.clone(),
+            name_template: self.name_template.clone(),
         }
     }
 }
@@ -78,8 +86,55 @@ pub fn target_now(
         force_path_style: s3.force_path_style.unwrap_or(false),
         sts_endpoint: s3.sts_endpoint.clone(),
         expected_bucket_owner: s3.expected_bucket_owner.clone(),
-        prefix: join_prefix(s3.prefix.as_deref(), delivery.spec.key_prefix.as_deref()),
+        prefix: delivery_prefix(delivery, s3.prefix.as_deref()),
+        name_template: None,
     }
+}
+
+/// Annotation of a schedule's run: the slot it runs for (RFC 3339), its `{run}` number and its
+/// `{mode}`; label: the schedule.
+pub const SCHEDULED_TIME_ANNOTATION: &str = "outbound.dev/scheduled-time";
+pub const RUN_ANNOTATION: &str = "outbound.dev/run";
+pub const MODE_ANNOTATION: &str = "outbound.dev/mode";
+pub const SCHEDULE_LABEL: &str = "outbound.dev/schedule";
+
+/// What a delivery's placeholders stand for: a schedule's run has its slot, run number and mode
+/// in its annotations; any other delivery runs at its creation time, in mode `full`. Stable, so
+/// every reconcile expands alike.
+pub fn run_values(delivery: &OutboundDelivery) -> crate::template::RunValues {
+    let annotations = delivery.annotations();
+    let at = annotations
+        .get(SCHEDULED_TIME_ANNOTATION)
+        .and_then(|t| t.parse().ok())
+        .or_else(|| delivery.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .unwrap_or_else(jiff::Timestamp::now);
+    crate::template::RunValues {
+        at,
+        schedule: delivery
+            .labels()
+            .get(SCHEDULE_LABEL)
+            .cloned()
+            .unwrap_or_default(),
+        delivery: delivery.name_any(),
+        mode: annotations
+            .get(MODE_ANNOTATION)
+            .cloned()
+            .unwrap_or_else(|| "full".into()),
+        run: annotations
+            .get(RUN_ANNOTATION)
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0),
+    }
+}
+
+/// Destination prefix + the delivery's keyPrefix, placeholders expanded.
+fn delivery_prefix(delivery: &OutboundDelivery, destination_prefix: Option<&str>) -> String {
+    let key_prefix = delivery
+        .spec
+        .key_prefix
+        .as_deref()
+        .map(|p| crate::template::expand(p, &run_values(delivery)));
+    join_prefix(destination_prefix, key_prefix.as_deref())
 }
 
 /// The object-write settings of a destination, as text: what the Job's environment carries to the
@@ -192,20 +247,27 @@ fn join_prefix(destination: Option<&str>, delivery: Option<&str>) -> String {
     prefix
 }
 
-/// The key of a delivery's manifest (destination prefix + keyPrefix + `manifest.json`), when it
+/// The name of a delivery's manifest, placeholders expanded (default `manifest.json`).
+pub fn manifest_name(delivery: &OutboundDelivery) -> String {
+    delivery
+        .spec
+        .manifest_name
+        .as_deref()
+        .map(|n| crate::template::expand(n, &run_values(delivery)))
+        .unwrap_or_else(|| "manifest.json".into())
+}
+
+/// The key of a delivery's manifest (destination prefix + keyPrefix + manifest name), when it
 /// writes one and its destination exists.
 pub fn manifest_key(
     delivery: &OutboundDelivery,
     destination: Option<&OutboundDestination>,
 ) -> Option<String> {
-    let prefix = join_prefix(
-        destination?.spec.s3.prefix.as_deref(),
-        delivery.spec.key_prefix.as_deref(),
-    );
+    let prefix = delivery_prefix(delivery, destination?.spec.s3.prefix.as_deref());
     delivery
         .spec
         .manifest
-        .then(|| format!("{prefix}manifest.json"))
+        .then(|| format!("{prefix}{}", manifest_name(delivery)))
 }
 
 /// Validates a delivery against what it references. `destination`, `secret_keys` (the key names
@@ -380,7 +442,7 @@ pub fn validate(
             None => (UPLOAD_SERVICE_ACCOUNT.to_string(), true),
         };
     let write = write_settings(destination);
-    let prefix = join_prefix(dspec.s3.prefix.as_deref(), spec.key_prefix.as_deref());
+    let prefix = delivery_prefix(delivery, dspec.s3.prefix.as_deref());
     let _ = DELIVERY_LABEL;
     Ok(ValidatedDelivery {
         namespace,
@@ -396,6 +458,13 @@ pub fn validate(
         sts_endpoint: dspec.s3.sts_endpoint.clone(),
         expected_bucket_owner: dspec.s3.expected_bucket_owner.clone(),
         manifest_key: manifest_key(delivery, Some(destination)),
+        manifest_name: manifest_name(delivery),
+        name_template: spec
+            .name_template
+            .as_deref()
+            .map(|t| crate::template::expand(t, &run_values(delivery))),
+        changed_after: spec.source.volume.changed_after.as_ref().map(|t| t.0),
+        changed_before: spec.source.volume.changed_before.as_ref().map(|t| t.0),
         prefix,
         claim_name: claim_name.clone(),
         source_path: spec.source.volume.path.trim_matches('/').to_string(),
@@ -476,9 +545,13 @@ pub(crate) mod tests {
                         path: "2026-11-27/".into(),
                         include: vec!["*.sync".into(), "*.sync.gz".into()],
                         exclude: vec![],
+                        changed_after: None,
+                        changed_before: None,
                     },
                 },
                 key_prefix: Some("2026-11-27/".into()),
+                name_template: None,
+                manifest_name: None,
                 split_size: Some(SplitSize::Quantity("512Mi".into())),
                 split_on: None,
                 parallelism: 1,
@@ -679,5 +752,43 @@ pub(crate) mod tests {
         let long = child_name(&"x".repeat(253), "uid");
         assert_eq!(long.len(), MAX_JOB_NAME, "{long}");
         assert!(!child_name("a.b", "u").contains('.'));
+    }
+
+    #[test]
+    fn placeholders_are_expanded_once_from_the_run() {
+        let mut d = delivery();
+        d.spec.key_prefix = Some("{date}/{mode}/".into());
+        d.spec.name_template = Some("{stem}_{mode}_{timestamp}-{n}{ext}".into());
+        d.spec.manifest_name = Some("{schedule}_{date}.info".into());
+        d.metadata.labels = Some([(SCHEDULE_LABEL.to_string(), "acme-daily".to_string())].into());
+        d.metadata.annotations = Some(
+            [
+                (
+                    SCHEDULED_TIME_ANNOTATION.to_string(),
+                    "2026-12-07T05:00:00Z".to_string(),
+                ),
+                (MODE_ANNOTATION.to_string(), "iter".to_string()),
+                (RUN_ANNOTATION.to_string(), "4".to_string()),
+            ]
+            .into(),
+        );
+        let v = validate(
+            &d,
+            Some(&destination(true)),
+            Some(&secret(&["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"])),
+            Some(&pvc()),
+        )
+        .unwrap();
+        assert!(v.prefix.ends_with("2026-12-07/iter/"), "{}", v.prefix);
+        assert_eq!(
+            v.name_template.as_deref(),
+            Some("{stem}_iter_1796619600-{n}{ext}")
+        );
+        assert_eq!(v.manifest_name, "acme-daily_2026-12-07.info");
+        assert_eq!(
+            v.manifest_key.as_deref(),
+            Some(format!("{}acme-daily_2026-12-07.info", v.prefix).as_str())
+        );
+        assert_eq!(v.target().name_template, v.name_template);
     }
 }

@@ -19,11 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-const CRDS: [&str; 4] = [
+const CRDS: [&str; 2] = [
     "outbounddestinations.outbound.dev",
     "outbounddeliveries.outbound.dev",
-    "outboundtenancies.outbound.dev",
-    "outboundshards.outbound.dev",
 ];
 
 /// One chart operator at a time, and none while the examples are applied: an operator that
@@ -58,52 +56,34 @@ fn free_port() -> u16 {
 }
 
 /// Cluster-wide objects the chart owns: the CRDs and the admission policies with their bindings.
-const CLUSTER_OBJECTS: [(&str, &str); 10] = [
-    ("crd", CRDS[0]),
-    ("crd", CRDS[1]),
-    ("crd", CRDS[2]),
-    ("crd", CRDS[3]),
-    (
-        "validatingadmissionpolicy",
-        "outbounddeliveries.outbound.dev-split-size",
-    ),
-    (
-        "validatingadmissionpolicybinding",
-        "outbounddeliveries.outbound.dev-split-size-binding",
-    ),
-    (
-        "validatingadmissionpolicy",
-        "outbounddeliveries.outbound.dev-upload-pods",
-    ),
-    (
-        "validatingadmissionpolicybinding",
-        "outbounddeliveries.outbound.dev-upload-pods-binding",
-    ),
-    (
-        "validatingadmissionpolicy",
-        "outbounddestinations.outbound.dev-tenancy",
-    ),
-    (
-        "validatingadmissionpolicybinding",
-        "outbounddestinations.outbound.dev-tenancy-binding",
-    ),
-];
+fn cluster_objects() -> Vec<(&'static str, String)> {
+    use kube::ResourceExt;
+    let mut objects: Vec<(&str, String)> = outbound::api::crds()
+        .iter()
+        .map(|crd| ("crd", crd.name_any()))
+        .collect();
+    for (policy, binding) in outbound::api::policies() {
+        objects.push(("validatingadmissionpolicy", policy.name_any()));
+        objects.push(("validatingadmissionpolicybinding", binding.name_any()));
+    }
+    objects
+}
 
 /// Cluster-wide objects that another test applied by hand become this release's, as `helm`
 /// adoption requires.
 fn adopt_cluster_objects(release: &str, ns: &str) {
-    for (kind, name) in CLUSTER_OBJECTS {
+    for (kind, name) in cluster_objects() {
         run(Command::new("kubectl").args([
             "label",
             kind,
-            name,
+            &name,
             "app.kubernetes.io/managed-by=Helm",
             "--overwrite",
         ]));
         run(Command::new("kubectl").args([
             "annotate",
             kind,
-            name,
+            &name,
             &format!("meta.helm.sh/release-name={release}"),
             &format!("meta.helm.sh/release-namespace={ns}"),
             "--overwrite",
@@ -380,6 +360,56 @@ spec:
     world.secret("keys", &keys).await;
     world.wait_destination("dest", "True", "Validated").await;
 
+    // A schedule every few seconds whose runs are kept for none: a run created, delivered and
+    // deleted by the operator.
+    world
+        .apply_yaml::<outbound::api::OutboundSchedule>(
+            r#"
+apiVersion: outbound.dev/v1alpha1
+kind: OutboundSchedule
+metadata: {name: often}
+spec:
+  schedule: "*/3 * * * * *"
+  successfulDeliveriesHistoryLimit: 0
+  template:
+    destinationRef: {name: dest}
+    source: {volume: {claimName: exports}}
+    keyPrefix: "often/{run}/"
+"#,
+        )
+        .await
+        .expect("schedule applies");
+    wait_for(
+        "a run of the schedule delivered and pruned",
+        Duration::from_secs(120),
+        || async {
+            let s = world
+                .api::<outbound::api::OutboundSchedule>()
+                .get("often")
+                .await
+                .ok()?
+                .status?;
+            let pruned = world
+                .api::<outbound::api::OutboundDelivery>()
+                .list(&ListParams::default().labels("outbound.dev/schedule=often"))
+                .await
+                .ok()?
+                .items
+                .iter()
+                .all(|d| {
+                    d.status.as_ref().and_then(|s| s.phase) != Some(outbound::api::Phase::Succeeded)
+                });
+            (s.last_successful_time.is_some() && pruned).then_some(())
+        },
+        || world.diagnose(),
+    )
+    .await;
+    world
+        .api::<outbound::api::OutboundSchedule>()
+        .delete("often", &Default::default())
+        .await
+        .unwrap();
+
     // A finished delivery deleted: its Job and pods go first, then its shards.
     world
         .api::<outbound::api::OutboundDelivery>()
@@ -489,18 +519,20 @@ fn audited(env: &operator_support::GroundEnv, user: &str) -> (BTreeSet<Permissio
 /// Every rule of the chart's RBAC was used by the operator and none of its requests was denied.
 /// Two kinds of permission are held without being requested, and are named here: what the
 /// operator grants the upload pods in their Role (the API server lets it grant only what it
-/// holds), and `update` on deliveries' finalizers (checked where the
-/// OwnerReferencesPermissionEnforcement admission plugin is on, when a Job's owner reference
-/// blocks its delivery's deletion).
+/// holds), and `update` on deliveries' and schedules' finalizers (checked where the
+/// OwnerReferencesPermissionEnforcement admission plugin is on, when a Job's or a run's owner
+/// reference blocks its owner's deletion).
 fn assert_rbac_used_and_nothing_denied(world: &World, user: &str, watch: Option<&str>) {
     let held = chart_permissions(&world.ns, &world.ns, watch);
     assert!(!held.is_empty(), "no rules rendered");
     let mut granted_only = expand(&outbound::job::build_role(&world.ns).rules.unwrap());
-    granted_only.insert((
-        "outbound.dev".into(),
-        "outbounddeliveries/finalizers".into(),
-        "update".into(),
-    ));
+    for owner in ["outbounddeliveries", "outboundschedules"] {
+        granted_only.insert((
+            "outbound.dev".into(),
+            format!("{owner}/finalizers"),
+            "update".into(),
+        ));
+    }
     // Some uses come with time (the leader Lease is renewed every few seconds): wait a little
     // for them, not for ever.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

@@ -18,6 +18,10 @@ const IMMUTABLE_ONCE_STARTED: &str = "!has(oldSelf.status) || !has(oldSelf.statu
  && self.spec.source == oldSelf.spec.source\
  && (has(self.spec.keyPrefix) == has(oldSelf.spec.keyPrefix)\
  && (!has(self.spec.keyPrefix) || self.spec.keyPrefix == oldSelf.spec.keyPrefix))\
+ && (has(self.spec.nameTemplate) == has(oldSelf.spec.nameTemplate)\
+ && (!has(self.spec.nameTemplate) || self.spec.nameTemplate == oldSelf.spec.nameTemplate))\
+ && (has(self.spec.manifestName) == has(oldSelf.spec.manifestName)\
+ && (!has(self.spec.manifestName) || self.spec.manifestName == oldSelf.spec.manifestName))\
  && (has(self.spec.splitSize) == has(oldSelf.spec.splitSize)\
  && (!has(self.spec.splitSize) || self.spec.splitSize == oldSelf.spec.splitSize))\
  && (has(self.spec.splitOn) == has(oldSelf.spec.splitOn)\
@@ -52,17 +56,41 @@ pub struct OutboundDeliverySpec {
     pub destination_ref: LocalRef,
     /// What to deliver.
     pub source: DeliverySource,
-    /// Key prefix of this delivery, under the destination's prefix (e.g. `2026-11-27/`). No
-    /// control characters, no `.`, `..` or empty (`//`) segment, at most 512 bytes.
+    /// Key prefix of this delivery, under the destination's prefix (e.g. `{date}/`). No
+    /// control characters, no `.`, `..` or empty (`//`) segment, at most 512 bytes. Placeholders
+    /// `{date}` (YYYY-MM-DD), `{time}` (HHMMSS), `{timestamp}` (Unix seconds), `{schedule}`,
+    /// `{delivery}`, `{mode}` (`full` or `iter`) and `{run}` are expanded once, when the delivery
+    /// starts (recorded in `status.target.prefix`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 512))]
     #[x_kube(
         validation = Rule::new(prefix_rule::NO_CONTROL).message(prefix_rule::NO_CONTROL_MESSAGE),
         validation = Rule::new(prefix_rule::NO_DOT_SEGMENT).message(prefix_rule::NO_DOT_SEGMENT_MESSAGE),
         validation = Rule::new(prefix_rule::NO_EMPTY_SEGMENT).message(prefix_rule::NO_EMPTY_SEGMENT_MESSAGE),
-        validation = Rule::new(prefix_rule::MAX_BYTES).message(prefix_rule::MAX_BYTES_MESSAGE)
+        validation = Rule::new(prefix_rule::MAX_BYTES).message(prefix_rule::MAX_BYTES_MESSAGE),
+        validation = Rule::new(crate::template::known_placeholders_rule(false)).message(crate::template::RUN_PLACEHOLDERS_MESSAGE)
     )]
     pub key_prefix: Option<String>,
+    /// Name of each object: `{stem}` (the file's name up to its first dot), `{n}` (piece number,
+    /// at least three digits), `{ext}` (the rest of the name), and the placeholders of
+    /// `keyPrefix`. Default `{stem}-{n}{ext}` for split files (an unsplit file keeps its name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    #[x_kube(
+        validation = Rule::new("self.contains('{n}')").message("must contain {n}"),
+        validation = Rule::new(crate::template::known_placeholders_rule(true)).message(crate::template::PIECE_PLACEHOLDERS_MESSAGE),
+        validation = Rule::new("!self.contains('/')").message("must not contain /")
+    )]
+    pub name_template: Option<String>,
+    /// Name of the manifest object under the prefix, with the placeholders of `keyPrefix`
+    /// (default `manifest.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    #[x_kube(
+        validation = Rule::new(crate::template::known_placeholders_rule(false)).message(crate::template::RUN_PLACEHOLDERS_MESSAGE),
+        validation = Rule::new("!self.contains('/')").message("must not contain /")
+    )]
+    pub manifest_name: Option<String>,
     /// Largest object written; never above the destination's split size (nor 1Ti).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split_size: Option<SplitSize>,
@@ -136,6 +164,14 @@ pub struct VolumeSource {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 256)))]
     pub exclude: Vec<String>,
+    /// Only files created or changed at or after this time (their inode change time, which no
+    /// copy tool can set back): an incremental run of a schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_after: Option<Time>,
+    /// Only files last created or changed before this time: a file still being written is left
+    /// to the next run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_before: Option<Time>,
 }
 
 /// The phase of a delivery.
@@ -249,7 +285,10 @@ pub struct DeliveryTarget {
     /// The account id that must own the bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_bucket_owner: Option<String>,
-    /// Key prefix of every object of the delivery (destination prefix + keyPrefix).
+    /// Key prefix of every object of the delivery (destination prefix + keyPrefix, expanded).
     #[serde(default)]
     pub prefix: String,
+    /// The pieces' name template as expanded when the Job started (when the spec sets one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_template: Option<String>,
 }

@@ -5,6 +5,7 @@ mod delivery;
 mod destination;
 mod policy;
 mod quantity;
+mod schedule;
 mod tenancy;
 
 pub use crate::shard::{JOB_LABEL, OutboundShard, SHARD_FINALIZER, ShardSpec, shard_name};
@@ -15,6 +16,7 @@ pub use policy::{
     UPLOAD_SERVICE_ACCOUNT, policies, split_size_policy, tenancy_policy, upload_pods_policy,
 };
 pub use quantity::SplitSize;
+pub use schedule::*;
 pub use tenancy::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -63,6 +65,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         OutboundDestination::crd(),
         OutboundDelivery::crd(),
         OutboundShard::crd(),
+        OutboundSchedule::crd(),
         OutboundTenancy::crd(),
     ]
 }

@@ -5,11 +5,12 @@ mod delivery;
 mod destination;
 pub mod endpoint;
 pub mod leader;
+mod schedule;
 mod uploads;
 
 use crate::api::{
-    CONTROLLER_MANAGER, OutboundDelivery, OutboundDestination, OutboundShard, OutboundTenancy,
-    TENANCY_NAME,
+    CONTROLLER_MANAGER, OutboundDelivery, OutboundDestination, OutboundSchedule, OutboundShard,
+    OutboundTenancy, TENANCY_NAME,
 };
 use crate::metrics::Metrics;
 use k8s_openapi::api::batch::v1::Job;
@@ -381,9 +382,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     .touched_objects();
     let destinations = destination_controller(ctx.clone(), tenancy);
     let deliveries = delivery_controller(ctx.clone(), writers);
+    let schedules = schedule_controller(ctx.clone());
     tokio::select! {
         _ = destinations => anyhow::bail!("the destination controller stopped"),
         _ = deliveries => anyhow::bail!("the delivery controller stopped"),
+        _ = schedules => anyhow::bail!("the schedule controller stopped"),
         _ = lease.hold() => {
             metrics.set_leader(false);
             anyhow::bail!("lost leadership; exiting so that a restart waits for the lease again")
@@ -437,6 +440,21 @@ async fn destination_controller(
         })
         .shutdown_on_signal()
         .run(destination::reconcile, destination::error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+/// Schedules, and the runs they own (a run that ends triggers its schedule: receipts, history,
+/// the incremental cut).
+async fn schedule_controller(ctx: Arc<Context>) {
+    use futures::StreamExt;
+    Controller::new(scoped::<OutboundSchedule>(&ctx), watcher::Config::default())
+        .owns(
+            scoped::<OutboundDelivery>(&ctx),
+            watcher::Config::default().labels(crate::validate::SCHEDULE_LABEL),
+        )
+        .shutdown_on_signal()
+        .run(schedule::reconcile, schedule::error_policy, ctx)
         .for_each(|_| async {})
         .await;
 }

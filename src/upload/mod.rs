@@ -65,6 +65,14 @@ pub struct SourceArgs {
     /// Comma-separated globs, relative to the source, of files to leave out.
     #[arg(long, env = "OUTBOUND_EXCLUDE", value_delimiter = ',')]
     pub exclude: Vec<String>,
+    /// Only files created or changed (inode change time) at or after this instant (RFC 3339):
+    /// an incremental run.
+    #[arg(long, env = "OUTBOUND_CHANGED_AFTER")]
+    pub changed_after: Option<jiff::Timestamp>,
+    /// Only files last created or changed before this instant (RFC 3339): one still being
+    /// written is left to the next run.
+    #[arg(long, env = "OUTBOUND_CHANGED_BEFORE")]
+    pub changed_before: Option<jiff::Timestamp>,
     /// Key prefix (destination prefix + delivery keyPrefix), prepended as is.
     #[arg(long, env = "OUTBOUND_PREFIX", default_value = "")]
     pub prefix: String,
@@ -81,9 +89,11 @@ pub struct SourceArgs {
     /// Objects up to this size go up in a single PUT (default: the part size).
     #[arg(long, env = "OUTBOUND_MULTIPART_THRESHOLD", value_parser = size_arg)]
     pub multipart_threshold: Option<u64>,
-    /// Naming of a split file's pieces: `{stem}`, `{n}` (001, 002 ...), `{ext}`.
-    #[arg(long, env = "OUTBOUND_NAME_TEMPLATE", default_value = plan::DEFAULT_NAME_TEMPLATE)]
-    pub name_template: String,
+    /// Naming of the objects: `{stem}`, `{n}` (001, 002 ...), `{ext}`. Given, it names every
+    /// object (an unsplit file as piece 001); by default (`{stem}-{n}{ext}`) only a split file's
+    /// pieces, an unsplit file keeping its name.
+    #[arg(long, env = "OUTBOUND_NAME_TEMPLATE")]
+    pub name_template: Option<String>,
 }
 
 impl SourceArgs {
@@ -96,7 +106,11 @@ impl SourceArgs {
             grow_parts: self.part_size.is_none(),
             multipart_threshold: self.multipart_threshold.unwrap_or(part_size),
             prefix: self.prefix.clone(),
-            name_template: self.name_template.clone(),
+            name_template: self
+                .name_template
+                .clone()
+                .unwrap_or_else(|| plan::DEFAULT_NAME_TEMPLATE.to_string()),
+            name_every_object: self.name_template.is_some(),
         }
     }
 
@@ -104,7 +118,10 @@ impl SourceArgs {
     async fn plan(&self) -> Result<Plan, UploadError> {
         let args = self.clone();
         tokio::task::spawn_blocking(move || {
-            let files = walk::walk(&args.source, &args.include, &args.exclude)?;
+            let mut files = walk::walk(&args.source, &args.include, &args.exclude)?;
+            if args.changed_after.is_some() || args.changed_before.is_some() {
+                files = walk::changed_between(files, args.changed_after, args.changed_before)?;
+            }
             Ok(plan::plan(&files, &args.settings(), |f| {
                 walk::open_source(&f.relative, &f.path).map_err(std::io::Error::other)
             })?)

@@ -112,6 +112,31 @@ pub fn walk(
     Ok(files)
 }
 
+/// The files whose inode change time (ctime: set by every write, creation, rename or copy, and
+/// which no tool can set back, unlike mtime) is in `[after, before)`: an incremental run takes
+/// what changed since the last run's cut, and leaves a file still being written at its own cut
+/// to the next run.
+pub fn changed_between(
+    files: Vec<SourceFile>,
+    after: Option<jiff::Timestamp>,
+    before: Option<jiff::Timestamp>,
+) -> Result<Vec<SourceFile>, UploadError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut kept = Vec::with_capacity(files.len());
+    for file in files {
+        let meta = std::fs::metadata(&file.path).map_err(|source| UploadError::Walk {
+            path: file.path.display().to_string(),
+            source,
+        })?;
+        let changed = jiff::Timestamp::new(meta.ctime(), meta.ctime_nsec() as i32)
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        if after.is_none_or(|a| changed >= a) && before.is_none_or(|b| changed < b) {
+            kept.push(file);
+        }
+    }
+    Ok(kept)
+}
+
 /// Opens a planned source file (`path`, the real path the walk found, which holds no link) for
 /// reading, refusing a link anywhere in it: a folder or file swapped for a link between the walk
 /// and the read (pointing at a pod token, say) is [`UploadError::OutsideVolume`], not read.
