@@ -212,7 +212,15 @@ async fn incremental_runs_deliver_only_what_is_new_under_the_runs_names() {
     )
     .await;
     let ended: Vec<&OutboundDelivery> = all.iter().filter(|r| ended(r)).collect();
-    assert!(ended.iter().all(|r| phase(r) == Some(Phase::Succeeded)));
+    for run in &ended {
+        assert_eq!(
+            phase(run),
+            Some(Phase::Succeeded),
+            "{}: {:?}",
+            run.name_any(),
+            run.status.as_ref().map(|s| &s.conditions)
+        );
+    }
     let mut saw_c = false;
     for run in &ended[1..] {
         let n: u64 = run.annotations()["outbound.dev/run"].parse().unwrap();

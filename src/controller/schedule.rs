@@ -27,7 +27,7 @@ const LOOK_BACK: SignedDuration = SignedDuration::from_hours(24 * 7);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("failed to list the runs of schedule {0}: {1}")]
+    #[error("failed to read schedule {0} or its runs: {1}")]
     ListRuns(String, #[source] kube::Error),
     #[error("failed to create run {0}: {1}")]
     CreateRun(String, #[source] kube::Error),
@@ -98,6 +98,17 @@ pub async fn reconcile(sched: Arc<OutboundSchedule>, ctx: Arc<Context>) -> Resul
     ctx.metrics.reconcile(CONTROLLER);
     let ns = sched.namespace().unwrap_or_default();
     let name = sched.name_any();
+    // Read afresh: a run's creation triggers the next reconcile before the watch has delivered
+    // the status written with it, and a status folded from a stale copy would count a run twice
+    // or lose one.
+    let sched = match Api::<OutboundSchedule>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&name)
+        .await
+        .map_err(|e| Error::ListRuns(format!("{ns}/{name}"), e))?
+    {
+        Some(fresh) => Arc::new(fresh),
+        None => return Ok(Action::await_change()),
+    };
     let uid = sched.uid().unwrap_or_default();
     let key = format!("{CONTROLLER}/{ns}/{name}");
     let current = sched.status.clone().unwrap_or_default();
@@ -146,6 +157,13 @@ pub async fn reconcile(sched: Arc<OutboundSchedule>, ctx: Arc<Context>) -> Resul
         .filter(|d| d.owner_references().iter().any(|o| o.uid == uid))
         .collect();
     runs.sort_by_key(slot_of);
+    // The run numbers already used (a run created by a reconcile whose status write was lost).
+    let highest = runs
+        .iter()
+        .filter_map(|r| r.annotations().get(RUN_ANNOTATION)?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    status.runs = status.runs.max(highest);
 
     // Runs that ended since the last look: a receipt each, and the incremental cut.
     for run in runs.iter().filter(|r| ended(r)) {
