@@ -274,10 +274,10 @@ async fn forbid_skips_a_slot_while_a_run_uploads_and_replace_replaces_it() {
         proxy,
     } = stage("concurrency").await;
     std::fs::create_dir_all(folder.join("data")).unwrap();
-    // 80 MiB at 2 MiB/s: a run outlasts several 5-second slots.
+    // 80 MiB at 256 KiB/s a connection, 8 connections: a run outlasts several 5-second slots.
     let line = "x".repeat(1023) + "\n";
     std::fs::write(folder.join("data/big.sync"), line.repeat(80 << 10)).unwrap();
-    proxy.faults.rate.store(2 << 20, Ordering::SeqCst);
+    proxy.faults.rate.store(256 << 10, Ordering::SeqCst);
     world
         .apply_yaml::<OutboundSchedule>(&schedule_yaml(
             "slow",
