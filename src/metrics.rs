@@ -1,5 +1,7 @@
-//! Prometheus metrics of the controller (labelled by controller, error kind and phase, never by
-//! object name) and the HTTP endpoints: `/metrics`, `/healthz`, `/readyz`.
+//! Prometheus metrics of the controller and the HTTP endpoints: `/metrics`, `/healthz`,
+//! `/readyz`. Operator-wide series are labelled by controller, error kind, phase or reason; the
+//! per-destination and per-schedule series by namespace and name (and a failure's reason), so
+//! their number is bounded by the resources the operator has seen.
 
 use crate::api::Phase;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -32,8 +34,34 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationLabel {
+    pub namespace: String,
+    pub destination: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationReasonLabel {
+    pub namespace: String,
+    pub destination: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScheduleLabel {
+    pub namespace: String,
+    pub schedule: String,
+}
+
 /// Every metric the controller exports.
 pub struct Metrics {
+    destination_last_success: Family<DestinationLabel, Gauge>,
+    destination_bytes: Family<DestinationLabel, Counter>,
+    destination_objects: Family<DestinationLabel, Counter>,
+    destination_failures: Family<DestinationReasonLabel, Counter>,
+    schedule_last_success: Family<ScheduleLabel, Gauge>,
+    schedule_missed_runs: Family<ScheduleLabel, Gauge>,
+    schedule_failures: Family<ScheduleLabel, Counter>,
     registry: Registry,
     reconciles: Family<ControllerLabel, Counter>,
     errors: Family<ErrorLabel, Counter>,
@@ -90,7 +118,56 @@ impl Metrics {
             "1 while this replica holds the leader Lease",
             leader.clone(),
         );
+        let destination_last_success = Family::<DestinationLabel, Gauge>::default();
+        let destination_bytes = Family::<DestinationLabel, Counter>::default();
+        let destination_objects = Family::<DestinationLabel, Counter>::default();
+        let destination_failures = Family::<DestinationReasonLabel, Counter>::default();
+        let schedule_last_success = Family::<ScheduleLabel, Gauge>::default();
+        let schedule_missed_runs = Family::<ScheduleLabel, Gauge>::default();
+        let schedule_failures = Family::<ScheduleLabel, Counter>::default();
+        registry.register(
+            "destination_last_success_timestamp_seconds",
+            "When a delivery to the destination last succeeded (Unix seconds)",
+            destination_last_success.clone(),
+        );
+        registry.register(
+            "destination_delivered_bytes",
+            "Bytes of the deliveries to the destination that succeeded",
+            destination_bytes.clone(),
+        );
+        registry.register(
+            "destination_delivered_objects",
+            "Objects of the deliveries to the destination that succeeded",
+            destination_objects.clone(),
+        );
+        registry.register(
+            "destination_failures",
+            "Deliveries to the destination that failed, by reason",
+            destination_failures.clone(),
+        );
+        registry.register(
+            "schedule_last_success_timestamp_seconds",
+            "When a run of the schedule last succeeded (Unix seconds)",
+            schedule_last_success.clone(),
+        );
+        registry.register(
+            "schedule_missed_runs",
+            "Runs of the schedule missed (its status.missedRuns)",
+            schedule_missed_runs.clone(),
+        );
+        registry.register(
+            "schedule_failures",
+            "Runs of the schedule that failed",
+            schedule_failures.clone(),
+        );
         Metrics {
+            destination_last_success,
+            destination_bytes,
+            destination_objects,
+            destination_failures,
+            schedule_last_success,
+            schedule_missed_runs,
+            schedule_failures,
             registry,
             reconciles,
             errors,
@@ -130,6 +207,68 @@ impl Metrics {
 
     pub fn delivered(&self, bytes: u64) {
         self.bytes_delivered.inc_by(bytes);
+    }
+
+    /// A delivery to `namespace/destination` succeeded at `at` (Unix seconds).
+    pub fn delivered_to(
+        &self,
+        namespace: &str,
+        destination: &str,
+        bytes: u64,
+        objects: u64,
+        at: i64,
+    ) {
+        let label = DestinationLabel {
+            namespace: namespace.into(),
+            destination: destination.into(),
+        };
+        self.destination_bytes.get_or_create(&label).inc_by(bytes);
+        self.destination_objects
+            .get_or_create(&label)
+            .inc_by(objects);
+        let last = self.destination_last_success.get_or_create(&label);
+        last.set(last.get().max(at));
+    }
+
+    /// A delivery to `namespace/destination` failed with `reason`.
+    pub fn failed_to(&self, namespace: &str, destination: &str, reason: &str) {
+        self.destination_failures
+            .get_or_create(&DestinationReasonLabel {
+                namespace: namespace.into(),
+                destination: destination.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// A schedule's status as last folded: its last success (Unix seconds) and missed runs.
+    pub fn schedule(
+        &self,
+        namespace: &str,
+        schedule: &str,
+        last_success: Option<i64>,
+        missed: u64,
+    ) {
+        let label = ScheduleLabel {
+            namespace: namespace.into(),
+            schedule: schedule.into(),
+        };
+        if let Some(at) = last_success {
+            self.schedule_last_success.get_or_create(&label).set(at);
+        }
+        self.schedule_missed_runs
+            .get_or_create(&label)
+            .set(i64::try_from(missed).unwrap_or(i64::MAX));
+    }
+
+    /// A run of a schedule failed.
+    pub fn schedule_failed(&self, namespace: &str, schedule: &str) {
+        self.schedule_failures
+            .get_or_create(&ScheduleLabel {
+                namespace: namespace.into(),
+                schedule: schedule.into(),
+            })
+            .inc();
     }
 
     pub fn set_leader(&self, leader: bool) {
@@ -217,6 +356,7 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("failed to listen on {addr}: {e}"))?;
+    let addr = listener.local_addr().unwrap_or(addr);
     tracing::info!(%addr, "serving metrics and health");
     axum::serve(listener, app).await?;
     Ok(())

@@ -259,6 +259,37 @@ async fn incremental_runs_deliver_only_what_is_new_under_the_runs_names() {
     let status = schedule_status(&world, "daily").await;
     assert!(status.last_successful_time.is_some());
     assert!(status.next_schedule_time.is_some());
+
+    // Per destination and per schedule, in the operator's metrics.
+    let text = world.operator_metrics().await;
+    let ns = world.ns.as_str();
+    let dest = [("namespace", ns), ("destination", "acme")];
+    let sched = [("namespace", ns), ("schedule", "daily")];
+    let last = metric(
+        &text,
+        "outbound_destination_last_success_timestamp_seconds",
+        &dest,
+    )
+    .unwrap_or_else(|| panic!("no last success for acme:\n{text}"));
+    assert!(last >= slot1.as_second() as f64, "{last}");
+    assert!(
+        metric(&text, "outbound_destination_delivered_objects_total", &dest).unwrap() >= 3.0,
+        "a, b and c at least"
+    );
+    assert!(metric(&text, "outbound_destination_delivered_bytes_total", &dest).unwrap() > 0.0);
+    assert!(
+        metric(
+            &text,
+            "outbound_schedule_last_success_timestamp_seconds",
+            &sched
+        )
+        .unwrap()
+            >= last - 60.0
+    );
+    assert_eq!(
+        metric(&text, "outbound_schedule_missed_runs", &sched),
+        Some(0.0)
+    );
     world.cleanup().await;
 }
 

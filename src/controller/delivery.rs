@@ -437,9 +437,27 @@ async fn write_status(
     if previous_phase != phase {
         let ready = desired.conditions.first();
         tracing::info!(namespace = %ns, name = %name, phase = ?phase, reason = ?ready.map(|c| &c.reason), "delivery phase");
-        if phase == Some(Phase::Succeeded) {
-            ctx.metrics
-                .delivered(desired.progress.as_ref().map(|p| p.bytes_done).unwrap_or(0));
+        let destination = &delivery.spec.destination_ref.name;
+        match phase {
+            Some(Phase::Succeeded) => {
+                let (bytes, objects) = desired
+                    .progress
+                    .as_ref()
+                    .map(|p| (p.bytes_done, p.objects_done))
+                    .unwrap_or_default();
+                ctx.metrics.delivered(bytes);
+                ctx.metrics
+                    .delivered_to(&ns, destination, bytes, objects, now.0.as_second());
+            }
+            Some(Phase::Failed) => {
+                let reason = desired
+                    .conditions
+                    .first()
+                    .map(|c| c.reason.as_str())
+                    .unwrap_or("Unknown");
+                ctx.metrics.failed_to(&ns, destination, reason);
+            }
+            _ => {}
         }
         if let Some(c) = ready {
             let blocked = matches!(observation, DeliveryObservation::Blocked { .. });

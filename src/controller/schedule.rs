@@ -202,6 +202,7 @@ pub async fn reconcile(sched: Arc<OutboundSchedule>, ctx: Arc<Context>) -> Resul
             _ => {
                 if status.last_failure_time.as_ref().is_none_or(|t| t.0 < done) {
                     status.last_failure_time = Some(Time(done));
+                    ctx.metrics.schedule_failed(&ns, &name);
                     let why = run
                         .status
                         .as_ref()
@@ -376,6 +377,15 @@ pub async fn reconcile(sched: Arc<OutboundSchedule>, ctx: Arc<Context>) -> Resul
         )
     };
     let _ = kept;
+    ctx.metrics.schedule(
+        &ns,
+        &name,
+        status
+            .last_successful_time
+            .as_ref()
+            .map(|t| t.0.as_second()),
+        status.missed_runs,
+    );
     write_status(&ctx, &sched, &current, status).await?;
     ctx.succeeded(&key);
     Ok(match next {

@@ -65,6 +65,37 @@ pub fn audited_writes(env: &GroundEnv, resource: &str, namespace: &str, name: &s
         .count()
 }
 
+/// `text` without ANSI colour sequences.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The value of the series `name{labels...}` in a metrics text (labels given as `k="v"`).
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// A random lowercase suffix.
 pub fn suffix() -> String {
     format!("{:08x}", rand::random::<u32>())
@@ -183,6 +214,31 @@ impl World {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The running operator's `/metrics` text (its address from its log: it listens on port 0).
+    pub async fn operator_metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let log = strip_ansi(&self.operator_log());
+        let addr = log
+            .lines()
+            .filter(|l| l.contains("serving metrics and health"))
+            .filter_map(|l| l.split("addr=").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .next_back()
+            .expect("the operator logged its metrics address")
+            .trim_matches('"')
+            .to_string();
+        let mut stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("the metrics endpoint");
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await.unwrap();
+        body
     }
 
     pub fn operator_log(&self) -> String {
