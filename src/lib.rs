@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod cron;
 pub mod job;
 pub mod metrics;
+pub mod notify;
 pub mod plan;
 pub mod probe;
 pub mod shard;

@@ -146,6 +146,7 @@ pub fn delivery_status(
         manifest_key: current.manifest_key.clone(),
         attempts: current.attempts,
         target: current.target.clone(),
+        notification: current.notification.clone(),
         progress: progress.clone(),
         ..OutboundDeliveryStatus::default()
     };

@@ -559,6 +559,7 @@ pub(crate) mod tests {
                 backoff_limit: 3,
                 active_deadline_seconds: None,
                 suspend: false,
+                notify: None,
             },
         );
         d.metadata.namespace = Some("deliveries".into());

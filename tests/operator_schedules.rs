@@ -591,3 +591,180 @@ async fn bad_schedules_and_placeholders_are_refused_by_the_api_server() {
         .expect("a good schedule");
     world.cleanup().await;
 }
+
+/// A receiver of webhooks on 127.0.0.1 that answers 500 to its first `failures` requests, then
+/// 200; it keeps every request's headers (lowercased names) and body, and what it answered.
+struct Receiver {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(Vec<(String, String)>, Vec<u8>, u16)>>>,
+}
+
+async fn receiver(failures: usize) -> Receiver {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/receipts", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (head, body_start) = loop {
+                let n = conn.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break (String::new(), 0);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break (String::from_utf8_lossy(&buf[..i]).into_owned(), i + 4);
+                }
+            };
+            let headers: Vec<(String, String)> = head
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .collect();
+            let length: usize = headers
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = buf[body_start.min(buf.len())..].to_vec();
+            while body.len() < length {
+                let n = conn.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+            let code = {
+                let mut seen = kept.lock().unwrap();
+                let code = if seen.len() < failures { 500 } else { 200 };
+                seen.push((headers, body, code));
+                code
+            };
+            let reason = if code == 200 {
+                "OK"
+            } else {
+                "Internal Server Error"
+            };
+            let _ = conn
+                .write_all(
+                    format!(
+                        "HTTP/1.1 {code} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    )
+                    .as_bytes(),
+                )
+                .await;
+        }
+    });
+    Receiver { url, seen }
+}
+
+/// Every run that ends sends one CloudEvent, signed with the Secret's key, to the webhook; a
+/// receiver that fails twice is tried again until it answers, and the run's status says so.
+#[tokio::test]
+async fn each_run_sends_one_signed_receipt_retried_until_the_receiver_answers() {
+    use hmac::Mac;
+    let Stage {
+        world,
+        gw: _gw,
+        bkt: _bkt,
+        folder,
+        proxy: _proxy,
+    } = stage("receipts").await;
+    std::fs::create_dir_all(folder.join("data")).unwrap();
+    std::fs::write(folder.join("data/a.sync"), "a\n").unwrap();
+    let hook = receiver(2).await;
+    let signing_key = format!("key-{}", suffix());
+    world.secret("hook", &[("signing", &signing_key)]).await;
+    world
+        .apply_yaml::<OutboundSchedule>(&schedule_yaml(
+            "receipted",
+            "  schedule: \"*/10 * * * * *\"\n",
+            &format!(
+                "    keyPrefix: \"{{run}}/\"\n    notify:\n      webhook:\n        url: \"{}\"\n        secretRef: {{name: hook, key: signing}}\n",
+                hook.url
+            ),
+        ))
+        .await
+        .unwrap();
+    let sent = wait_for(
+        "two runs ended with their receipts sent",
+        Duration::from_secs(120),
+        || async {
+            let all = runs(&world, "receipted").await;
+            let done: Vec<OutboundDelivery> = all
+                .into_iter()
+                .filter(|r| {
+                    r.status
+                        .as_ref()
+                        .and_then(|s| s.notification.as_ref())
+                        .is_some_and(|n| n.sent_time.is_some())
+                })
+                .collect();
+            (done.len() >= 2).then_some(done)
+        },
+        || world.diagnose(),
+    )
+    .await;
+    // The first run's receipt took three attempts (two refused), the second's one.
+    let attempts: Vec<i32> = sent
+        .iter()
+        .map(|r| {
+            r.status
+                .as_ref()
+                .unwrap()
+                .notification
+                .as_ref()
+                .unwrap()
+                .attempts
+        })
+        .collect();
+    assert_eq!(attempts[0], 3, "{attempts:?}");
+    assert_eq!(attempts[1], 1, "{attempts:?}");
+    let seen = hook.seen.lock().unwrap().clone();
+    let accepted: Vec<&(Vec<(String, String)>, Vec<u8>, u16)> =
+        seen.iter().filter(|(_, _, code)| *code == 200).collect();
+    for run in &sent {
+        let uid = run.uid().unwrap();
+        let events: Vec<serde_json::Value> = accepted
+            .iter()
+            .map(|(_, body, _)| serde_json::from_slice::<serde_json::Value>(body).unwrap())
+            .filter(|e| e["id"] == format!("{uid}-succeeded"))
+            .collect();
+        assert_eq!(events.len(), 1, "one receipt for {}", run.name_any());
+        let event = &events[0];
+        assert_eq!(event["specversion"], "1.0");
+        assert_eq!(event["type"], "dev.outbound.delivery.succeeded");
+        assert_eq!(event["data"]["delivery"], run.name_any());
+        assert_eq!(event["data"]["schedule"], "receipted");
+        assert_eq!(event["data"]["objects"], 1);
+    }
+    for (headers, body, _) in &seen {
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(header("content-type"), "application/cloudevents+json");
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(signing_key.as_bytes()).unwrap();
+        mac.update(body);
+        let expected: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(header("x-outbound-signature"), format!("sha256={expected}"));
+        let text = String::from_utf8_lossy(body);
+        assert!(!text.contains(&signing_key), "the key itself is never sent");
+    }
+    world.cleanup().await;
+}

@@ -115,6 +115,66 @@ pub struct OutboundDeliverySpec {
     /// Pause the delivery (the Job's pods are stopped) until set back to false.
     #[serde(default)]
     pub suspend: bool,
+    /// Receipts sent when the delivery ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Notify>,
+}
+
+/// Receipts of a delivery.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct Notify {
+    /// A URL that receives one CloudEvent when the delivery succeeds or fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<Webhook>,
+}
+
+/// A webhook receiving a delivery's receipt.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Webhook {
+    /// Receives a POST of one CloudEvents 1.0 JSON message (`application/cloudevents+json`,
+    /// type `dev.outbound.delivery.succeeded` or `.failed`) when the delivery ends; retried with
+    /// backoff for about 40 minutes. https only, and no loopback, link-local or metadata address,
+    /// unless the admin allows those endpoints.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("must be an http:// or https:// URL"))]
+    pub url: String,
+    /// A key of a Secret in the delivery's namespace: the body is signed with HMAC-SHA256 under
+    /// its value, in the header `X-Outbound-Signature: sha256=<hex>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<WebhookSecret>,
+}
+
+/// A key of a Secret.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct WebhookSecret {
+    /// Name of the Secret (same namespace).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key holding the signing key.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// What became of a delivery's receipt.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationStatus {
+    /// Attempts made.
+    #[serde(default)]
+    pub attempts: i32,
+    /// When the receiver accepted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_time: Option<Time>,
+    /// When the last attempt was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_time: Option<Time>,
+    /// Why the last attempt failed (by class: the receiver's answer is not echoed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// No more attempts (refused by the endpoint rules, or every attempt failed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gave_up: bool,
 }
 
 fn default_parallelism() -> i32 {
@@ -235,6 +295,9 @@ pub struct OutboundDeliveryStatus {
     /// there, whatever the destination says later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<DeliveryTarget>,
+    /// The receipt sent by webhook when the delivery ended (`spec.notify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification: Option<NotificationStatus>,
 }
 
 /// Progress totals folded from every shard.

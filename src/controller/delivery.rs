@@ -144,7 +144,10 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
         {
             sweep_uploads(&ctx, &delivery).await;
         }
-        return Ok(Action::await_change());
+        // The receipt, if asked for and not sent yet: after the end, never before it.
+        return Ok(super::receipts::send_receipt(&ctx, &delivery)
+            .await
+            .unwrap_or_else(Action::await_change));
     }
 
     // Dereference, from the stores the controller's watches fill.
@@ -788,7 +791,7 @@ async fn warn_event(ctx: &Context, delivery: &OutboundDelivery, reason: &str, me
 }
 
 /// Publishes an event on the delivery (its note cut to the API's size); a failure is logged only.
-async fn publish(
+pub(super) async fn publish(
     ctx: &Context,
     delivery: &OutboundDelivery,
     type_: EventType,

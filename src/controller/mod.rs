@@ -5,6 +5,7 @@ mod delivery;
 mod destination;
 pub mod endpoint;
 pub mod leader;
+mod receipts;
 mod schedule;
 mod uploads;
 
