@@ -592,11 +592,14 @@ async fn bad_schedules_and_placeholders_are_refused_by_the_api_server() {
     world.cleanup().await;
 }
 
+/// One request a receiver saw: its headers (lowercased names), its body, and the code answered.
+type Seen = (Vec<(String, String)>, Vec<u8>, u16);
+
 /// A receiver of webhooks on 127.0.0.1 that answers 500 to its first `failures` requests, then
 /// 200; it keeps every request's headers (lowercased names) and body, and what it answered.
 struct Receiver {
     url: String,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<(Vec<(String, String)>, Vec<u8>, u16)>>>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
 }
 
 async fn receiver(failures: usize) -> Receiver {
@@ -728,8 +731,7 @@ async fn each_run_sends_one_signed_receipt_retried_until_the_receiver_answers() 
     assert_eq!(attempts[0], 3, "{attempts:?}");
     assert_eq!(attempts[1], 1, "{attempts:?}");
     let seen = hook.seen.lock().unwrap().clone();
-    let accepted: Vec<&(Vec<(String, String)>, Vec<u8>, u16)> =
-        seen.iter().filter(|(_, _, code)| *code == 200).collect();
+    let accepted: Vec<&Seen> = seen.iter().filter(|(_, _, code)| *code == 200).collect();
     for run in &sent {
         let uid = run.uid().unwrap();
         let events: Vec<serde_json::Value> = accepted
