@@ -262,6 +262,24 @@ pub fn delivery_status(
             }
         }
     };
+    // kstatus' abnormal-true pair (what Flux reads): Reconciling while it waits or uploads,
+    // Stalled when it failed; neither once it succeeded (or while suspended).
+    let mut conditions = conditions;
+    let (reason, message) = (conditions[0].reason.clone(), conditions[0].message.clone());
+    let reconciling = matches!(phase, Phase::Pending | Phase::Uploading) && reason != "Suspended";
+    let stalled = phase == Phase::Failed;
+    conditions.push(cond(
+        condition::RECONCILING,
+        reconciling,
+        &reason,
+        if reconciling { &message } else { "" },
+    ));
+    conditions.push(cond(
+        condition::STALLED,
+        stalled,
+        &reason,
+        if stalled { &message } else { "" },
+    ));
     status.phase = Some(phase);
     status.conditions = conditions;
     status
@@ -349,8 +367,22 @@ pub fn destination_status(
             now,
         ),
     };
+    // kstatus reads Stalled (abnormal-true): a destination that cannot be written is Failed.
+    let stalled = condition(
+        prev,
+        condition::STALLED,
+        ready.status == "False",
+        &ready.reason,
+        if ready.status == "False" {
+            ready.message.clone()
+        } else {
+            String::new()
+        },
+        generation,
+        now,
+    );
     OutboundDestinationStatus {
-        conditions: vec![ready],
+        conditions: vec![ready, stalled],
         observed_generation: generation,
         identity: report.identity.clone(),
         bucket_policy_statement: report.bucket_policy_statement.clone(),

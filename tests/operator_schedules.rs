@@ -770,3 +770,184 @@ async fn each_run_sends_one_signed_receipt_retried_until_the_receiver_answers() 
     }
     world.cleanup().await;
 }
+
+/// What Argo CD (the chart's Lua health check, run by gopher-lua) and Flux (kstatus) make of an
+/// object: `(lua status, kstatus status)`.
+fn judged(kind: &str, object: &impl serde::Serialize) -> (String, String) {
+    use std::io::Write;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let built = std::process::Command::new(root.join("tests/ground/scripts/health.sh"))
+        .output()
+        .expect("tests/ground/scripts/health.sh");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let binary = String::from_utf8(built.stdout).unwrap().trim().to_string();
+    let script = root.join(format!(
+        "charts/outbound/files/argocd/outbound.dev_{kind}.lua"
+    ));
+    let mut child = std::process::Command::new(binary)
+        .arg("--lua")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&serde_json::to_vec(object).unwrap())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        v["lua"]["status"].as_str().unwrap_or_default().to_string(),
+        v["kstatus"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// The real objects of a run, judged as Argo CD and Flux would: a destination Ready and one
+/// refused; a delivery uploading, succeeded, failed and suspended; a schedule running and
+/// suspended.
+#[tokio::test]
+async fn gitops_tools_read_each_state_of_the_real_objects() {
+    let Stage {
+        world,
+        gw: _gw,
+        bkt,
+        folder,
+        proxy,
+    } = stage("health").await;
+    let dest = world
+        .api::<OutboundDestination>()
+        .get("acme")
+        .await
+        .unwrap();
+    assert_eq!(
+        judged("OutboundDestination", &dest),
+        ("Healthy".into(), "Current".into())
+    );
+    world
+        .apply_yaml::<OutboundDestination>(&format!(
+            "apiVersion: outbound.dev/v1alpha1\nkind: OutboundDestination\nmetadata: {{name: nokeys}}\nspec:\n  s3: {{bucket: {bkt}, region: us-east-1, endpoint: \"{}\", forcePathStyle: true}}\n  credentials: {{secret: {{name: missing}}}}\n",
+            proxy.url()
+        ))
+        .await
+        .unwrap();
+    let refused = world
+        .wait_destination("nokeys", "False", "SecretNotFound")
+        .await;
+    assert_eq!(
+        judged("OutboundDestination", &refused),
+        ("Degraded".into(), "Failed".into())
+    );
+
+    std::fs::create_dir_all(folder.join("data")).unwrap();
+    let line = "x".repeat(1023) + "\n";
+    std::fs::write(folder.join("data/big.sync"), line.repeat(40 << 10)).unwrap();
+    proxy.faults.rate.store(256 << 10, Ordering::SeqCst);
+    let delivery = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: outbound.dev/v1alpha1\nkind: OutboundDelivery\nmetadata: {{name: {name}}}\nspec:\n  destinationRef: {{name: acme}}\n  source: {{volume: {{claimName: exports, path: data}}}}\n  keyPrefix: {name}/\n{extra}"
+        )
+    };
+    world
+        .apply_yaml::<OutboundDelivery>(&delivery("slow", ""))
+        .await
+        .unwrap();
+    let uploading = world
+        .wait_delivery("slow", "Uploading", None, Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        judged("OutboundDelivery", &uploading),
+        ("Progressing".into(), "InProgress".into())
+    );
+    proxy.faults.rate.store(0, Ordering::SeqCst);
+    let done = world
+        .wait_delivery("slow", "Succeeded", None, Duration::from_secs(120))
+        .await;
+    assert_eq!(
+        judged("OutboundDelivery", &done),
+        ("Healthy".into(), "Current".into())
+    );
+    world
+        .apply_yaml::<OutboundDelivery>(
+            "apiVersion: outbound.dev/v1alpha1\nkind: OutboundDelivery\nmetadata: {name: badglob}\nspec:\n  destinationRef: {name: acme}\n  source: {volume: {claimName: exports, path: data, include: [\"[\"]}}\n",
+        )
+        .await
+        .unwrap();
+    let failed = world
+        .wait_delivery("badglob", "Failed", None, Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        judged("OutboundDelivery", &failed),
+        ("Degraded".into(), "Failed".into())
+    );
+    world
+        .apply_yaml::<OutboundDelivery>(&delivery("held", "  suspend: true\n"))
+        .await
+        .unwrap();
+    let held = world
+        .wait_delivery(
+            "held",
+            "Pending",
+            Some("Suspended"),
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(judged("OutboundDelivery", &held).0, "Suspended");
+
+    world
+        .apply_yaml::<OutboundSchedule>(&schedule_yaml("hourly", "  schedule: \"@hourly\"\n", ""))
+        .await
+        .unwrap();
+    let scheduled = wait_for(
+        "the schedule scheduled",
+        Duration::from_secs(30),
+        || async {
+            let s = world.api::<OutboundSchedule>().get("hourly").await.ok()?;
+            s.status.as_ref()?.next_schedule_time.as_ref()?;
+            Some(s)
+        },
+        || world.diagnose(),
+    )
+    .await;
+    assert_eq!(
+        judged("OutboundSchedule", &scheduled),
+        ("Healthy".into(), "Current".into())
+    );
+    world
+        .api::<OutboundSchedule>()
+        .patch(
+            "hourly",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"suspend": true}})),
+        )
+        .await
+        .unwrap();
+    let suspended = wait_for(
+        "the schedule suspended",
+        Duration::from_secs(30),
+        || async {
+            let s = world.api::<OutboundSchedule>().get("hourly").await.ok()?;
+            let reason = s.status.as_ref()?.conditions.first()?.reason.clone();
+            (reason == "Suspended").then_some(s)
+        },
+        || world.diagnose(),
+    )
+    .await;
+    assert_eq!(judged("OutboundSchedule", &suspended).0, "Suspended");
+    world.cleanup().await;
+}

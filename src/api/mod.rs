@@ -57,6 +57,9 @@ pub mod condition {
     pub const COMPLETE: &str = "Complete";
     pub const FAILED: &str = "Failed";
     pub const PROGRESSING: &str = "Progressing";
+    /// kstatus' abnormal-true conditions: still working, and stuck.
+    pub const RECONCILING: &str = "Reconciling";
+    pub const STALLED: &str = "Stalled";
 }
 
 /// The CustomResourceDefinitions, destination first.

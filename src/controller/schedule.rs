@@ -117,16 +117,29 @@ pub async fn reconcile(sched: Arc<OutboundSchedule>, ctx: Arc<Context>) -> Resul
     let now = Timestamp::now();
     let time = Time(now);
     let previous_conditions = current.conditions.clone();
+    // Ready, and kstatus' Stalled (abnormal-true) when the schedule cannot run.
     let ready = |ok: bool, reason: &str, message: String| {
-        vec![make_condition(
+        let stalled = make_condition(
             &previous_conditions,
-            condition::READY,
-            ok,
+            condition::STALLED,
+            !ok,
             reason,
-            message,
+            if ok { String::new() } else { message.clone() },
             sched.meta().generation,
             &time,
-        )]
+        );
+        vec![
+            make_condition(
+                &previous_conditions,
+                condition::READY,
+                ok,
+                reason,
+                message,
+                sched.meta().generation,
+                &time,
+            ),
+            stalled,
+        ]
     };
 
     // The API server checks both; an older CRD might not have.
