@@ -130,3 +130,42 @@ fn parts_grow_for_large_objects_unless_a_part_size_is_given() {
     assert_eq!(parts(&[]), (64 << 20, 64));
     assert_eq!(parts(&["--part-size", "16Mi"]), (16 << 20, 256));
 }
+
+/// Output that is not a terminal (a pipe, here) carries no colour codes, logs included (before,
+/// a failed upload's piped log held dozens); NO_COLOR turns them off on a terminal too (the same
+/// switch).
+#[test]
+fn piped_output_has_no_colour_codes() {
+    let dir = source_dir();
+    write_lines(&dir.path().join("a.sync"), 1 << 10, 1, true);
+    // An upload to a port nobody listens on: it logs, fails at once and exits.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outbound"))
+        .args(["upload", "--bucket", "b", "--force-path-style"])
+        .args([
+            "--endpoint",
+            "http://127.0.0.1:1",
+            "--max-attempts",
+            "1",
+            "--part-retries",
+            "0",
+        ])
+        .arg("--source")
+        .arg(dir.path())
+        .env("AWS_ACCESS_KEY_ID", "a")
+        .env("AWS_SECRET_ACCESS_KEY", "b")
+        .env("OUTBOUND_LOG", "debug")
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("run outbound upload");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.lines().count() > 5,
+        "too little logged to check: {stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in piped logs: {stderr:?}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains('\u{1b}'));
+}
