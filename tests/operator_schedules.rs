@@ -819,8 +819,8 @@ fn judged(kind: &str, object: &impl serde::Serialize) -> (String, String) {
 }
 
 /// The real objects of a run, judged as Argo CD and Flux would: a destination Ready and one
-/// refused; a delivery uploading, succeeded, failed and suspended; a schedule running and
-/// suspended.
+/// refused; a delivery pending, uploading, succeeded, failed and suspended; a schedule running
+/// and suspended.
 #[tokio::test]
 async fn gitops_tools_read_each_state_of_the_real_objects() {
     let Stage {
@@ -863,6 +863,25 @@ async fn gitops_tools_read_each_state_of_the_real_objects() {
             "apiVersion: outbound.dev/v1alpha1\nkind: OutboundDelivery\nmetadata: {{name: {name}}}\nspec:\n  destinationRef: {{name: acme}}\n  source: {{volume: {{claimName: exports, path: data}}}}\n  keyPrefix: {name}/\n{extra}"
         )
     };
+    // Pending: its destination does not exist (yet).
+    world
+        .apply_yaml::<OutboundDelivery>(
+            "apiVersion: outbound.dev/v1alpha1\nkind: OutboundDelivery\nmetadata: {name: waiting}\nspec:\n  destinationRef: {name: later}\n  source: {volume: {claimName: exports, path: data}}\n",
+        )
+        .await
+        .unwrap();
+    let pending = world
+        .wait_delivery(
+            "waiting",
+            "Pending",
+            Some("DestinationNotFound"),
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(
+        judged("OutboundDelivery", &pending),
+        ("Progressing".into(), "InProgress".into())
+    );
     world
         .apply_yaml::<OutboundDelivery>(&delivery("slow", ""))
         .await
