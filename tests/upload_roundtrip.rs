@@ -344,3 +344,61 @@ async fn long_lines_and_gzip_are_refused_in_lines_mode() {
     assert!(run.success, "{run:?}");
     assert_eq!(list(&client, &bucket, "").await.len(), 6);
 }
+
+/// On a terminal (a pseudo-terminal from `script`), `outbound upload` draws a live progress bar
+/// with bytes, objects, rate and time left; through a pipe it prints no escape code at all.
+#[tokio::test]
+async fn a_terminal_gets_a_progress_bar_and_a_pipe_plain_lines() {
+    let server = versitygw();
+    let s3 = server.client();
+    let bucket = new_bucket(&s3, "bar").await;
+    let dir = source_dir();
+    write_random(&dir.path().join("a.bin"), 24 << 20, 7);
+    write_random(&dir.path().join("b.bin"), 1 << 20, 8);
+
+    let piped = finished(
+        upload_command(&server, &bucket, dir.path(), &["--prefix", "piped/"])
+            .env_remove("NO_COLOR")
+            .output()
+            .await
+            .unwrap(),
+    );
+    assert!(piped.success, "{piped:?}");
+    assert!(
+        !piped.stderr.contains('\u{1b}') && !piped.stdout.contains('\u{1b}'),
+        "escape codes through a pipe: {piped:?}"
+    );
+
+    // The same upload under a pseudo-terminal.
+    let cmd = upload_command(&server, &bucket, dir.path(), &["--prefix", "tty/"]);
+    let std_cmd = cmd.as_std();
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', "'\\''"));
+    let line = std::iter::once(quote(std_cmd.get_program()))
+        .chain(std_cmd.get_args().map(quote))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut tty = tokio::process::Command::new("script");
+    tty.args(["-qefc", &line, "/dev/null"]);
+    for (k, v) in std_cmd.get_envs() {
+        match v {
+            Some(v) => tty.env(k, v),
+            None => tty.env_remove(k),
+        };
+    }
+    let out = tty
+        .env_remove("NO_COLOR")
+        .output()
+        .await
+        .expect("script(1)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("2/2 objects"),
+        "no progress bar with the objects: {text:?}"
+    );
+    assert!(text.contains("MiB"), "no bytes on the bar: {text:?}");
+    assert!(
+        text.contains('\u{1b}'),
+        "a terminal gets a live bar (cursor codes): {text:?}"
+    );
+}

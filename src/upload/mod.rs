@@ -336,7 +336,11 @@ async fn upload(
         )));
     }
     let state = open_state(args).await?;
+    let bar = TerminalProgress::start(&state);
     let result = deliver(args, &state, stop).await;
+    if let Some(bar) = bar {
+        bar.finish();
+    }
     if let Err(err) = &result {
         // Every error, planning's included, reaches the delivery with its reason. Best effort,
         // briefly: the termination message carries the same line.
@@ -388,6 +392,61 @@ async fn open_state(args: &UploadArgs) -> Result<Arc<State>, UploadError> {
         (None, None) => Backend::None,
     };
     State::open(backend).await
+}
+
+/// A live progress bar (bytes, objects, rate, time left) on stderr when it is a terminal; a
+/// pipe, a file or a pod's log gets none (the log lines say what happened).
+struct TerminalProgress {
+    bar: indicatif::ProgressBar,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TerminalProgress {
+    fn start(state: &Arc<State>) -> Option<TerminalProgress> {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {bytes}/{total_bytes} {msg} {binary_bytes_per_sec} left {eta}",
+            )
+            .ok()?,
+        );
+        let (shown, watched) = (bar.clone(), Arc::clone(state));
+        let task = tokio::spawn(async move {
+            loop {
+                Self::draw(&shown, &watched);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Some(TerminalProgress {
+            bar,
+            state: Arc::clone(state),
+            task,
+        })
+    }
+
+    fn draw(bar: &indicatif::ProgressBar, state: &State) {
+        let p = &state.progress;
+        let total = Progress::get(&p.bytes_total);
+        bar.set_length(total);
+        bar.set_position(Progress::get(&p.bytes_done).min(total));
+        bar.set_message(format!(
+            "{}/{} objects",
+            Progress::get(&p.objects_done),
+            Progress::get(&p.objects_total)
+        ));
+    }
+
+    /// The final figures, and the bar left on screen.
+    fn finish(self) {
+        self.task.abort();
+        Self::draw(&self.bar, &self.state);
+        self.bar.finish();
+    }
 }
 
 /// Aborts the progress reporter when dropped, whichever way the run ends.
