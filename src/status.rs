@@ -35,7 +35,7 @@ pub fn condition(
 }
 
 /// Conditions equal but for their timestamps.
-fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
+pub fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|(x, y)| {
             x.type_ == y.type_

@@ -776,15 +776,19 @@ async fn each_run_sends_one_signed_receipt_retried_until_the_receiver_answers() 
 fn judged(kind: &str, object: &impl serde::Serialize) -> (String, String) {
     use std::io::Write;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let built = std::process::Command::new(root.join("tests/ground/scripts/health.sh"))
-        .output()
-        .expect("tests/ground/scripts/health.sh");
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    let binary = String::from_utf8(built.stdout).unwrap().trim().to_string();
+    static BINARY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    // Built (or found in the cache) once per test run, not once per object judged.
+    let binary = BINARY.get_or_init(|| {
+        let built = std::process::Command::new(root.join("tests/ground/scripts/health.sh"))
+            .output()
+            .expect("tests/ground/scripts/health.sh");
+        assert!(
+            built.status.success(),
+            "{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        String::from_utf8(built.stdout).unwrap().trim().to_string()
+    });
     let script = root.join(format!(
         "charts/outbound/files/argocd/outbound.dev_{kind}.lua"
     ));

@@ -23,7 +23,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
@@ -799,20 +799,7 @@ pub(super) async fn publish(
     note: &str,
     action: &str,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx
-        .recorder
-        .publish(&event, &delivery.object_ref(&()))
-        .await
-    {
-        tracing::warn!(error = %e, "failed to publish an event");
-    }
+    super::publish_event(ctx, &delivery.object_ref(&()), type_, reason, note, action).await;
 }
 
 /// On delete: stop the Job (foreground), wait until its pods are gone (no pod may create a new

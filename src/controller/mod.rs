@@ -563,6 +563,28 @@ where
     }
 }
 
+/// Publishes an event on an object (its note cut to the API's size); a failure is logged only:
+/// an event is a receipt, never a reason to fail a reconcile.
+pub(crate) async fn publish_event(
+    ctx: &Context,
+    on: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: kube::runtime::events::EventType,
+    reason: &str,
+    note: &str,
+    action: &str,
+) {
+    let event = kube::runtime::events::Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, on).await {
+        tracing::warn!(error = %e, "failed to publish an event");
+    }
+}
+
 /// Requeue after an error: the error decides.
 fn requeue_for(ctx: &Context, key: String, transient: bool) -> Action {
     if transient {

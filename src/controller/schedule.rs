@@ -14,7 +14,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -236,7 +236,6 @@ pub async fn reconcile(sched: Arc<OutboundSchedule>, ctx: Arc<Context>) -> Resul
     }
 
     // History: the newest runs of each outcome are kept; older ones go (their objects stay).
-    let mut kept = Vec::new();
     for (outcome, limit) in [
         (
             Phase::Succeeded,
@@ -252,7 +251,6 @@ pub async fn reconcile(sched: Arc<OutboundSchedule>, ctx: Arc<Context>) -> Resul
         for run in &of[..excess] {
             delete_run(&deliveries, &ns, &run.name_any()).await?;
         }
-        kept.extend(of[excess..].iter().map(|r| r.name_any()));
     }
     let active: Vec<&OutboundDelivery> = runs
         .iter()
@@ -389,7 +387,6 @@ pub async fn reconcile(sched: Arc<OutboundSchedule>, ctx: Arc<Context>) -> Resul
             },
         )
     };
-    let _ = kept;
     ctx.metrics.schedule(
         &ns,
         &name,
@@ -468,17 +465,7 @@ async fn write_status(
     current: &OutboundScheduleStatus,
     desired: OutboundScheduleStatus,
 ) -> Result<(), Error> {
-    let same_conditions = current.conditions.len() == desired.conditions.len()
-        && current
-            .conditions
-            .iter()
-            .zip(&desired.conditions)
-            .all(|(a, b)| {
-                a.status == b.status
-                    && a.reason == b.reason
-                    && a.message == b.message
-                    && a.observed_generation == b.observed_generation
-            });
+    let same_conditions = crate::status::same_conditions(&current.conditions, &desired.conditions);
     let unchanged = same_conditions
         && OutboundScheduleStatus {
             conditions: vec![],
@@ -515,16 +502,7 @@ async fn publish(
     reason: &str,
     note: &str,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Schedule".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &sched.object_ref(&())).await {
-        tracing::warn!(error = %e, "failed to publish an event");
-    }
+    super::publish_event(ctx, &sched.object_ref(&()), type_, reason, note, "Schedule").await;
 }
 
 #[cfg(test)]
