@@ -14,6 +14,7 @@ use crate::api::{
     shard_name,
 };
 use crate::job;
+use crate::metrics::DeliveryLabel;
 use crate::status::{DeliveryObservation, delivery_patch, delivery_status};
 use crate::tenancy;
 use crate::validate::{self, Blocked, ValidatedDelivery, validate};
@@ -388,8 +389,21 @@ async fn write_status(
     desired.target = desired.target.or(target);
     let previous_phase = current.and_then(|s| s.phase);
     let phase = desired.phase;
-    ctx.metrics
-        .delivery_phase(&delivery.uid().unwrap_or_default(), phase);
+    let bytes = |s: Option<&OutboundDeliveryStatus>| {
+        s.and_then(|s| s.progress.as_ref())
+            .map_or(0, |p| p.bytes_done)
+    };
+    ctx.metrics.delivery_progress(
+        &DeliveryLabel {
+            namespace: ns.clone(),
+            delivery: name.clone(),
+            destination: delivery.spec.destination_ref.name.clone(),
+        },
+        phase,
+        bytes(current),
+        bytes(Some(&desired)),
+        now.0.as_second(),
+    );
     let Some(status) = delivery_patch(current, desired.clone()) else {
         return Ok(Written {
             phase,

@@ -343,6 +343,9 @@ pub async fn reconcile(dest: Arc<OutboundDestination>, ctx: Arc<Context>) -> Res
         .and_then(|s| s.conditions.first())
         .map(|c| (c.status.clone(), c.reason.clone()));
     let refresh = ctx.args.revalidate_interval;
+    let ready = &desired.conditions[0];
+    ctx.metrics
+        .destination_ready(&ns, &name, ready.status == "True", &ready.reason);
     if let Some(status) = destination_patch(current, desired.clone(), refresh) {
         let patch = serde_json::json!({
             "apiVersion": "outbound.dev/v1alpha1",
@@ -357,7 +360,6 @@ pub async fn reconcile(dest: Arc<OutboundDestination>, ctx: Arc<Context>) -> Res
             )
             .await
             .map_err(|e| Error::PatchStatus(format!("{ns}/{name}"), e))?;
-        let ready = &desired.conditions[0];
         if was_ready != Some((ready.status.clone(), ready.reason.clone())) {
             tracing::info!(namespace = %ns, name = %name, ready = %ready.status, reason = %ready.reason, "destination probed");
             let event = Event {

@@ -440,8 +440,17 @@ async fn destination_controller(
                 .collect::<Vec<_>>()
         })
         .shutdown_on_signal()
-        .run(destination::reconcile, destination::error_policy, ctx)
-        .for_each(|_| async {})
+        .run(
+            destination::reconcile,
+            destination::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|res| {
+            if let Some((ns, name)) = gone(&res) {
+                ctx.metrics.forget_destination(&ns, &name);
+            }
+            async {}
+        })
         .await;
 }
 
@@ -455,8 +464,13 @@ async fn schedule_controller(ctx: Arc<Context>) {
             watcher::Config::default().labels(crate::validate::SCHEDULE_LABEL),
         )
         .shutdown_on_signal()
-        .run(schedule::reconcile, schedule::error_policy, ctx)
-        .for_each(|_| async {})
+        .run(schedule::reconcile, schedule::error_policy, ctx.clone())
+        .for_each(|res| {
+            if let Some((ns, name)) = gone(&res) {
+                ctx.metrics.forget_schedule(&ns, &name);
+            }
+            async {}
+        })
         .await;
 }
 
@@ -546,9 +560,27 @@ async fn delivery_controller(ctx: Arc<Context>, writers: StoreWriters) {
                 .collect::<Vec<_>>()
         })
         .shutdown_on_signal()
-        .run(delivery::reconcile, delivery::error_policy, ctx)
-        .for_each(|_| async {})
+        .run(delivery::reconcile, delivery::error_policy, ctx.clone())
+        .for_each(|res| {
+            if let Some((ns, name)) = gone(&res) {
+                ctx.metrics.forget_delivery(&ns, &name);
+            }
+            async {}
+        })
         .await;
+}
+
+/// The namespace and name of an object a controller was triggered for after it was deleted
+/// (kube-runtime reports it as not found): what its metric series are forgotten by.
+fn gone<T, E1: std::error::Error + 'static, E2: std::error::Error + 'static>(
+    res: &Result<T, controller::Error<E1, E2>>,
+) -> Option<(String, String)> {
+    match res {
+        Err(controller::Error::ObjectNotFound(obj)) => {
+            Some((obj.namespace.clone().unwrap_or_default(), obj.name.clone()))
+        }
+        _ => None,
+    }
 }
 
 /// An Api over the watched namespace, or every namespace.

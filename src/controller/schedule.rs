@@ -107,7 +107,10 @@ pub async fn reconcile(sched: Arc<OutboundSchedule>, ctx: Arc<Context>) -> Resul
         .map_err(|e| Error::ListRuns(format!("{ns}/{name}"), e))?
     {
         Some(fresh) => Arc::new(fresh),
-        None => return Ok(Action::await_change()),
+        None => {
+            ctx.metrics.forget_schedule(&ns, &name);
+            return Ok(Action::await_change());
+        }
     };
     let uid = sched.uid().unwrap_or_default();
     let key = format!("{CONTROLLER}/{ns}/{name}");
@@ -155,6 +158,7 @@ pub async fn reconcile(sched: Arc<OutboundSchedule>, ctx: Arc<Context>) -> Resul
         Err(why) => {
             status.conditions = ready(false, "InvalidSchedule", why);
             status.next_schedule_time = None;
+            ctx.metrics.schedule_due(&ns, &name, "", None);
             write_status(&ctx, &sched, &current, status).await?;
             return Ok(Action::await_change());
         }
@@ -395,6 +399,42 @@ pub async fn reconcile(sched: Arc<OutboundSchedule>, ctx: Arc<Context>) -> Resul
             .as_ref()
             .map(|t| t.0.as_second()),
         status.missed_runs,
+    );
+    // The run that should bring the next success is the first slot after the last one (or
+    // after the schedule's creation): the alert on overdue deliveries compares with it.
+    let due = (!sched.spec.suspend)
+        .then(|| {
+            let after = status
+                .last_successful_time
+                .as_ref()
+                .map(|t| t.0)
+                .or_else(|| sched.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
+            cron.next_after(after, &tz)
+        })
+        .flatten();
+    ctx.metrics.schedule_due(
+        &ns,
+        &name,
+        &sched.spec.template.destination_ref.name,
+        due.map(|t| t.as_second()),
+    );
+    // The run that should bring the next success is the first slot after the last one (or
+    // after the schedule's creation): the alert on overdue deliveries compares with it.
+    let due = (!sched.spec.suspend)
+        .then(|| {
+            let after = status
+                .last_successful_time
+                .as_ref()
+                .map(|t| t.0)
+                .or_else(|| sched.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
+            cron.next_after(after, &tz)
+        })
+        .flatten();
+    ctx.metrics.schedule_due(
+        &ns,
+        &name,
+        &sched.spec.template.destination_ref.name,
+        due.map(|t| t.as_second()),
     );
     write_status(&ctx, &sched, &current, status).await?;
     ctx.succeeded(&key);

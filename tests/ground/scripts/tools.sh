@@ -13,13 +13,17 @@ HELM_VERSION=v3.22.0
 MOTO_VERSION=5.2.5
 
 AWSCLI_VERSION=1.46.3
+# Prometheus 3.16 (its Go module is versioned v0.316.x): the server and promtool, for the chart's
+# alert rules and dashboard queries. Built without service discovery plugins, which the tests
+# never use (static targets) and which would triple the build.
+PROMETHEUS_VERSION=v0.316.0
 
-# go_tool NAME MODULE VERSION [PACKAGE_DIR]: build a module's command at an exact version into a
+# go_tool NAME MODULE VERSION [PACKAGE_DIR] [BUILD_TAGS]: build a module's command at an exact version into a
 # per-version folder, then link the name. Building inside the downloaded module (instead of
 # `go install m@v`) honours the module's own go.mod and replace directives, and never asks the
 # proxy for version lists, which it refuses for some modules.
 go_tool() {
-  local name=$1 module=$2 version=$3 pkg=${4:-.}
+  local name=$1 module=$2 version=$3 pkg=${4:-.} tags=${5:-}
   local dir="$BIN/$name-$version"
   if [ ! -x "$dir/$name" ]; then
     echo "tools: building $name $version (first time on this machine)" >&2
@@ -27,7 +31,7 @@ go_tool() {
     src=$(GOFLAGS=-mod=mod go mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
     [ -d "$src" ] || { echo "tools: could not download $module@$version" >&2; exit 1; }
     rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
-    (cd "$src" && GOFLAGS="-buildvcs=false -mod=mod" CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$dir.tmp/$name" "$pkg")
+    (cd "$src" && GOWORK=off GOFLAGS="-buildvcs=false -mod=mod" CGO_ENABLED=0 go build -trimpath -tags "$tags" -ldflags="-s -w" -o "$dir.tmp/$name" "$pkg")
     rm -rf "$dir" && mv "$dir.tmp" "$dir"
   fi
   ln -sfn "$dir/$name" "$BIN/$name"
@@ -56,5 +60,9 @@ case "$want" in
     go_tool s5cmd github.com/peak/s5cmd/v2 "$S5CMD_VERSION"
     go_tool rclone github.com/rclone/rclone "$RCLONE_VERSION"
     go_tool helm helm.sh/helm/v3 "$HELM_VERSION" ./cmd/helm
+    ;;&
+  all|prometheus)
+    go_tool promtool github.com/prometheus/prometheus "$PROMETHEUS_VERSION" ./cmd/promtool remove_all_sd
+    go_tool prometheus github.com/prometheus/prometheus "$PROMETHEUS_VERSION" ./cmd/prometheus remove_all_sd
     ;;
 esac
