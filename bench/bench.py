@@ -28,6 +28,8 @@ import subprocess
 import sys
 import time
 
+import charts
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("OUTBOUND_CACHE", os.path.expanduser("~/.cache/outbound"))
 TOOLS = os.path.join(CACHE, "bin")
@@ -593,7 +595,7 @@ def render(R):
     a("")
     store = R["machine"].get("server store", R["machine"].get("tmpfs", ""))
     a(f"""- Server: versitygw (the ground's binary and version) started by the bench itself on 127.0.0.1,
-  so the other engineers' ground is not disturbed, with its data folder at `{S3DIR}` ({store}).
+  so the other engineers' ground is not disturbed, with its data folder at `{R['machine'].get('server folder', S3DIR)}` ({store}).
   `make bench` puts it on XFS with reflink where it can (scripts/bench-store.sh), where completing
   a multipart upload clones the parts instead of copying them (bench/analysis.md, "The server's
   store", has the measurements). {"It keeps connections open (`--keep-alive`), as S3 does" if R["machine"].get("versitygw keep-alive") == "on" else "**In this run it closed every connection after one response** (versitygw's default; `--keep-alive` since 2026-11-28 23:00)"};
@@ -641,6 +643,10 @@ def render(R):
     for s in R["summary"]:
         a(s)
     a("```")
+    a("")
+    a("![Throughput per tool and workload](bench/throughput.svg)")
+    a("")
+    a("![Client CPU per GB per tool and workload](bench/cpu.svg)")
     a("")
     if "ceiling" in R["results"]:
         c = R["results"]["ceiling"]
@@ -721,6 +727,12 @@ def render(R):
     return "\n".join(L)
 
 
+def write_report(R):
+    """The report and its charts (docs/bench/*.svg beside docs/benchmarks.md)."""
+    charts.write_charts(R, os.path.join(os.path.dirname(OUT), "bench"))
+    open(OUT, "w").write(render(R) + "\n")
+
+
 def floors(R):
     F = []
     ceil = R.get("ceiling_mbps")
@@ -753,6 +765,7 @@ def describe():
     return {
         "nproc": sh("nproc"), "CPU": cpu, "memory": mem, "kernel": sh("uname -r"),
         "server store": store(),
+        "server folder": S3DIR,
         "load average at start": open("/proc/loadavg").read().strip(),
         "free page reporting": page_reporting(),
         "versitygw posix options": " ".join(SERVER_ARGS) or "(none)",
@@ -817,7 +830,7 @@ def main():
     if os.environ.get("BENCH_RENDER") == "1":
         R = json.load(open(RESULTS))
         R["floors"] = floors(R)
-        open(OUT, "w").write(render(R) + "\n")
+        write_report(R)
         print("\n".join(R["summary"]))
         return
     os.makedirs(DATA, exist_ok=True)
@@ -906,7 +919,7 @@ def main():
     R["floors"] = floors(R)
     json.dump(R, open(RESULTS, "w"), indent=1, default=str)
     os.unlink(RESULTS + ".partial")
-    open(OUT, "w").write(render(R) + "\n")
+    write_report(R)
     print("\n".join(R["summary"]))
 
 

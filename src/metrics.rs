@@ -107,7 +107,7 @@ pub struct Metrics {
     destination_objects: Family<DestinationLabel, Counter>,
     destination_failures: Family<DestinationReasonLabel, Counter>,
     schedule_last_success: Family<ScheduleLabel, Gauge>,
-    schedule_missed_runs: Family<ScheduleLabel, Gauge>,
+    schedule_missed_runs: Family<ScheduleLabel, Counter>,
     schedule_failures: Family<ScheduleLabel, Counter>,
     registry: Registry,
     reconciles: Family<ControllerLabel, Counter>,
@@ -170,7 +170,7 @@ impl Metrics {
         let destination_objects = Family::<DestinationLabel, Counter>::default();
         let destination_failures = Family::<DestinationReasonLabel, Counter>::default();
         let schedule_last_success = Family::<ScheduleLabel, Gauge>::default();
-        let schedule_missed_runs = Family::<ScheduleLabel, Gauge>::default();
+        let schedule_missed_runs = Family::<ScheduleLabel, Counter>::default();
         let schedule_failures = Family::<ScheduleLabel, Counter>::default();
         registry.register(
             "destination_last_success_timestamp_seconds",
@@ -199,7 +199,7 @@ impl Metrics {
         );
         registry.register(
             "schedule_missed_runs",
-            "Runs of the schedule missed (its status.missedRuns)",
+            "Runs of the schedule missed (added to its status.missedRuns) while this process ran",
             schedule_missed_runs.clone(),
         );
         registry.register(
@@ -503,7 +503,9 @@ impl Metrics {
         }
     }
 
-    /// A schedule's status as last folded: its last success (Unix seconds) and missed runs.
+    /// A schedule's status as last written: its last success (Unix seconds), and the runs it
+    /// missed that this write added. Every schedule has a missed-runs series from its first
+    /// sight, at 0, so that the first miss is an increase.
     pub fn schedule(
         &self,
         namespace: &str,
@@ -521,7 +523,7 @@ impl Metrics {
         }
         self.schedule_missed_runs
             .get_or_create(&label)
-            .set(i64::try_from(missed).unwrap_or(i64::MAX));
+            .inc_by(missed);
     }
 
     /// A run of a schedule failed.
@@ -670,7 +672,7 @@ mod tests {
         m.failed_to("team", "acme", "SourceNotFound");
         m.delivered_to("team", "acme", 1, 1, 5);
         m.delivery_progress(&upload("a"), Some(Phase::Uploading), 0, 1, 5);
-        m.schedule("team", "daily", Some(5), 0);
+        m.schedule("team", "daily", Some(5), 1);
         m.schedule_due("team", "daily", "acme", Some(86_400));
         m.forget_delivery("team", "a");
         m.forget_destination("team", "acme");

@@ -287,7 +287,7 @@ async fn incremental_runs_deliver_only_what_is_new_under_the_runs_names() {
             >= last - 60.0
     );
     assert_eq!(
-        metric(&text, "outbound_schedule_missed_runs", &sched),
+        metric(&text, "outbound_schedule_missed_runs_total", &sched),
         Some(0.0)
     );
     world.cleanup().await;
@@ -822,11 +822,28 @@ fn judged(kind: &str, object: &impl serde::Serialize) -> (String, String) {
     )
 }
 
+/// Waits until Prometheus has scraped a series for `selector`.
+async fn scraped(prom: &monitoring::Prometheus, selector: &str, since: i64) {
+    wait_for(
+        &format!("Prometheus to scrape {selector}"),
+        Duration::from_secs(30),
+        || async {
+            let now = jiff::Timestamp::now().as_second();
+            let found = prom.query_range(selector, since, now).await.ok()?;
+            (!found.is_empty()).then_some(())
+        },
+        || prom.log(),
+    )
+    .await;
+}
+
 /// The real objects of a run, judged as Argo CD and Flux would: a destination Ready and one
 /// refused; a delivery pending, uploading, succeeded, failed and suspended; a schedule running
-/// and suspended.
+/// and suspended. A real Prometheus scrapes the operator all along and evaluates the chart's
+/// alert rules; at the end every dashboard panel's query, and every metric each alert names,
+/// returns series.
 #[tokio::test]
-async fn gitops_tools_read_each_state_of_the_real_objects() {
+async fn gitops_tools_and_prometheus_read_each_state_of_the_real_objects() {
     let Stage {
         world,
         gw: _gw,
@@ -834,6 +851,12 @@ async fn gitops_tools_read_each_state_of_the_real_objects() {
         folder,
         proxy,
     } = stage("health").await;
+    let began = jiff::Timestamp::now().as_second();
+    let prom = monitoring::Prometheus::start(
+        &[world.metrics_addr()],
+        &monitoring::rules_file(&monitoring::rendered_rules(&[])),
+    )
+    .await;
     let dest = world
         .api::<OutboundDestination>()
         .get("acme")
@@ -897,6 +920,12 @@ async fn gitops_tools_read_each_state_of_the_real_objects() {
         judged("OutboundDelivery", &uploading),
         ("Progressing".into(), "InProgress".into())
     );
+    scraped(
+        &prom,
+        "outbound_delivery_last_progress_timestamp_seconds{delivery=\"slow\"}",
+        began,
+    )
+    .await;
     proxy.faults.rate.store(0, Ordering::SeqCst);
     let done = world
         .wait_delivery("slow", "Succeeded", None, Duration::from_secs(120))
@@ -951,6 +980,12 @@ async fn gitops_tools_read_each_state_of_the_real_objects() {
         judged("OutboundSchedule", &scheduled),
         ("Healthy".into(), "Current".into())
     );
+    scraped(
+        &prom,
+        "outbound_schedule_next_success_due_timestamp_seconds{schedule=\"hourly\"}",
+        began,
+    )
+    .await;
     world
         .api::<OutboundSchedule>()
         .patch(
@@ -972,5 +1007,46 @@ async fn gitops_tools_read_each_state_of_the_real_objects() {
     )
     .await;
     assert_eq!(judged("OutboundSchedule", &suspended).0, "Suspended");
+
+    // Every panel's query returns series over the run, and every alert's query runs and each
+    // metric it names has series (an alert's own result is empty unless it fires; promtool tests
+    // when they fire).
+    let end = jiff::Timestamp::now().as_second() + 1;
+    scraped(&prom, "outbound_leader", began).await;
+    let namespace = regex_quote(&world.ns);
+    for (panel, expr) in monitoring::dashboard_queries(&namespace, "15s") {
+        let series = prom
+            .query_range(&expr, began, end)
+            .await
+            .unwrap_or_else(|e| panic!("panel {panel:?}: {expr}: {e}"));
+        assert!(!series.is_empty(), "panel {panel:?} has no series: {expr}");
+    }
+    for (alert, expr) in monitoring::alerts() {
+        prom.query_range(&expr, began, end)
+            .await
+            .unwrap_or_else(|e| panic!("{alert}: {expr}: {e}"));
+        for selector in monitoring::selectors(&expr) {
+            let series = prom.query_range(&selector, began, end).await.unwrap();
+            assert!(!series.is_empty(), "{alert}: no series for {selector}");
+        }
+    }
+    let rules = prom.rules().await;
+    assert_eq!(rules.len(), monitoring::alerts().len(), "{rules:?}");
+    for (name, health, error) in rules {
+        assert_eq!(health, "ok", "{name} evaluated with an error: {error}");
+    }
     world.cleanup().await;
+}
+
+/// A namespace name as a PromQL regex (Grafana quotes a variable's value the same way).
+fn regex_quote(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_ascii_alphanumeric() {
+                vec![c]
+            } else {
+                vec!['\\', '\\', c]
+            }
+        })
+        .collect()
 }

@@ -2,6 +2,8 @@
 //! operator process, S3 clients, volumes and waiting.
 #![allow(dead_code)]
 
+pub mod monitoring;
+
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -216,19 +218,23 @@ impl World {
         }
     }
 
-    /// The running operator's `/metrics` text (its address from its log: it listens on port 0).
-    pub async fn operator_metrics(&self) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// The running operator's metrics address, host:port (from its log: it listens on port 0).
+    pub fn metrics_addr(&self) -> String {
         let log = strip_ansi(&self.operator_log());
-        let addr = log
-            .lines()
+        log.lines()
             .filter(|l| l.contains("serving metrics and health"))
             .filter_map(|l| l.split("addr=").nth(1))
             .filter_map(|rest| rest.split_whitespace().next())
             .next_back()
             .expect("the operator logged its metrics address")
             .trim_matches('"')
-            .to_string();
+            .to_string()
+    }
+
+    /// The running operator's `/metrics` text.
+    pub async fn operator_metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.metrics_addr();
         let mut stream = tokio::net::TcpStream::connect(&addr)
             .await
             .expect("the metrics endpoint");

@@ -144,7 +144,7 @@ func up(args []string) error {
 	self, _ := os.Executable()
 	binDir := filepath.Join(stateDir, "bin")
 	_ = os.Symlink(self, filepath.Join(binDir, "kubectl"))
-	for _, t := range []string{"helm", "s5cmd", "rclone", "aws", "versitygw"} {
+	for _, t := range []string{"helm", "s5cmd", "rclone", "aws", "versitygw", "prometheus", "promtool"} {
 		if p, err := filepath.EvalSymlinks(filepath.Join(*toolsBin, t)); err == nil {
 			_ = os.Symlink(p, filepath.Join(binDir, t))
 		}
