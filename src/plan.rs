@@ -5,6 +5,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::units::{MAX_SPLIT_SIZE, format_size};
 
@@ -353,9 +354,43 @@ pub fn piece_name(relative: &str, n: usize, count: usize, template: &str) -> Str
     format!("{dir}{piece}")
 }
 
+/// How far a plan has got, for a progress bar: files and bytes found by the walk, then files,
+/// bytes and objects planned.
+#[derive(Debug, Default)]
+pub struct PlanProgress {
+    pub files_found: AtomicU64,
+    pub bytes_found: AtomicU64,
+    /// Set once the walk has found every file (the totals are final).
+    pub walked: std::sync::atomic::AtomicBool,
+    pub files_planned: AtomicU64,
+    pub bytes_planned: AtomicU64,
+    pub objects_planned: AtomicU64,
+}
+
+impl PlanProgress {
+    pub fn found(&self, size: u64) {
+        self.files_found.fetch_add(1, Ordering::Relaxed);
+        self.bytes_found.fetch_add(size, Ordering::Relaxed);
+    }
+}
+
 /// Plans every file; `open` gives a reader for a file (only used in lines mode for files larger
 /// than the split size).
 pub fn plan<R, F>(files: &[SourceFile], settings: &PlanSettings, open: F) -> Result<Plan, PlanError>
+where
+    R: ReadAt,
+    F: Fn(&SourceFile) -> io::Result<R>,
+{
+    plan_counted(files, settings, open, &PlanProgress::default())
+}
+
+/// [`plan`], counting each file planned into `progress`.
+pub fn plan_counted<R, F>(
+    files: &[SourceFile],
+    settings: &PlanSettings,
+    open: F,
+    progress: &PlanProgress,
+) -> Result<Plan, PlanError>
 where
     R: ReadAt,
     F: Fn(&SourceFile) -> io::Result<R>,
@@ -424,6 +459,13 @@ where
             });
             total_bytes += size;
         }
+        progress.files_planned.fetch_add(1, Ordering::Relaxed);
+        progress
+            .bytes_planned
+            .fetch_add(file.size, Ordering::Relaxed);
+        progress
+            .objects_planned
+            .store(objects.len() as u64, Ordering::Relaxed);
     }
     Ok(Plan {
         objects,

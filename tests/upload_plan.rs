@@ -169,3 +169,47 @@ fn piped_output_has_no_colour_codes() {
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains('\u{1b}'));
 }
+
+/// On a terminal (a pseudo-terminal from `script`), `outbound plan` draws a progress bar of the
+/// files and bytes planned; through a pipe it prints the table and no escape code.
+#[test]
+fn plan_on_a_terminal_shows_progress_and_through_a_pipe_none() {
+    let dir = source_dir();
+    write_lines(&dir.path().join("a.sync"), 20 << 20, 1, true);
+    write_lines(&dir.path().join("d/b.sync"), 100, 2, true);
+    let piped = plan(dir.path(), &["--split-size", "8Mi"]);
+    assert!(piped.status.success());
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&piped.stdout),
+        String::from_utf8_lossy(&piped.stderr),
+    );
+    assert!(
+        !stdout.contains('\u{1b}') && !stderr.contains('\u{1b}'),
+        "escape codes through a pipe: {stdout}{stderr}"
+    );
+    assert!(stdout.contains("a-001.sync"), "{stdout}");
+
+    let line = format!(
+        "'{}' plan --source '{}' --split-size 8Mi",
+        env!("CARGO_BIN_EXE_outbound"),
+        dir.path().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qefc", &line, "/dev/null"])
+        .env_remove("NO_COLOR")
+        .env_remove("OUTBOUND_SPLIT_SIZE")
+        .output()
+        .expect("script(1)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("2/2 files planned, 4 objects"),
+        "no progress bar with the files and objects: {text:?}"
+    );
+    assert!(text.contains("MiB"), "no bytes on the bar: {text:?}");
+    assert!(
+        text.contains('\u{1b}'),
+        "a terminal gets a live bar: {text:?}"
+    );
+    assert!(text.contains("a-003.sync"), "and the table: {text:?}");
+}

@@ -32,6 +32,7 @@ pub mod walk;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use aws_config::retry::RetryConfig;
@@ -116,15 +117,32 @@ impl SourceArgs {
 
     /// Finds the files and plans them (blocking IO, run off the async threads).
     async fn plan(&self) -> Result<Plan, UploadError> {
+        self.plan_counted(Arc::default()).await
+    }
+
+    /// [`Self::plan`], counting what it found and planned into `progress`.
+    async fn plan_counted(&self, progress: Arc<plan::PlanProgress>) -> Result<Plan, UploadError> {
         let args = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut files = walk::walk(&args.source, &args.include, &args.exclude)?;
+            let mut files =
+                walk::walk_counted(&args.source, &args.include, &args.exclude, &progress)?;
             if args.changed_after.is_some() || args.changed_before.is_some() {
                 files = walk::changed_between(files, args.changed_after, args.changed_before)?;
+                // The totals the bar counts towards are those of the files chosen.
+                progress
+                    .files_found
+                    .store(files.len() as u64, Ordering::Relaxed);
+                progress
+                    .bytes_found
+                    .store(files.iter().map(|f| f.size).sum(), Ordering::Relaxed);
             }
-            Ok(plan::plan(&files, &args.settings(), |f| {
-                walk::open_source(&f.relative, &f.path).map_err(std::io::Error::other)
-            })?)
+            progress.walked.store(true, Ordering::Relaxed);
+            Ok(plan::plan_counted(
+                &files,
+                &args.settings(),
+                |f| walk::open_source(&f.relative, &f.path).map_err(std::io::Error::other),
+                &progress,
+            )?)
         })
         .await
         .expect("planning does not panic")
@@ -233,7 +251,24 @@ pub struct PlanArgs {
 
 /// Runs `outbound plan`.
 pub async fn run_plan(args: PlanArgs) -> anyhow::Result<()> {
-    let plan = args.source.plan().await?;
+    let progress = Arc::new(plan::PlanProgress::default());
+    let bar = terminal_bar().map(|bar| {
+        let (shown, watched) = (bar.clone(), Arc::clone(&progress));
+        let task = tokio::spawn(async move {
+            loop {
+                draw_plan(&shown, &watched);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        (bar, Reporter(task))
+    });
+    let plan = args.source.plan_counted(Arc::clone(&progress)).await;
+    if let Some((bar, reporter)) = bar {
+        drop(reporter);
+        draw_plan(&bar, &progress);
+        bar.finish();
+    }
+    let plan = plan?;
     match args.output.as_str() {
         "table" => print!("{}", plan::render_table(&plan)),
         "json" => println!("{}", serde_json::to_string_pretty(&plan)?),
@@ -394,8 +429,42 @@ async fn open_state(args: &UploadArgs) -> Result<Arc<State>, UploadError> {
     State::open(backend).await
 }
 
-/// A live progress bar (bytes, objects, rate, time left) on stderr when it is a terminal; a
-/// pipe, a file or a pod's log gets none (the log lines say what happened).
+/// A progress bar on stderr (bytes, what the message says, rate, time left) when stderr is a
+/// terminal; a pipe, a file or a pod's log gets none (the log lines say what happened).
+fn terminal_bar() -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {bytes}/{total_bytes} {msg} {binary_bytes_per_sec} left {eta}",
+        )
+        .ok()?,
+    );
+    Some(bar)
+}
+
+/// The plan's bar: files found while walking, then the files' bytes planned.
+fn draw_plan(bar: &indicatif::ProgressBar, p: &plan::PlanProgress) {
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let total = get(&p.bytes_found);
+    bar.set_length(total);
+    if p.walked.load(Ordering::Relaxed) {
+        bar.set_position(get(&p.bytes_planned).min(total));
+        bar.set_message(format!(
+            "{}/{} files planned, {} objects",
+            get(&p.files_planned),
+            get(&p.files_found),
+            get(&p.objects_planned)
+        ));
+    } else {
+        bar.set_message(format!("walking: {} files found", get(&p.files_found)));
+    }
+}
+
+/// The upload's live progress bar (bytes, objects, rate, time left), on a terminal only.
 struct TerminalProgress {
     bar: indicatif::ProgressBar,
     state: Arc<State>,
@@ -404,17 +473,7 @@ struct TerminalProgress {
 
 impl TerminalProgress {
     fn start(state: &Arc<State>) -> Option<TerminalProgress> {
-        use std::io::IsTerminal;
-        if !std::io::stderr().is_terminal() {
-            return None;
-        }
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:30} {bytes}/{total_bytes} {msg} {binary_bytes_per_sec} left {eta}",
-            )
-            .ok()?,
-        );
+        let bar = terminal_bar()?;
         let (shown, watched) = (bar.clone(), Arc::clone(state));
         let task = tokio::spawn(async move {
             loop {

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::error::UploadError;
-use crate::plan::SourceFile;
+use crate::plan::{PlanProgress, SourceFile};
 
 /// Regular files under `root`, relative `/`-separated paths, filtered by include/exclude globs.
 ///
@@ -22,6 +22,16 @@ pub fn walk(
     root: &Path,
     include: &[String],
     exclude: &[String],
+) -> Result<Vec<SourceFile>, UploadError> {
+    walk_counted(root, include, exclude, &PlanProgress::default())
+}
+
+/// [`walk`], counting each file found into `progress`.
+pub fn walk_counted(
+    root: &Path,
+    include: &[String],
+    exclude: &[String],
+    progress: &PlanProgress,
 ) -> Result<Vec<SourceFile>, UploadError> {
     let globs = |patterns: &[String]| -> Result<Option<globset::GlobSet>, UploadError> {
         let patterns: Vec<&String> = patterns.iter().filter(|p| !p.trim().is_empty()).collect();
@@ -101,6 +111,7 @@ pub fn walk(
             if !meta.is_file() || !selected(&include, &exclude, &relative) {
                 continue;
             }
+            progress.found(meta.len());
             files.push(SourceFile {
                 relative,
                 path,
