@@ -143,6 +143,10 @@ async fn helm_template_passes_a_server_side_dry_run() {
         "podDisruptionBudget.enabled=true",
         "--set",
         "networkPolicy.enabled=true",
+        // The dashboard's ConfigMap (the PrometheusRule needs the Prometheus Operator's CRD,
+        // which the ground has not: tests/monitoring.rs checks it with promtool instead).
+        "--set",
+        "grafanaDashboard.enabled=true",
         // Grants render the OutboundTenancy (only where its CRD is known: Helm maps every
         // object before it installs any). Only the test's own namespace is governed, and the
         // dry run changes nothing.
@@ -174,6 +178,7 @@ async fn helm_template_passes_a_server_side_dry_run() {
         "poddisruptionbudget.policy/dry-outbound",
         "networkpolicy.networking.k8s.io/dry-outbound",
         "service/dry-outbound-metrics",
+        "configmap/dry-outbound-dashboard",
         "validatingadmissionpolicy.admissionregistration.k8s.io/outbounddeliveries.outbound.dev-upload-pods",
         "validatingadmissionpolicy.admissionregistration.k8s.io/outbounddestinations.outbound.dev-tenancy",
         "customresourcedefinition.apiextensions.k8s.io/outboundtenancies.outbound.dev",

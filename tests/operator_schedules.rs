@@ -1035,6 +1035,29 @@ async fn gitops_tools_and_prometheus_read_each_state_of_the_real_objects() {
     for (name, health, error) in rules {
         assert_eq!(health, "ok", "{name} evaluated with an error: {error}");
     }
+
+    // A destination deleted takes its series with it: an alert on it would never resolve.
+    assert!(
+        world
+            .operator_metrics()
+            .await
+            .contains("destination=\"nokeys\"")
+    );
+    world
+        .api::<OutboundDestination>()
+        .delete("nokeys", &Default::default())
+        .await
+        .unwrap();
+    wait_for(
+        "the deleted destination's series gone",
+        Duration::from_secs(30),
+        || async {
+            let text = world.operator_metrics().await;
+            (!text.contains("destination=\"nokeys\"")).then_some(())
+        },
+        || world.diagnose(),
+    )
+    .await;
     world.cleanup().await;
 }
 
