@@ -121,10 +121,14 @@ pub enum PlanError {
         split: u64,
     },
     #[error(
-        "{file} is gzip-compressed and larger than the split size: lines mode cannot cut a \
-         compressed stream into readable pieces yet (use --split-on bytes, or a split size above {size} bytes)"
+        "{file} is {format} and larger than the split size: lines mode cannot cut it into \
+         readable pieces; use splitOn: bytes (--split-on bytes), or a split size above {size} bytes"
     )]
-    Gzip { file: String, size: u64 },
+    Unsplittable {
+        file: String,
+        format: &'static str,
+        size: u64,
+    },
     #[error("failed to read {file} at byte {offset}: {source}")]
     Read {
         file: String,
@@ -219,9 +223,20 @@ pub struct PlannedObject {
     pub multipart: bool,
     pub part_size: u64,
     pub parts: u64,
+    /// A gzip file cut on lines while it is sent (lines mode, larger than the split size): `key`
+    /// holds `{n}`, and the pieces, each a gzip stream of whole lines no larger than the split
+    /// size, are found as the file is decompressed (`upload::recut`). `size` is the file's.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub gzip_pieces: bool,
 }
 
 impl PlannedObject {
+    /// The key of piece `n` (from 1) of a [`Self::gzip_pieces`] object: three digits at least,
+    /// as for any split file (the number of pieces is not known beforehand).
+    pub fn piece_key(&self, n: u64) -> String {
+        self.key.replace("{n}", &format!("{n:03}"))
+    }
+
     /// The byte range of part `number` (from 1) within the source file.
     pub fn part_range(&self, number: u64) -> (u64, u64) {
         let start = (number - 1) * self.part_size;
@@ -331,8 +346,90 @@ pub fn part_size_for(object_size: u64, preferred: u64, grow: bool) -> u64 {
         .clamp(MIN_PART_SIZE, MAX_PART_SIZE)
 }
 
+fn count_planned(progress: &PlanProgress, file: &SourceFile, objects: usize) {
+    progress.files_planned.fetch_add(1, Ordering::Relaxed);
+    progress
+        .bytes_planned
+        .fetch_add(file.size, Ordering::Relaxed);
+    progress
+        .objects_planned
+        .store(objects as u64, Ordering::Relaxed);
+}
+
+/// Formats known by their first bytes (and Parquet by its last four too) that lines mode cannot
+/// cut into readable pieces, but gzip, which it can (`upload::recut`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Gzip,
+    Zstd,
+    Bzip2,
+    Xz,
+    Lz4,
+    Zip,
+    SevenZip,
+    Snappy,
+    Parquet,
+    Orc,
+    Avro,
+}
+
+impl Format {
+    /// The format of a file from its first bytes and its last four, if it is one of these.
+    pub fn sniff(head: &[u8], tail: &[u8]) -> Option<Format> {
+        let starts = |magic: &[u8]| head.starts_with(magic);
+        Some(if starts(&[0x1f, 0x8b]) {
+            Format::Gzip
+        } else if starts(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Format::Zstd
+        } else if starts(b"BZh") && head.get(3).is_some_and(|d| (b'1'..=b'9').contains(d)) {
+            Format::Bzip2
+        } else if starts(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+            Format::Xz
+        } else if starts(&[0x04, 0x22, 0x4d, 0x18]) {
+            Format::Lz4
+        } else if starts(b"PK\x03\x04") || starts(b"PK\x05\x06") || starts(b"PK\x07\x08") {
+            Format::Zip
+        } else if starts(&[b'7', b'z', 0xbc, 0xaf, 0x27, 0x1c]) {
+            Format::SevenZip
+        } else if starts(b"\xff\x06\x00\x00sNaPpY") {
+            Format::Snappy
+        } else if starts(b"PAR1") || tail == b"PAR1" {
+            Format::Parquet
+        } else if starts(b"ORC") {
+            Format::Orc
+        } else if starts(b"Obj\x01") {
+            Format::Avro
+        } else {
+            return None;
+        })
+    }
+
+    /// The format in words, for the refusal.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Format::Gzip => "gzip-compressed",
+            Format::Zstd => "zstd-compressed",
+            Format::Bzip2 => "bzip2-compressed",
+            Format::Xz => "xz-compressed",
+            Format::Lz4 => "lz4-compressed",
+            Format::Zip => "a zip archive",
+            Format::SevenZip => "a 7z archive",
+            Format::Snappy => "snappy-compressed",
+            Format::Parquet => "a Parquet file",
+            Format::Orc => "an ORC file",
+            Format::Avro => "an Avro file",
+        }
+    }
+}
+
 /// The key of piece `n` (from 1) of `count` of a split file, per the naming template.
 pub fn piece_name(relative: &str, n: usize, count: usize, template: &str) -> String {
+    let width = count.to_string().len().max(3);
+    piece_name_with(relative, &format!("{n:0width$}"), template)
+}
+
+/// The name of a piece whose number is written `number`.
+fn piece_name_with(relative: &str, number: &str, template: &str) -> String {
     let (dir, name) = match relative.rfind('/') {
         Some(i) => relative.split_at(i + 1),
         None => ("", relative),
@@ -345,12 +442,10 @@ pub fn piece_name(relative: &str, n: usize, count: usize, template: &str) -> Str
         .map(|(i, _)| i)
         .unwrap_or(name.len());
     let (stem, ext) = name.split_at(dot);
-    let width = count.to_string().len().max(3);
-    let number = format!("{n:0width$}");
     let piece = template
         .replace("{stem}", stem)
         .replace("{ext}", ext)
-        .replace("{n}", &number);
+        .replace("{n}", number);
     format!("{dir}{piece}")
 }
 
@@ -412,20 +507,57 @@ where
                         offset: 0,
                         source,
                     })?;
-                    let mut magic = [0u8; 2];
-                    let n =
-                        reader
-                            .read_full_at(&mut magic, 0)
-                            .map_err(|source| PlanError::Read {
-                                file: file.relative.clone(),
+                    let read_err = |offset: u64| {
+                        let file = file.relative.clone();
+                        move |source| PlanError::Read {
+                            file,
+                            offset,
+                            source,
+                        }
+                    };
+                    let mut head = [0u8; 16];
+                    let n = reader.read_full_at(&mut head, 0).map_err(read_err(0))?;
+                    let mut tail = [0u8; 4];
+                    let at = file.size.saturating_sub(4);
+                    let m = reader.read_full_at(&mut tail, at).map_err(read_err(at))?;
+                    match Format::sniff(&head[..n], &tail[..m]) {
+                        Some(Format::Gzip) => {
+                            let key = format!(
+                                "{}{}",
+                                settings.prefix,
+                                piece_name_with(&file.relative, "{n}", &settings.name_template)
+                            );
+                            // The largest piece decides the part size: it must fit 10,000 parts.
+                            let part_size = part_size_for(
+                                settings.split_size,
+                                settings.part_size,
+                                settings.grow_parts,
+                            );
+                            objects.push(PlannedObject {
+                                index: objects.len(),
+                                key,
+                                source: file.relative.clone(),
+                                path: file.path.clone(),
+                                sequence: 1,
                                 offset: 0,
-                                source,
-                            })?;
-                    if n == 2 && magic == [0x1f, 0x8b] {
-                        return Err(PlanError::Gzip {
-                            file: file.relative.clone(),
-                            size: file.size,
-                        });
+                                size: file.size,
+                                multipart: false,
+                                part_size,
+                                parts: 0,
+                                gzip_pieces: true,
+                            });
+                            total_bytes += file.size;
+                            count_planned(progress, file, objects.len());
+                            continue;
+                        }
+                        Some(format) => {
+                            return Err(PlanError::Unsplittable {
+                                file: file.relative.clone(),
+                                format: format.describe(),
+                                size: file.size,
+                            });
+                        }
+                        None => {}
                     }
                     cuts_lines(&reader, &file.relative, file.size, settings.split_size)?
                 }
@@ -456,16 +588,11 @@ where
                 multipart,
                 part_size,
                 parts,
+                gzip_pieces: false,
             });
             total_bytes += size;
         }
-        progress.files_planned.fetch_add(1, Ordering::Relaxed);
-        progress
-            .bytes_planned
-            .fetch_add(file.size, Ordering::Relaxed);
-        progress
-            .objects_planned
-            .store(objects.len() as u64, Ordering::Relaxed);
+        count_planned(progress, file, objects.len());
     }
     Ok(Plan {
         objects,
@@ -713,22 +840,70 @@ mod tests {
     }
 
     #[test]
-    fn gzip_in_lines_mode_is_refused_with_advice() {
+    fn gzip_in_lines_mode_is_planned_as_pieces_found_while_sending() {
         let mut data = vec![0x1f, 0x8b, 8, 0];
         data.extend(std::iter::repeat_n(b'\n', 100));
-        let files = [file("a.sync.gz", data.len() as u64)];
-        let err = plan(&files, &settings(10, SplitOn::Lines), |_| Ok(data.clone())).unwrap_err();
-        assert!(err.to_string().contains("--split-on bytes"), "{err}");
-        assert!(plan(&files, &settings(10, SplitOn::Bytes), |_| Ok(data.clone())).is_ok());
-        // Small enough to go whole: nothing to cut, nothing refused.
+        let files = [file("d/a.sync.gz", data.len() as u64)];
+        let p = plan(&files, &settings(10, SplitOn::Lines), |_| Ok(data.clone())).unwrap();
+        assert_eq!(p.objects.len(), 1);
+        let o = &p.objects[0];
+        assert!(o.gzip_pieces);
+        assert_eq!(o.key, "d/a-{n}.sync.gz");
+        assert_eq!(o.piece_key(7), "d/a-007.sync.gz");
+        assert_eq!((o.offset, o.size), (0, data.len() as u64));
+        // Bytes mode cuts it like any file; small enough, it goes whole.
+        let bytes = plan(&files, &settings(10, SplitOn::Bytes), |_| Ok(data.clone())).unwrap();
+        assert!(bytes.objects.len() > 1 && bytes.objects.iter().all(|o| !o.gzip_pieces));
+        let whole = plan(
+            &files,
+            &settings(1000, SplitOn::Lines),
+            |_| Ok(data.clone()),
+        )
+        .unwrap();
+        assert_eq!(whole.objects[0].key, "d/a.sync.gz");
+    }
+
+    #[test]
+    fn formats_that_cannot_be_cut_on_lines_are_refused_by_name() {
+        let cases: [(&str, Vec<u8>, &str); 5] = [
+            ("a.zst", vec![0x28, 0xb5, 0x2f, 0xfd], "zstd-compressed"),
+            ("a.bz2", b"BZh9".to_vec(), "bzip2-compressed"),
+            (
+                "a.xz",
+                vec![0xfd, b'7', b'z', b'X', b'Z', 0],
+                "xz-compressed",
+            ),
+            ("a.zip", b"PK\x03\x04".to_vec(), "a zip archive"),
+            ("a.parquet", b"PAR1".to_vec(), "a Parquet file"),
+        ];
+        for (name, magic, format) in cases {
+            let mut data = magic;
+            data.extend(std::iter::repeat_n(b'\n', 100));
+            let files = [file(name, data.len() as u64)];
+            let err =
+                plan(&files, &settings(10, SplitOn::Lines), |_| Ok(data.clone())).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains(name) && text.contains(format) && text.contains("splitOn: bytes"),
+                "{text}"
+            );
+            assert!(plan(&files, &settings(10, SplitOn::Bytes), |_| Ok(data.clone())).is_ok());
+        }
+        // Parquet known by its footer alone too; text that merely starts like one is not refused.
+        let mut footer = vec![b'\n'; 100];
+        footer.extend(b"PAR1");
+        assert_eq!(Format::sniff(b"\n\n", b"PAR1"), Some(Format::Parquet));
+        let files = [file("t.parquet", footer.len() as u64)];
         assert!(
             plan(
                 &files,
-                &settings(1000, SplitOn::Lines),
-                |_| Ok(data.clone())
+                &settings(10, SplitOn::Lines),
+                |_| Ok(footer.clone())
             )
-            .is_ok()
+            .is_err()
         );
+        assert_eq!(Format::sniff(b"BZh is a word\n", b"d.\n\n"), None);
+        assert_eq!(Format::sniff(b"plain,csv\n", b"1,2\n"), None);
     }
 
     #[test]
@@ -784,6 +959,7 @@ mod tests {
             multipart: true,
             part_size: 5 * MIB,
             parts: 3,
+            gzip_pieces: false,
         };
         assert_eq!(o.part_range(1), (100, 5 * MIB));
         assert_eq!(o.part_range(3), (100 + 10 * MIB, 2 * MIB + 3));

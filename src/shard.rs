@@ -81,6 +81,11 @@ pub struct ShardStatus {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "line_counts_schema")]
     pub lines: BTreeMap<String, u64>,
+    /// The pieces each gzip file of this shard was cut into (lines mode), by plan index,
+    /// reported once it finishes, for the manifest: they are only known once sent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "pieces_schema")]
+    pub pieces: BTreeMap<String, Vec<PieceRecord>>,
     /// The reason of the last error, if any (e.g. `S3Unavailable`, `AccessDenied`, `LineTooLong`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -102,6 +107,36 @@ fn line_counts_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "type": "object",
         "x-kubernetes-map-type": "atomic",
         "additionalProperties": {"type": "integer", "format": "int64", "minimum": 0}
+    })
+}
+
+/// One piece of a gzip file cut on lines: a gzip stream of its own.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PieceRecord {
+    /// Object key.
+    pub key: String,
+    /// Piece number, from 1.
+    #[schemars(extend("format" = "int64"))]
+    pub sequence: u64,
+    /// Compressed size (the object's).
+    #[schemars(extend("format" = "int64"))]
+    pub size: u64,
+    /// Decompressed size.
+    #[schemars(extend("format" = "int64"))]
+    pub uncompressed_size: u64,
+    /// Lines (a last line without a newline counts).
+    #[schemars(extend("format" = "int64"))]
+    pub lines: u64,
+}
+
+/// Atomic, like the line counts.
+fn pieces_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let piece = generator.subschema_for::<PieceRecord>();
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-map-type": "atomic",
+        "additionalProperties": {"type": "array", "items": piece}
     })
 }
 

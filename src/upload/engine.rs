@@ -11,17 +11,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumMode, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::CompletedPart;
 use bytes::Bytes;
 use futures::StreamExt as _;
 
-use super::error::{S3Cause, UploadError, cause};
+use super::error::UploadError;
 use super::headers::WriteHeaders;
 use super::retry::RetryPolicy;
 use super::slots::{Slot, Slots};
 use super::state::{Progress, State};
-use crate::checksum::{self, ChecksumAlgorithm, ChecksumKind, Hasher};
+use crate::checksum::{self, ChecksumAlgorithm, Hasher};
 use crate::plan::{PlannedObject, ReadAt};
 
 /// Object settings the destination decides.
@@ -63,9 +62,11 @@ pub struct Engine {
     pub concurrency: usize,
     /// Every request's retries; its stop flag is set once one object failed.
     pub retry: RetryPolicy,
+    /// The largest object (what a gzip file's pieces are cut to).
+    pub split_size: u64,
     /// Parts in flight, each holding its part's bytes mapped: the memory budget. Served in plan
     /// order, so objects finish one after another, not all together at the end.
-    in_flight: Arc<Slots>,
+    pub(super) in_flight: Arc<Slots>,
 }
 
 /// Chunk size of reads: hashed, then counted while still in L2 (512 KiB a core here).
@@ -87,12 +88,13 @@ impl Engine {
             state,
             concurrency: concurrency.max(1),
             retry,
+            split_size: crate::units::MAX_SPLIT_SIZE,
             in_flight: Slots::new(concurrency.max(1)),
         }
     }
 
     /// A part slot for part `part` of `object` (the single PUT counts as part 0).
-    async fn permit(&self, object: &PlannedObject, part: u64) -> Slot {
+    pub(super) async fn permit(&self, object: &PlannedObject, part: u64) -> Slot {
         self.in_flight.acquire((object.index as u64, part)).await
     }
 
@@ -101,6 +103,14 @@ impl Engine {
     pub async fn deliver(&self, object: &PlannedObject) -> Result<Outcome, UploadError> {
         if self.is_cancelled() {
             return Err(UploadError::Cancelled);
+        }
+        if object.gzip_pieces {
+            // Counts its pieces as objects itself.
+            let result = super::recut::deliver(self, object).await;
+            if matches!(&result, Err(e) if !matches!(e, UploadError::Cancelled)) {
+                self.retry.stop.store(true, Ordering::Relaxed);
+            }
+            return result;
         }
         let result = self.deliver_inner(object).await;
         match &result {
@@ -167,7 +177,12 @@ impl Engine {
         }
     }
 
-    fn conflict(&self, object: &PlannedObject, scan: &Scan, found: &Existing) -> UploadError {
+    pub(super) fn conflict(
+        &self,
+        object: &PlannedObject,
+        scan: &Scan,
+        found: &Existing,
+    ) -> UploadError {
         UploadError::Conflict {
             bucket: self.bucket.clone(),
             key: object.key.clone(),
@@ -178,79 +193,6 @@ impl Engine {
                 self.settings.headers.checksum.name(),
                 scan.checksum
             ),
-        }
-    }
-
-    /// The object at the key, if any (`None` also when HEAD is forbidden: then If-None-Match
-    /// still guards the write).
-    async fn existing(&self, object: &PlannedObject) -> Result<Option<Existing>, UploadError> {
-        let result = self
-            .retry
-            .run("HeadObject", &object.key, || async {
-                self.s3
-                    .head_object()
-                    .bucket(&self.bucket)
-                    .key(&object.key)
-                    .checksum_mode(ChecksumMode::Enabled)
-                    .send()
-                    .await
-                    .map_err(|e| cause(&e))
-            })
-            .await;
-        match result {
-            Ok(head) => Ok(Some(Existing {
-                size: head.content_length().unwrap_or(-1),
-                stamp: head.metadata().and_then(|m| m.get(STAMP_KEY)).cloned(),
-                lines: head
-                    .metadata()
-                    .and_then(|m| m.get("outbound-lines"))
-                    .and_then(|v| v.parse().ok()),
-                checksum: match self.settings.headers.checksum {
-                    ChecksumAlgorithm::Crc64Nvme => head.checksum_crc64_nvme,
-                    ChecksumAlgorithm::Crc32C => head.checksum_crc32_c,
-                    ChecksumAlgorithm::Sha256 => head.checksum_sha256,
-                },
-            })),
-            Err(cause) => {
-                if cause.not_found() {
-                    Ok(None)
-                } else if cause.status == Some(403) {
-                    tracing::debug!(key = %object.key, "HEAD forbidden; relying on If-None-Match");
-                    Ok(None)
-                } else {
-                    Err(UploadError::Head {
-                        bucket: self.bucket.clone(),
-                        key: object.key.clone(),
-                        cause,
-                    })
-                }
-            }
-        }
-    }
-
-    /// After a failed precondition: someone wrote the key; same content counts as delivered.
-    async fn settle_existing(
-        &self,
-        object: &PlannedObject,
-        scan: &Scan,
-    ) -> Result<Outcome, UploadError> {
-        match self.existing(object).await? {
-            Some(found) if found.matches(object.size, &scan.checksum) => {
-                Progress::add(&self.state.progress.bytes_done, object.size);
-                self.state.record_lines(object, scan.lines);
-                Ok(Outcome::AlreadyPresent)
-            }
-            Some(found) => Err(self.conflict(object, scan, &found)),
-            None => Err(UploadError::Put {
-                bucket: self.bucket.clone(),
-                key: object.key.clone(),
-                cause: S3Cause {
-                    code: Some("PreconditionFailed".into()),
-                    status: Some(412),
-                    message: "the key exists but cannot be read to compare it".into(),
-                    retryable: false,
-                },
-            }),
         }
     }
 
@@ -283,86 +225,24 @@ impl Engine {
         let read = read_part(file, object, object.offset, object.size, algorithm, true).await?;
         Progress::add(&self.state.progress.bytes_read, object.size);
         let lines = read.newlines + u64::from(read.ends_open);
-        let body = read.body;
-        let digest = checksum::to_base64(&read.digest);
-        let scan = &Scan {
+        let scan = Scan {
             lines,
-            checksum: digest.clone(),
+            checksum: checksum::to_base64(&read.digest),
             part_digests: vec![read.digest],
         };
-        let sent = self
-            .retry
-            .run("PutObject", &object.key, || async {
-                let mut request = self.settings.headers.put(
-                    self.s3
-                        .put_object()
-                        .bucket(&self.bucket)
-                        .key(&object.key)
-                        .content_length(object.size as i64)
-                        .body(ByteStream::from(body.clone()))
-                        .set_metadata(Some(self.metadata(object, file, Some(lines)))),
-                    &digest,
-                );
-                if !self.settings.overwrite {
-                    request = request.if_none_match("*");
-                }
-                // The part checksum already protects the body: spare SigV4's extra SHA-256 pass.
-                request
-                    .customize()
-                    .disable_payload_signing()
-                    .send()
-                    .await
-                    .map_err(|e| cause(&e))
-            })
-            .await;
-        match sent {
-            Ok(out) => {
-                Progress::add(&self.state.progress.bytes_sent, object.size);
-                Progress::add(&self.state.progress.parts_sent, 1);
-                Progress::add(&self.state.progress.bytes_done, object.size);
-                let stored = match self.settings.headers.checksum {
-                    ChecksumAlgorithm::Crc64Nvme => out.checksum_crc64_nvme,
-                    ChecksumAlgorithm::Crc32C => out.checksum_crc32_c,
-                    ChecksumAlgorithm::Sha256 => out.checksum_sha256,
-                };
-                self.verify(object, scan, stored).await?;
-                self.state.record_lines(object, lines);
-                Ok(Outcome::Sent)
-            }
-            Err(cause) if cause.precondition_failed() => self.settle_existing(object, scan).await,
-            Err(cause) => Err(UploadError::Put {
-                bucket: self.bucket.clone(),
-                key: object.key.clone(),
-                cause,
-            }),
+        let metadata = self.metadata(object, file, Some(lines));
+        let outcome = self.put(object, read.body, &scan, metadata).await?;
+        if outcome == Outcome::Sent {
+            Progress::add(&self.state.progress.bytes_sent, object.size);
+            Progress::add(&self.state.progress.parts_sent, 1);
+            Progress::add(&self.state.progress.bytes_done, object.size);
+            self.state.record_lines(object, lines);
         }
+        Ok(outcome)
     }
 
-    fn is_cancelled(&self) -> bool {
+    pub(super) fn is_cancelled(&self) -> bool {
         self.retry.stopping()
-    }
-
-    /// Compares the checksum the server reports with ours; asks with HEAD when the answer had none.
-    async fn verify(
-        &self,
-        object: &PlannedObject,
-        scan: &Scan,
-        stored: Option<String>,
-    ) -> Result<(), UploadError> {
-        let stored = match stored {
-            Some(value) => Some(value),
-            None => self.existing(object).await?.and_then(|e| e.checksum),
-        };
-        match stored {
-            Some(value) if value == scan.checksum => Ok(()),
-            other => Err(UploadError::Mismatch {
-                bucket: self.bucket.clone(),
-                key: object.key.clone(),
-                algorithm: self.settings.headers.checksum.name(),
-                local: scan.checksum.clone(),
-                remote: other.unwrap_or_else(|| "no checksum".into()),
-            }),
-        }
     }
 
     async fn multipart(
@@ -402,7 +282,10 @@ impl Engine {
         }
         let upload_id = match upload_id {
             Some(id) => id,
-            None => self.create(object, file).await?,
+            None => {
+                self.create(object, self.metadata(object, file, None))
+                    .await?
+            }
         };
 
         let mut upload_id = upload_id;
@@ -415,7 +298,9 @@ impl Engine {
             // Aborted under our feet (an operator, a lifecycle rule): start the object afresh once.
             tracing::warn!(key = %object.key, "upload vanished; starting the object afresh");
             self.state.forget(&object.key).await;
-            upload_id = self.create(object, file).await?;
+            upload_id = self
+                .create(object, self.metadata(object, file, None))
+                .await?;
             result = self
                 .send_parts_and_complete(object, file, &upload_id, HashMap::new())
                 .await;
@@ -466,128 +351,6 @@ impl Engine {
             }
         }
         Ok(kept)
-    }
-
-    /// The newest open upload of exactly `object`'s key, if any.
-    async fn adopt(&self, object: &PlannedObject) -> Result<Option<String>, UploadError> {
-        let out = self
-            .retry
-            .run("ListMultipartUploads", &object.key, || async {
-                self.s3
-                    .list_multipart_uploads()
-                    .bucket(&self.bucket)
-                    .prefix(&object.key)
-                    .send()
-                    .await
-                    .map_err(|e| cause(&e))
-            })
-            .await
-            .map_err(|cause| UploadError::ListParts {
-                bucket: self.bucket.clone(),
-                key: object.key.clone(),
-                cause,
-            })?;
-        let newest = out
-            .uploads()
-            .iter()
-            .filter(|u| u.key() == Some(object.key.as_str()))
-            .max_by_key(|u| u.initiated().map(|t| (t.secs(), t.subsec_nanos())))
-            .and_then(|u| u.upload_id().map(str::to_string));
-        if newest.is_some() {
-            tracing::info!(key = %object.key, "found the upload a previous run started but never recorded");
-        }
-        Ok(newest)
-    }
-
-    async fn create(&self, object: &PlannedObject, file: &Opened) -> Result<String, UploadError> {
-        // The key goes on record before the upload exists, so a death in between leaves a trace.
-        self.state.intend(&object.key).await?;
-        let failed = |cause| UploadError::Create {
-            bucket: self.bucket.clone(),
-            key: object.key.clone(),
-            cause,
-        };
-        let out = self
-            .retry
-            .run("CreateMultipartUpload", &object.key, || async {
-                self.settings
-                    .headers
-                    .create(
-                        self.s3
-                            .create_multipart_upload()
-                            .bucket(&self.bucket)
-                            .key(&object.key)
-                            .set_metadata(Some(self.metadata(object, file, None))),
-                    )
-                    .send()
-                    .await
-                    .map_err(|e| cause(&e))
-            })
-            .await
-            .map_err(failed)?;
-        let upload_id = out.upload_id.ok_or_else(|| {
-            failed(S3Cause {
-                code: None,
-                status: None,
-                message: "the server returned no upload ID".into(),
-                retryable: false,
-            })
-        })?;
-        tracing::info!(key = %object.key, parts = object.parts, part_size = object.part_size, "multipart upload started");
-        test_hook_exit_after_create();
-        // Recorded before any part goes out (retried for as long as it takes): whoever resumes
-        // or cleans up must find it. Until then nothing is sent; the upload stays open.
-        self.state.record(&object.key, &upload_id).await?;
-        Ok(upload_id)
-    }
-
-    async fn list_parts(
-        &self,
-        object: &PlannedObject,
-        upload_id: &str,
-    ) -> Result<Vec<(i32, u64, CompletedPart)>, S3Cause> {
-        let algorithm = self.settings.headers.checksum;
-        let mut parts = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let out = self
-                .retry
-                .run("ListParts", &object.key, || async {
-                    self.s3
-                        .list_parts()
-                        .bucket(&self.bucket)
-                        .key(&object.key)
-                        .upload_id(upload_id)
-                        .set_part_number_marker(marker.clone())
-                        .send()
-                        .await
-                        .map_err(|e| cause(&e))
-                })
-                .await?;
-            for part in out.parts() {
-                let (Some(number), Some(size)) = (part.part_number(), part.size()) else {
-                    continue;
-                };
-                let mut completed = CompletedPart::builder()
-                    .part_number(number)
-                    .set_e_tag(part.e_tag().map(str::to_string));
-                let value = match algorithm {
-                    ChecksumAlgorithm::Crc64Nvme => part.checksum_crc64_nvme(),
-                    ChecksumAlgorithm::Crc32C => part.checksum_crc32_c(),
-                    ChecksumAlgorithm::Sha256 => part.checksum_sha256(),
-                };
-                if let Some(value) = value {
-                    completed = with_checksum(completed, algorithm, value);
-                }
-                parts.push((number, size.max(0) as u64, completed.build()));
-            }
-            if out.is_truncated() == Some(true) && out.next_part_number_marker().is_some() {
-                marker = out.next_part_number_marker().map(str::to_string);
-            } else {
-                break;
-            }
-        }
-        Ok(parts)
     }
 
     async fn send_parts_and_complete(
@@ -657,161 +420,31 @@ impl Engine {
         upload_id: &str,
         number: u64,
     ) -> Result<SentPart, UploadError> {
-        let algorithm = self.settings.headers.checksum;
         let _permit = self.permit(object, number).await;
         if self.is_cancelled() {
             return Err(UploadError::Cancelled);
         }
         let len = object.part_range(number).1;
         let read = self.read_nth_part(file, object, number).await?;
-        let body = read.body;
         let digest = checksum::to_base64(&read.digest);
-        let out = self
-            .retry
-            .run("UploadPart", &object.key, || async {
-                let request = self.settings.headers.part(
-                    self.s3
-                        .upload_part()
-                        .bucket(&self.bucket)
-                        .key(&object.key)
-                        .upload_id(upload_id)
-                        .part_number(number as i32)
-                        .content_length(len as i64)
-                        .body(ByteStream::from(body.clone())),
-                    &digest,
-                );
-                request
-                    .customize()
-                    .disable_payload_signing()
-                    .send()
-                    .await
-                    .map_err(|e| cause(&e))
-            })
-            .await
-            .map_err(|cause| UploadError::Part {
-                bucket: self.bucket.clone(),
-                key: object.key.clone(),
-                part: number,
-                cause,
-            })?;
+        let part = self
+            .upload_part(object, upload_id, number, read.body, &digest)
+            .await?;
         Progress::add(&self.state.progress.bytes_sent, len);
         Progress::add(&self.state.progress.parts_sent, 1);
         Progress::add(&self.state.progress.bytes_done, len);
-        let part = CompletedPart::builder()
-            .part_number(number as i32)
-            .set_e_tag(out.e_tag);
         Ok(SentPart {
-            part: with_checksum(part, algorithm, &digest).build(),
+            part,
             digest: read.digest,
             newlines: read.newlines,
             ends_open: read.ends_open,
         })
     }
-
-    async fn complete(
-        &self,
-        object: &PlannedObject,
-        scan: &Scan,
-        upload_id: &str,
-        parts: Vec<CompletedPart>,
-    ) -> Result<Outcome, UploadError> {
-        let algorithm = self.settings.headers.checksum;
-        let kind = algorithm.multipart_kind();
-        let completed = self
-            .retry
-            .run("CompleteMultipartUpload", &object.key, || async {
-                let mut request = self
-                    .s3
-                    .complete_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(&object.key)
-                    .upload_id(upload_id)
-                    .multipart_upload(
-                        CompletedMultipartUpload::builder()
-                            .set_parts(Some(parts.clone()))
-                            .build(),
-                    )
-                    .checksum_type(ChecksumAlgorithm::sdk_kind(kind));
-                if kind == ChecksumKind::FullObject {
-                    // The server checks the whole object against it before making it visible.
-                    request = match algorithm {
-                        ChecksumAlgorithm::Crc64Nvme => request.checksum_crc64_nvme(&scan.checksum),
-                        ChecksumAlgorithm::Crc32C => request.checksum_crc32_c(&scan.checksum),
-                        ChecksumAlgorithm::Sha256 => request,
-                    };
-                }
-                if !self.settings.overwrite {
-                    request = request.if_none_match("*");
-                }
-                request.send().await.map_err(|e| cause(&e))
-            })
-            .await;
-        let cause = match completed {
-            Ok(out) => {
-                let stored = match algorithm {
-                    ChecksumAlgorithm::Crc64Nvme => out.checksum_crc64_nvme,
-                    ChecksumAlgorithm::Crc32C => out.checksum_crc32_c,
-                    ChecksumAlgorithm::Sha256 => out.checksum_sha256,
-                };
-                self.verify(object, scan, stored).await?;
-                return Ok(Outcome::Sent);
-            }
-            Err(cause) => cause,
-        };
-        if cause.precondition_failed() {
-            // Someone else wrote the key meanwhile: the same bytes count as delivered (and our
-            // upload is of no more use); different bytes are a conflict for the operator to see.
-            let settled = self.settle_existing(object, scan).await;
-            if settled.is_ok() {
-                self.abort(object, upload_id).await;
-            }
-            return settled;
-        }
-        if cause.no_such_upload()
-            && let Some(found) = self.existing(object).await?
-            && found.matches(object.size, &scan.checksum)
-        {
-            // A retried completion may find its first attempt already done.
-            return Ok(Outcome::Sent);
-        }
-        Err(UploadError::Complete {
-            bucket: self.bucket.clone(),
-            key: object.key.clone(),
-            cause,
-        })
-    }
-
-    /// Aborts an upload this run no longer needs because the key already holds the same bytes
-    /// (never on a failure), and forgets it. Best effort: the operator's cleanup finds what is left.
-    pub async fn abort(&self, object: &PlannedObject, upload_id: &str) {
-        let result = self
-            .retry
-            .run("AbortMultipartUpload", &object.key, || async {
-                self.s3
-                    .abort_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(&object.key)
-                    .upload_id(upload_id)
-                    .send()
-                    .await
-                    .map_err(|e| cause(&e))
-            })
-            .await;
-        match result {
-            Ok(_) => tracing::info!(key = %object.key, "multipart upload aborted"),
-            Err(cause) if cause.no_such_upload() || cause.not_found() => {}
-            Err(cause) => {
-                tracing::warn!(key = %object.key, %cause, "failed to abort a multipart upload");
-                return;
-            }
-        }
-        self.state.forget(&object.key).await;
-    }
 }
 
 /// A test hook (`OUTBOUND_TEST_EXIT_AFTER_CREATE=1`): the process dies between creating a
 /// multipart upload and recording it, the window the operator's cleanup must cover by listing.
-fn test_hook_exit_after_create() {
+pub(super) fn test_hook_exit_after_create() {
     if std::env::var_os("OUTBOUND_TEST_EXIT_AFTER_CREATE").is_some_and(|v| v == "1") {
         tracing::warn!("test hook: exiting before the upload is recorded");
         std::process::exit(i32::from(super::error::EXIT_RETRYABLE));
@@ -821,15 +454,15 @@ fn test_hook_exit_after_create() {
 /// User metadata naming the version of the source file an object was cut from (size, mtime,
 /// inode, offset): a later run that finds the same stamp knows the object holds those bytes
 /// without reading them again.
-const STAMP_KEY: &str = "outbound-source-stamp";
+pub(super) const STAMP_KEY: &str = "outbound-source-stamp";
 
 /// What HEAD found at a key.
-struct Existing {
-    size: i64,
-    checksum: Option<String>,
+pub(super) struct Existing {
+    pub size: i64,
+    pub checksum: Option<String>,
     /// The source stamp and line count the writer recorded, if it was us.
-    stamp: Option<String>,
-    lines: Option<u64>,
+    pub stamp: Option<String>,
+    pub lines: Option<u64>,
 }
 
 impl Existing {
@@ -841,7 +474,7 @@ impl Existing {
             && self.stamp.as_deref() == Some(file.stamp.token(object).as_str())
     }
 
-    fn matches(&self, size: u64, checksum: &str) -> bool {
+    pub fn matches(&self, size: u64, checksum: &str) -> bool {
         self.size == size as i64 && self.checksum.as_deref() == Some(checksum)
     }
 
@@ -853,7 +486,7 @@ impl Existing {
     }
 }
 
-fn with_checksum(
+pub(super) fn with_checksum(
     part: aws_sdk_s3::types::builders::CompletedPartBuilder,
     algorithm: ChecksumAlgorithm,
     value: &str,
@@ -880,7 +513,7 @@ pub struct Opened {
 }
 
 impl Opened {
-    fn open(object: &PlannedObject) -> Result<Opened, UploadError> {
+    pub(super) fn open(object: &PlannedObject) -> Result<Opened, UploadError> {
         let failed = |source| UploadError::Read {
             file: object.source.clone(),
             offset: 0,
@@ -901,9 +534,15 @@ impl Opened {
         Ok(Opened { file, stamp })
     }
 
+    /// The stamp of a gzip piece cut from this version of the file, starting at decompressed byte
+    /// `at`: a run that finds it knows the piece holds that file's lines from there.
+    pub(super) fn piece_token(&self, at: u64) -> String {
+        format!("{}@gz{at}", self.stamp.version())
+    }
+
     /// Fails when the file was written since it was opened (before an object is made visible:
     /// an object must be the bytes of one version of its file).
-    fn check(&self, object: &PlannedObject) -> Result<(), UploadError> {
+    pub(super) fn check(&self, object: &PlannedObject) -> Result<(), UploadError> {
         let now = self.file.metadata().map_err(|source| UploadError::Read {
             file: object.source.clone(),
             offset: 0,
@@ -939,14 +578,16 @@ impl Stamp {
 
     /// The object's stamp as its metadata records it: this file version and the object's range.
     fn token(&self, object: &PlannedObject) -> String {
+        format!("{}@{}+{}", self.version(), object.offset, object.size)
+    }
+
+    /// This version of the file: size, modification time (ns) and inode.
+    fn version(&self) -> String {
         let modified = self
             .modified
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos());
-        format!(
-            "{}-{modified}-{}@{}+{}",
-            self.len, self.inode, object.offset, object.size
-        )
+        format!("{}-{modified}-{}", self.len, self.inode)
     }
 
     /// What changed between `self` and `now`, in words.
@@ -1121,7 +762,7 @@ pub fn scan<R: ReadAt + ?Sized>(
 }
 
 /// User metadata travels in HTTP headers: keep ASCII, percent-encode the rest.
-fn header_safe(text: &str) -> String {
+pub(super) fn header_safe(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         if (0x20..0x7f).contains(&b) && b != b'%' {
@@ -1154,6 +795,7 @@ mod tests {
             } else {
                 1
             },
+            gzip_pieces: false,
         }
     }
 

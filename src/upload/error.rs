@@ -339,7 +339,7 @@ impl UploadError {
         }
         match self {
             UploadError::Plan(PlanError::LineTooLong { .. }) => "LineTooLong",
-            UploadError::Plan(PlanError::Gzip { .. }) => "CompressedSource",
+            UploadError::Plan(PlanError::Unsplittable { .. }) => "UnsplittableSource",
             UploadError::Plan(PlanError::Read { .. })
             | UploadError::Walk { .. }
             | UploadError::Read { .. } => "SourceUnreadable",

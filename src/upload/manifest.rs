@@ -9,6 +9,7 @@ use futures::StreamExt as _;
 use super::engine::ObjectSettings;
 use super::error::{UploadError, cause};
 use super::retry::RetryPolicy;
+use super::state::PieceRecord;
 use crate::checksum::{self, ChecksumAlgorithm};
 use crate::plan::{Plan, PlannedObject};
 use std::collections::BTreeMap;
@@ -28,6 +29,9 @@ pub struct ManifestFile {
     /// Piece number within its source file, from 1.
     pub file_sequence_number: u32,
     pub file_size: u64,
+    /// A piece of a gzip file cut on lines: its decompressed size (`FileSize` is compressed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncompressed_size: Option<u64>,
     pub num_records: u64,
     pub source_file: String,
     pub checksum: ManifestChecksum,
@@ -54,18 +58,48 @@ pub struct Totals {
 /// HEADs every object of the plan and builds the manifest from what is stored; fails when an
 /// object is missing or differs in size from the plan. Line counts come from `known` (counted
 /// while the objects were sent, by plan index), else from the object's `outbound-lines` metadata
-/// (single PUTs carry it), else from counting the source's bytes here.
+/// (single PUTs carry it), else from counting the source's bytes here. A gzip file cut on lines
+/// is listed piece by piece, as its shard reported them (`pieces`, by plan index).
+#[allow(clippy::too_many_arguments)]
 pub async fn build(
     s3: &Client,
     bucket: &str,
     plan: &Plan,
     algorithm: ChecksumAlgorithm,
     known: &BTreeMap<usize, u64>,
+    pieces: &BTreeMap<usize, Vec<PieceRecord>>,
     retry: &RetryPolicy,
     bytes_read: &std::sync::atomic::AtomicU64,
 ) -> Result<Manifest, UploadError> {
-    let heads = futures::stream::iter(plan.objects.iter())
-        .map(|object| async move {
+    // Each gzip unit stands for its pieces: objects of their own, with their own counts.
+    let mut entries: Vec<(PlannedObject, Option<&PieceRecord>)> = Vec::new();
+    for object in &plan.objects {
+        if !object.gzip_pieces {
+            entries.push((object.clone(), None));
+            continue;
+        }
+        let Some(records) = pieces.get(&object.index) else {
+            return Err(UploadError::Manifest {
+                bucket: bucket.to_string(),
+                key: object.key.clone(),
+                reason: format!(
+                    "the pieces {} was cut into were not reported by the shard that sent them",
+                    object.source
+                ),
+                retryable: false,
+            });
+        };
+        for record in records {
+            let mut piece = object.clone();
+            piece.key = record.key.clone();
+            piece.sequence = record.sequence as u32;
+            piece.size = record.size;
+            piece.gzip_pieces = false;
+            entries.push((piece, Some(record)));
+        }
+    }
+    let heads = futures::stream::iter(entries.iter())
+        .map(|(object, record)| async move {
             let head = retry
                 .run("HeadObject", &object.key, || async {
                     s3.head_object()
@@ -115,7 +149,11 @@ pub async fn build(
                     .and_then(|m| m.get("outbound-lines"))
                     .and_then(|v| v.parse().ok())
             };
-            let lines = match known.get(&object.index).copied().or_else(from_metadata) {
+            let known = match record {
+                Some(r) => Some(r.lines),
+                None => known.get(&object.index).copied(),
+            };
+            let lines = match known.or_else(from_metadata) {
                 Some(lines) => lines,
                 None => {
                     let object = object.clone();
@@ -131,6 +169,7 @@ pub async fn build(
                 file_name: object.key.clone(),
                 file_sequence_number: object.sequence,
                 file_size: object.size,
+                uncompressed_size: record.map(|r| r.uncompressed_size),
                 num_records: lines,
                 source_file: object.source.clone(),
                 checksum: ManifestChecksum {
@@ -247,6 +286,7 @@ mod tests {
             multipart: false,
             part_size: 0,
             parts: 1,
+            gzip_pieces: false,
         };
         assert_eq!(count_lines(&object(5, 4)).unwrap(), 2, "a\\nb\\n");
         assert_eq!(

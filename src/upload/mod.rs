@@ -25,6 +25,8 @@ pub mod engine;
 pub mod error;
 pub mod headers;
 pub mod manifest;
+pub mod recut;
+pub mod requests;
 pub mod retry;
 pub mod slots;
 pub mod state;
@@ -574,7 +576,7 @@ async fn deliver(
             })?;
     }
     let s3 = s3_client(args, &access, &target, &plan).await;
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         s3.clone(),
         args.bucket.clone(),
         settings.clone(),
@@ -585,6 +587,7 @@ async fn deliver(
             stop,
         },
     );
+    engine.split_size = args.source.split_size;
 
     // Objects run side by side so small ones keep the pipe full; parts share one memory budget,
     // served in plan order (`slots`), so objects finish one after another.
@@ -621,6 +624,11 @@ async fn deliver(
             Default::default()
         });
         lines.extend(state.lines());
+        let mut pieces = state.reported_pieces().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "failed to read the shards' gzip pieces");
+            Default::default()
+        });
+        pieces.extend(state.pieces());
         let manifest = loop {
             match manifest::build(
                 &s3,
@@ -628,6 +636,7 @@ async fn deliver(
                 &plan,
                 settings.headers.checksum,
                 &lines,
+                &pieces,
                 &engine.retry,
                 &state.progress.bytes_read,
             )

@@ -17,6 +17,7 @@ use serde_json::json;
 
 use super::error::UploadError;
 use super::retry::jitter;
+pub use crate::shard::PieceRecord;
 use crate::shard::{
     JOB_LABEL, OpenUpload, OutboundShard, SHARD_FINALIZER, ShardStatus, shard_name,
 };
@@ -145,6 +146,8 @@ pub struct State {
     lines: Mutex<BTreeMap<usize, u64>>,
     /// Plan indexes of the multipart objects among `lines`: the counts no metadata carries.
     multipart: Mutex<std::collections::BTreeSet<usize>>,
+    /// The pieces of this run's gzip files cut on lines, by plan index, for the manifest.
+    pieces: Mutex<BTreeMap<usize, Vec<PieceRecord>>>,
     pub progress: Progress,
     /// The last error: (reason, message, permanent).
     failure: Mutex<Option<(String, String, bool)>>,
@@ -211,6 +214,7 @@ impl State {
             uploads: Mutex::new(uploads),
             lines: Mutex::new(BTreeMap::new()),
             multipart: Mutex::new(Default::default()),
+            pieces: Mutex::new(BTreeMap::new()),
             progress: Progress::default(),
             failure: Mutex::new(None),
             finished: AtomicBool::new(false),
@@ -303,6 +307,17 @@ impl State {
         }
     }
 
+    /// The pieces a gzip file of the plan was cut into (sent or found).
+    pub fn record_pieces(&self, unit: &crate::plan::PlannedObject, pieces: Vec<PieceRecord>) {
+        self.pieces.lock().unwrap().insert(unit.index, pieces);
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+
+    /// The pieces this run knows, by plan index.
+    pub fn pieces(&self) -> BTreeMap<usize, Vec<PieceRecord>> {
+        self.pieces.lock().unwrap().clone()
+    }
+
     /// The line counts this run knows, by plan index.
     pub fn lines(&self) -> BTreeMap<usize, u64> {
         self.lines.lock().unwrap().clone()
@@ -379,6 +394,14 @@ impl State {
                         } else {
                             BTreeMap::new()
                         }
+                    },
+                    pieces: if finished {
+                        self.pieces()
+                            .into_iter()
+                            .map(|(i, p)| (i.to_string(), p))
+                            .collect()
+                    } else {
+                        BTreeMap::new()
                     },
                     permanent: failure.as_ref().is_some_and(|f| f.2),
                     reason: failure.as_ref().map(|f| f.0.clone()),
@@ -457,6 +480,22 @@ impl State {
             }
         }
         Ok(lines)
+    }
+
+    /// The pieces every shard of the delivery reported when it finished (Kubernetes only).
+    pub async fn reported_pieces(&self) -> Result<BTreeMap<usize, Vec<PieceRecord>>, UploadError> {
+        let Backend::Shard(journal) = &self.backend else {
+            return Ok(BTreeMap::new());
+        };
+        let mut pieces = BTreeMap::new();
+        for shard in journal.all().await? {
+            for (index, p) in shard.status.map(|s| s.pieces).unwrap_or_default() {
+                if let Ok(index) = index.parse() {
+                    pieces.insert(index, p);
+                }
+            }
+        }
+        Ok(pieces)
     }
 
     /// Whether every shard of the delivery reports `finished` (Kubernetes only).
