@@ -1075,6 +1075,134 @@ async fn a_secret_destination_delivers_split_files_exactly() {
     world.cleanup().await;
 }
 
+/// A gzip file in lines mode through the operator, in the second of two shards: its pieces
+/// (each a gzip stream of whole lines, at most the split size) are reported in that shard's
+/// OutboundShard, and shard 0's manifest lists each with its sizes and lines.
+#[tokio::test]
+async fn a_gzip_file_goes_in_pieces_and_another_shard_writes_their_manifest() {
+    use std::io::{Read, Write};
+    let mut world = World::new("gzip").await;
+    let env = &world.env;
+    let (endpoint, key, secret) = (
+        env.s3_endpoint.clone(),
+        env.s3_access_key.clone(),
+        env.s3_secret_key.clone(),
+    );
+    let gw = s3(&endpoint, &env.s3_region, &key, &secret).await;
+    let bkt = format!("gzip-{}", suffix());
+    bucket(&gw, &bkt).await;
+    let folder = world.volume("exports").await;
+    // 8 MiB of lines of pseudo-random letters (gzip keeps three quarters of it).
+    let mut text = Vec::with_capacity(9 << 20);
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    while text.len() < 8 << 20 {
+        for _ in 0..(40 + x % 200) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            text.push(b'a' + (x % 26) as u8);
+        }
+        text.push(b'\n');
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&text).unwrap();
+    let gz = gz.finish().unwrap();
+    std::fs::create_dir_all(folder.join("day")).unwrap();
+    // Plan order: a.sync (shard 0), then b.log.gz (shard 1).
+    write_lines(&folder.join("day/a.sync"), 100);
+    std::fs::write(folder.join("day/b.log.gz"), &gz).unwrap();
+
+    world
+        .secret(
+            "keys",
+            &[
+                ("AWS_ACCESS_KEY_ID", &key),
+                ("AWS_SECRET_ACCESS_KEY", &secret),
+            ],
+        )
+        .await;
+    world
+        .apply_yaml::<OutboundDestination>(&destination_yaml(
+            "acme",
+            &bkt,
+            &endpoint,
+            "{secret: {name: keys}}",
+            "  upload: {splitSize: 1Mi}\n",
+        ))
+        .await
+        .unwrap();
+    world.start_operator();
+    world.wait_destination("acme", "True", "Validated").await;
+    world
+        .apply_yaml::<OutboundDelivery>(&delivery_yaml_from(
+            "logs",
+            "acme",
+            "{volume: {claimName: exports, path: day}}",
+            "  keyPrefix: out/\n  manifest: true\n  parallelism: 2\n",
+        ))
+        .await
+        .unwrap();
+    world
+        .wait_delivery(
+            "logs",
+            "Succeeded",
+            Some("Delivered"),
+            Duration::from_secs(180),
+        )
+        .await;
+    let shards = world.shards("logs").await;
+    let reported: usize = shards
+        .iter()
+        .map(|s| s.pieces.values().map(Vec::len).sum::<usize>())
+        .sum();
+
+    let get = |k: String| {
+        let gw = gw.clone();
+        let bkt = bkt.clone();
+        async move {
+            let object = gw.get_object().bucket(&bkt).key(&k).send().await.unwrap();
+            object.body.collect().await.unwrap().into_bytes().to_vec()
+        }
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&get("out/manifest.json".into()).await).unwrap();
+    let mut joined = Vec::new();
+    let mut pieces = 0;
+    for (key, size) in list_objects(&gw, &bkt).await {
+        if !key.starts_with("out/b-") {
+            continue;
+        }
+        pieces += 1;
+        assert_eq!(key, format!("out/b-{pieces:03}.log.gz"));
+        assert!(size <= 1 << 20, "{key} is {size} bytes");
+        let bytes = get(key.clone()).await;
+        let mut lines = Vec::new();
+        flate2::read::GzDecoder::new(bytes.as_slice())
+            .read_to_end(&mut lines)
+            .unwrap_or_else(|e| panic!("{key} is not a gzip stream of its own: {e}"));
+        assert_eq!(lines.last(), Some(&b'\n'), "{key} ends on a line");
+        let entry = manifest["Files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["FileName"] == key.as_str())
+            .unwrap_or_else(|| panic!("{key} not in the manifest: {manifest:#}"));
+        assert_eq!(entry["FileSize"], size);
+        assert_eq!(entry["UncompressedSize"], lines.len() as u64);
+        assert_eq!(
+            entry["NumRecords"],
+            lines.iter().filter(|&&b| b == b'\n').count() as u64
+        );
+        joined.extend(lines);
+    }
+    assert!(pieces >= 5, "{pieces} pieces");
+    assert_eq!(reported, pieces, "shard 1 reported every piece: {shards:?}");
+    assert!(joined == text, "the pieces' lines are the file's");
+    assert_eq!(manifest["Files"].as_array().unwrap().len(), pieces + 1);
+    assert!(open_uploads(&gw, &bkt).await.is_empty());
+    world.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_restarted_operator_creates_no_second_job() {
     let mut world = World::new("restart").await;

@@ -186,11 +186,20 @@ async fn each_permanent_failure_fails_its_delivery_after_one_pod_with_its_reason
         [vec![b'x'; 3 << 20], b"\n".to_vec()].concat(),
     )
     .unwrap();
-    // A gzip stream (magic bytes) larger than the split size, in lines mode.
-    let mut gz = vec![0x1f, 0x8b, 0x08, 0x00];
-    gz.extend((0..(2u32 << 20)).map(|i| (i % 251) as u8));
-    std::fs::create_dir_all(folder.join("gzip")).unwrap();
-    std::fs::write(folder.join("gzip/segments.sync.gz"), &gz).unwrap();
+    // A zstd frame and a Parquet file (magic bytes) larger than the split size, in lines mode.
+    let body: Vec<u8> = (0..(2u32 << 20)).map(|i| (i % 251) as u8).collect();
+    std::fs::create_dir_all(folder.join("zstd")).unwrap();
+    std::fs::write(
+        folder.join("zstd/segments.sync.zst"),
+        [&[0x28, 0xb5, 0x2f, 0xfd][..], &body].concat(),
+    )
+    .unwrap();
+    std::fs::create_dir_all(folder.join("parquet")).unwrap();
+    std::fs::write(
+        folder.join("parquet/events.parquet"),
+        [&b"PAR1"[..], &body, b"PAR1"].concat(),
+    )
+    .unwrap();
     // Plain small files for the destinations that refuse them.
     for dir in ["plain", "conflict", "glob"] {
         write_lines(&folder.join(format!("{dir}/part.sync")), 1000);
@@ -240,12 +249,20 @@ async fn each_permanent_failure_fails_its_delivery_after_one_pod_with_its_reason
             &["wide.sync", "longer than the split size"],
         ),
         (
-            "gzip",
+            "zstd",
             "gw",
-            "gzip",
-            format!("{}  splitSize: 1Mi\n", prefix("gzip")),
-            "CompressedSource",
-            &["segments.sync.gz", "gzip"],
+            "zstd",
+            format!("{}  splitSize: 1Mi\n", prefix("zstd")),
+            "UnsplittableSource",
+            &["segments.sync.zst", "zstd", "splitOn: bytes"],
+        ),
+        (
+            "parquet",
+            "gw",
+            "parquet",
+            format!("{}  splitSize: 1Mi\n", prefix("parquet")),
+            "UnsplittableSource",
+            &["events.parquet", "Parquet", "splitOn: bytes"],
         ),
         (
             "no-bucket",
