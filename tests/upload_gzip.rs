@@ -10,6 +10,7 @@ mod upload_support;
 
 use std::io::{Read, Write};
 
+use upload_support::proxy;
 use upload_support::*;
 
 const MIB: usize = 1 << 20;
@@ -32,7 +33,7 @@ fn random_lines(size: usize, seed: u64) -> Vec<u8> {
             stretch.push(ALPHABET[(word & 63) as usize]);
             word >>= 6;
         }
-        if n % 7 == 0 {
+        if n.is_multiple_of(7) {
             stretch.push(b'\r');
         }
         stretch.push(b'\n');
