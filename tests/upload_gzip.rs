@@ -3,9 +3,6 @@
 //! the manifest with both sizes and its lines; a second run sends nothing; a killed run resumes
 //! without sending the pieces and parts it stored again; a corrupt stream is named.
 
-#[path = "upload_support/proxy.rs"]
-#[allow(dead_code)]
-mod proxy;
 mod upload_support;
 
 use std::io::{Read, Write};
