@@ -40,7 +40,9 @@ SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 # Runs of the peers at their own defaults (the @equal pairs are the floor's comparison).
 DEFAULT_RUNS = int(os.environ.get("BENCH_DEFAULT_RUNS", str(RUNS)))
-WORKLOADS = os.environ.get("BENCH_WORKLOADS", "ceiling,W1,W2,W3,W4").split(",")
+WORKLOADS = os.environ.get("BENCH_WORKLOADS", "ceiling,W1,W2,W3,W4,W6").split(",")
+# W6 (a gzip file cut on lines into gzip pieces) is CPU-bound for every tool: fewer runs.
+W6_RUNS = int(os.environ.get("BENCH_W6_RUNS", "2"))
 DATA = os.environ.get("BENCH_DATA_DIR", "/var/tmp/outbound-bench")
 S3DIR = os.environ.get("BENCH_S3_DIR", "/dev/shm/outbound-bench-s3")
 # versitygw posix options for every run. By default its part and object ETags are derived from the
@@ -426,6 +428,67 @@ def throughput_workload(name, server, src_dir, files, extra, want, nbytes, peer_
             "part_size": part}
 
 
+W6_CONFIGS = ["outbound", "gzip+crt@equal", "gzip+s5cmd@equal", "pigz+crt@equal", "pigz+s5cmd@equal"]
+
+
+def gzip_workload(server, src_dir, fname, nbytes, split):
+    """W6: one gzip file cut on lines into gzip pieces of at most `split` bytes. Outbound does it
+    in one command; the peers' way is `zcat | split -C | gzip` (or pigz), then an upload of the
+    pieces, timed together. split -C cuts the decompressed lines, so it is given the split size
+    scaled by the file's own ratio, less 3% (level 6 pieces come out smaller than the level 1
+    source): a guess, where Outbound's pieces are held to the split size exactly."""
+    env = tool_env(server.endpoint)
+    src = os.path.join(src_dir, fname)
+    usize = int(sh(f"zcat '{src}' | wc -c"))
+    ucut = int(split * usize / nbytes * 0.97)
+    stem, ext = fname.split(".", 1)
+    pigz = shutil.which("pigz")
+    configs = [c for c in W6_CONFIGS if pigz or not c.startswith("pigz")]
+    res, cmds = {c: [] for c in configs}, {}
+    for r in range(W6_RUNS):
+        for cfg in configs[r % len(configs):] + configs[:r % len(configs)]:
+            server.clean()
+            warm(src_dir, [fname])
+            if cfg == "outbound":
+                cmd = commands("outbound", server.endpoint, src_dir, [fname],
+                               ["--split-size", str(split), "--split-on", "lines"])
+            else:
+                pieces = os.path.join(DATA, "pieces")
+                shutil.rmtree(pieces, ignore_errors=True)
+                os.makedirs(pieces)
+                gz, peer = cfg.split("+", 1)
+                filt = "gzip -6" if gz == "gzip" else "pigz -6 -p 2"
+                # Settings as for any upload of that many pieces (split's count, give or take one).
+                names = [f"{stem}-{i:03d}.{ext}" for i in range(1, -(-usize // ucut) + 1)]
+                up = commands(peer, server.endpoint, pieces, names, part=outbound_part(split))
+                if peer.startswith("crt"):
+                    # The pieces split really made, whatever their number.
+                    up = up[:up.index(f"{os.path.join(pieces, names[0])}={names[0]}")]
+                    up_s = " ".join(f"'{x}'" for x in up) + f" $(cd '{pieces}' && for f in *; do echo \"$PWD/$f=$f\"; done)"
+                else:
+                    up_s = " ".join(f"'{x}'" for x in up)
+                cmd = (f"set -e; zcat '{src}' | split -C {ucut} -d -a 3 --numeric-suffixes=1 "
+                       f"--additional-suffix=.{ext} --filter='{filt} > $FILE' - '{pieces}/{stem}-'; {up_s}")
+            cmds[cfg] = printable(cmd)
+            m = measure(cmd, env, nbytes, server)
+            if m["rc"] != 0:
+                raise SystemExit(f"W6 {cfg} failed (exit {m['rc']})")
+            got = server.objects()
+            m["objects"] = len(got)
+            m["largest"] = max(got.values()) if got else 0
+            m["over_split"] = sum(1 for v in got.values() if v > split)
+            if not got or (cfg == "outbound" and m["over_split"]):
+                raise SystemExit(f"W6 {cfg}: wrong objects on the server: {sorted(got.items())[:8]}")
+            m["load"] = loadavg()
+            res[cfg].append(m)
+            log(f"W6 run {r + 1}/{W6_RUNS} {cfg:18s} {m['mbps']:8.1f} MB/s  rss {m['rss_mib']:6.1f} MiB  "
+                f"cpu {m['cpu_s_per_gb']:.2f} s/GB  objects {m['objects']} (largest {m['largest']}, "
+                f"{m['over_split']} over the split size)  load {m['load']}")
+            shutil.rmtree(os.path.join(DATA, "pieces"), ignore_errors=True)
+    server.clean()
+    return {"bytes": nbytes, "uncompressed": usize, "split": split, "runs": res, "commands": cmds}
+
+
 def restarted(server):
     """A fresh versitygw for every workload, the ceiling included: one process that has taken
     tens of GB runs W1 about 15% slower than a new one (bench/analysis.md), and the ceiling,
@@ -706,6 +769,30 @@ def render(R):
         for cfg, v in w.items():
             a(f"- {cfg}: `{v['command']}`")
         a("")
+    if "W6" in R["results"]:
+        w = R["results"]["W6"]
+        medm, best, r, _, _ = summarize(w)
+        a(f"## W6: a {w['bytes'] / GiB:.3g} GiB gzip file ({w['uncompressed'] / GiB:.3g} GiB of lines) cut on lines into gzip pieces of at most {w['split'] / MiB:.0f} MiB")
+        a("")
+        a("Outbound decompresses, cuts on lines and compresses the pieces (level 6, in 1 MiB blocks on both "
+          "cores) while it uploads them. The peers' way: `zcat | split -C | gzip -6` (or `pigz -6`), then "
+          "the upload of the pieces, timed together; `split -C` cuts the decompressed lines, so it is given "
+          "the split size times the file's own ratio less 3%, a guess (the last column counts the pieces it "
+          "made above the split size). Throughput is bytes of the gzip file per second.")
+        a("")
+        a("| config | MB/s (median) | min-max | Outbound / this | peak RSS MiB | CPU s/GB | pieces | largest MiB | over the split size |")
+        a("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for cfg, runs in w["runs"].items():
+            mb = [x["mbps"] for x in runs]
+            rr = "" if cfg == "outbound" else f"{med([o['mbps'] / p['mbps'] for o, p in zip(w['runs']['outbound'], runs)]):.2f}"
+            a(f"| {cfg} | {med(mb):.0f} | {min(mb):.0f}-{max(mb):.0f} | {rr} | {med([x['rss_mib'] for x in runs]):.0f} | "
+              f"{med([x['cpu_s_per_gb'] for x in runs]):.2f} | {runs[-1]['objects']} | {runs[-1]['largest'] / MiB:.1f} | {runs[-1]['over_split']} |")
+        a("")
+        a(f"Best peer: {best} (ratio {r:.2f}).")
+        a("")
+        for cfg, cmd in w["commands"].items():
+            a(f"- {cfg}: `{cmd}`")
+        a("")
     a("## Integrity settings")
     a("")
     a("| config | what it uses | headers seen on PutObject/UploadPart (a 40 MiB file through the proxy) |")
@@ -901,6 +988,20 @@ def main():
             server = restarted(server)
             R["results"]["W3"] = throughput_workload("W3", server, d3, files, [], {f: fsz for f in files}, fsz * 64)
             shutil.rmtree(d3, ignore_errors=True)
+        if "W6" in WORKLOADS:
+            # About 2 GiB of gzip: the generated lines keep about three quarters at level 1.
+            usize = max(int(2.7 * GiB * SCALE), 48 * MiB)
+            split = max(int(256 * MiB * SCALE), 16 * MiB)
+            d6 = os.path.join(DATA, "w6")
+            os.makedirs(d6, exist_ok=True)
+            log(f"generating W6: {usize / MiB:.0f} MiB of lines, gzip -1")
+            gen_lines_file(os.path.join(d6, "w6.log"), usize, 6)
+            gz = "pigz -1 -p 2" if shutil.which("pigz") else "gzip -1"
+            subprocess.run(f"{gz} < '{d6}/w6.log' > '{d6}/w6.log.gz' && rm '{d6}/w6.log'", shell=True, check=True)
+            size = os.path.getsize(os.path.join(d6, "w6.log.gz"))
+            server = restarted(server)
+            R["results"]["W6"] = gzip_workload(server, d6, "w6.log.gz", size, split)
+            shutil.rmtree(d6, ignore_errors=True)
     finally:
         server.stop()
         # What was measured survives a failed run (a full disk, a kill), to be looked at by hand.
@@ -908,6 +1009,8 @@ def main():
     R["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     R["machine"]["load average at end"] = open("/proc/loadavg").read().strip()
     R["summary"] = [summary_line(w, R["results"][w]) for w in ("W1", "W2", "W3") if w in R["results"]]
+    if "W6" in R["results"]:
+        R["summary"].append(summary_line("W6", R["results"]["W6"]))
     w4 = R["results"].get("W4", {}).get("outbound")
     if w4:
         peers = {k: v for k, v in R["results"]["W4"].items() if k != "outbound"}

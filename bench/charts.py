@@ -17,7 +17,7 @@ def _med(xs):
 def series(results, key):
     """[(workload, [(config, median of key)])] for the throughput workloads of a run."""
     out = []
-    for wname in ("W1", "W2", "W3"):
+    for wname in ("W1", "W2", "W3", "W6"):
         w = results.get(wname)
         if not w:
             continue

@@ -13,6 +13,9 @@ if [ "${BENCH_RENDER:-}" = 1 ]; then
 fi
 
 tests/ground/scripts/tools.sh all >&2
+# W6's peers compress with pigz too where Debian's package can be installed (else gzip only).
+command -v pigz >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q pigz >&2 \
+  || echo "bench: no pigz; W6 runs its peers with gzip only" >&2
 # Release build of the uploader (the Job's binary is the same code).
 if [ -z "${OUTBOUND_BIN:-}" ]; then
   cargo build --release --bin outbound >&2
