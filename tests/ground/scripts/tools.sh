@@ -17,6 +17,8 @@ AWSCLI_VERSION=1.46.3
 # alert rules and dashboard queries. Built without service discovery plugins, which the tests
 # never use (static targets) and which would triple the build.
 PROMETHEUS_VERSION=v0.316.0
+# crane (go-containerregistry): writes the operator's OCI image without a Docker engine (`make image`).
+CRANE_VERSION=v0.22.1
 
 # go_tool NAME MODULE VERSION [PACKAGE_DIR] [BUILD_TAGS]: build a module's command at an exact version into a
 # per-version folder, then link the name. Building inside the downloaded module (instead of
@@ -64,5 +66,8 @@ case "$want" in
   all|prometheus)
     go_tool promtool github.com/prometheus/prometheus "$PROMETHEUS_VERSION" ./cmd/promtool remove_all_sd
     go_tool prometheus github.com/prometheus/prometheus "$PROMETHEUS_VERSION" ./cmd/prometheus remove_all_sd
+    ;;&
+  all|image)
+    go_tool crane github.com/google/go-containerregistry "$CRANE_VERSION" ./cmd/crane
     ;;
 esac
