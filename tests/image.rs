@@ -47,7 +47,10 @@ fn build(dir: &Path) -> Build {
         .env_remove("OUTBOUND_REVISION"));
     let tarball = std::fs::read(dir.join("outbound.tar")).unwrap();
     Build {
-        digest: std::fs::read_to_string(dir.join("digest")).unwrap().trim().to_string(),
+        digest: std::fs::read_to_string(dir.join("digest"))
+            .unwrap()
+            .trim()
+            .to_string(),
         tarball_sha256: format!("{:x}", Sha256::digest(&tarball)),
         sbom: std::fs::read_to_string(dir.join("outbound.spdx.json")).unwrap(),
     }
@@ -66,7 +69,8 @@ fn image() -> &'static Built {
 }
 
 fn json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap_or_else(|e| panic!("{path:?}: {e}"))
+    serde_json::from_slice(&std::fs::read(path).unwrap())
+        .unwrap_or_else(|e| panic!("{path:?}: {e}"))
 }
 
 fn blob(digest: &str) -> PathBuf {
@@ -87,12 +91,20 @@ fn layer() -> PathBuf {
 
 /// `tar -tv` of the layer: (mode string, owner "uid/gid", size, path).
 fn listing() -> Vec<(String, String, u64, String)> {
-    let out = run(Command::new("tar").arg("--numeric-owner").arg("-tvf").arg(layer()));
+    let out = run(Command::new("tar")
+        .arg("--numeric-owner")
+        .arg("-tvf")
+        .arg(layer()));
     out.lines()
         .map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             let path = f[5].trim_end_matches('/').to_string();
-            (f[0].to_string(), f[1].to_string(), f[2].parse().unwrap(), path)
+            (
+                f[0].to_string(),
+                f[1].to_string(),
+                f[2].parse().unwrap(),
+                path,
+            )
         })
         .collect()
 }
@@ -100,10 +112,23 @@ fn listing() -> Vec<(String, String, u64, String)> {
 #[test]
 fn same_inputs_give_the_same_image() {
     let b = image();
-    assert!(b.first.digest.starts_with("sha256:") && b.first.digest.len() == 71, "{}", b.first.digest);
-    assert_eq!(b.first.digest, b.second.digest, "the digest changed between two builds");
-    assert_eq!(b.first.tarball_sha256, b.second.tarball_sha256, "outbound.tar changed between two builds");
-    assert_eq!(b.first.sbom, b.second.sbom, "the SBOM changed between two builds");
+    assert!(
+        b.first.digest.starts_with("sha256:") && b.first.digest.len() == 71,
+        "{}",
+        b.first.digest
+    );
+    assert_eq!(
+        b.first.digest, b.second.digest,
+        "the digest changed between two builds"
+    );
+    assert_eq!(
+        b.first.tarball_sha256, b.second.tarball_sha256,
+        "outbound.tar changed between two builds"
+    );
+    assert_eq!(
+        b.first.sbom, b.second.sbom,
+        "the SBOM changed between two builds"
+    );
     // The layout's index names the same manifest.
     let index = json(&b.dir.join("outbound-oci/index.json"));
     assert_eq!(index["manifests"][0]["digest"], b.second.digest.as_str());
@@ -116,43 +141,98 @@ fn config_runs_the_binary_as_nonroot_with_the_commit_labels() {
     assert_eq!(config["os"], "linux");
     let c = &config["config"];
     assert_eq!(c["User"], "65532:65532");
-    assert_eq!(c["Entrypoint"], serde_json::json!(["/usr/local/bin/outbound"]));
+    assert_eq!(
+        c["Entrypoint"],
+        serde_json::json!(["/usr/local/bin/outbound"])
+    );
     assert_eq!(c["WorkingDir"], "/");
-    let env: Vec<&str> = c["Env"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert!(env.contains(&"SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"), "{env:?}");
+    let env: Vec<&str> = c["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        env.contains(&"SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"),
+        "{env:?}"
+    );
     assert!(env.iter().any(|e| e.starts_with("PATH=")), "{env:?}");
 
-    let git = |args: &[&str]| run(Command::new("git").args(args).current_dir(repo())).trim().to_string();
+    let git = |args: &[&str]| {
+        run(Command::new("git").args(args).current_dir(repo()))
+            .trim()
+            .to_string()
+    };
     let commit_time: i64 = git(&["log", "-1", "--format=%ct"]).parse().unwrap();
-    let created = jiff::Timestamp::from_second(commit_time).unwrap().to_string();
-    assert_eq!(config["created"], created.as_str(), "created is the commit's time");
+    let created = jiff::Timestamp::from_second(commit_time)
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        config["created"],
+        created.as_str(),
+        "created is the commit's time"
+    );
     let labels = &c["Labels"];
     assert_eq!(labels["org.opencontainers.image.created"], created.as_str());
-    assert_eq!(labels["org.opencontainers.image.version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(labels["org.opencontainers.image.licenses"], env!("CARGO_PKG_LICENSE"));
-    assert_eq!(labels["org.opencontainers.image.revision"], git(&["rev-parse", "HEAD"]).as_str());
-    assert_eq!(labels["org.opencontainers.image.source"], "https://github.com/outbound-dev/outbound");
+    assert_eq!(
+        labels["org.opencontainers.image.version"],
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(
+        labels["org.opencontainers.image.licenses"],
+        env!("CARGO_PKG_LICENSE")
+    );
+    assert_eq!(
+        labels["org.opencontainers.image.revision"],
+        git(&["rev-parse", "HEAD"]).as_str()
+    );
+    assert_eq!(
+        labels["org.opencontainers.image.source"],
+        "https://github.com/outbound-dev/outbound"
+    );
 }
 
 #[test]
 fn layer_has_no_shell_and_holds_the_binary_the_certificates_and_the_users() {
     let entries = listing();
     let find = |path: &str| entries.iter().find(|e| e.3 == path);
-    for shell in ["sh", "bash", "dash", "ash", "zsh", "busybox", "dpkg", "apt", "apt-get"] {
-        let found: Vec<_> = entries.iter().filter(|e| e.3.rsplit('/').next() == Some(shell)).collect();
+    for shell in [
+        "sh", "bash", "dash", "ash", "zsh", "busybox", "dpkg", "apt", "apt-get",
+    ] {
+        let found: Vec<_> = entries
+            .iter()
+            .filter(|e| e.3.rsplit('/').next() == Some(shell))
+            .collect();
         assert!(found.is_empty(), "{shell} is in the image: {found:?}");
     }
-    for path in ["bin/sh", "bin/bash", "bin/dash", "usr/bin/sh", "usr/bin/bash", "usr/bin/dash"] {
+    for path in [
+        "bin/sh",
+        "bin/bash",
+        "bin/dash",
+        "usr/bin/sh",
+        "usr/bin/bash",
+        "usr/bin/dash",
+    ] {
         assert!(find(path).is_none(), "{path} is in the image");
     }
 
     let binary = find("usr/local/bin/outbound").expect("the binary");
-    assert_eq!((binary.0.as_str(), binary.1.as_str()), ("-rwxr-xr-x", "0/0"), "{binary:?}");
+    assert_eq!(
+        (binary.0.as_str(), binary.1.as_str()),
+        ("-rwxr-xr-x", "0/0"),
+        "{binary:?}"
+    );
     assert!(binary.2 > 1_000_000, "{binary:?}");
     let tmp = find("tmp").expect("/tmp");
     assert_eq!(tmp.0, "drwxrwxrwt");
-    assert_eq!(find("home/nonroot").expect("nonroot's home").1, "65532/65532");
-    let others: Vec<_> = entries.iter().filter(|e| e.1 != "0/0" && e.3 != "home/nonroot").collect();
+    assert_eq!(
+        find("home/nonroot").expect("nonroot's home").1,
+        "65532/65532"
+    );
+    let others: Vec<_> = entries
+        .iter()
+        .filter(|e| e.1 != "0/0" && e.3 != "home/nonroot")
+        .collect();
     assert!(others.is_empty(), "entries not owned by root: {others:?}");
 
     let bundle = "etc/ssl/certs/ca-certificates.crt";
@@ -167,7 +247,11 @@ fn layer_has_no_shell_and_holds_the_binary_the_certificates_and_the_users() {
 #[test]
 fn binary_runs_in_the_image_root_as_nonroot() {
     let root = tempfile::tempdir().unwrap();
-    run(Command::new("tar").arg("-xf").arg(layer()).arg("-C").arg(root.path()));
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(layer())
+        .arg("-C")
+        .arg(root.path()));
     let uid = run(Command::new("id").arg("-u"));
     let mut cmd = if uid.trim() == "0" {
         let mut c = Command::new("chroot");
@@ -176,12 +260,16 @@ fn binary_runs_in_the_image_root_as_nonroot() {
     } else {
         // Without root: a user namespace of one's own, where one is root.
         let mut c = Command::new("unshare");
-        c.arg("--map-root-user").arg(format!("--root={}", root.path().display()));
+        c.arg("--map-root-user")
+            .arg(format!("--root={}", root.path().display()));
         c
     };
     // Only the image's own loader and libraries can serve it there.
     let out = run(cmd.arg("/usr/local/bin/outbound").arg("--version"));
-    assert_eq!(out.trim(), format!("outbound {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        out.trim(),
+        format!("outbound {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
@@ -195,12 +283,20 @@ fn sbom_lists_every_debian_package_and_every_crate() {
         .unwrap()
         .iter()
         .map(|p| {
-            let purl = p["externalRefs"][0]["referenceLocator"].as_str().unwrap_or_default();
-            (p["name"].as_str().unwrap().into(), p["versionInfo"].as_str().unwrap().into(), purl.into())
+            let purl = p["externalRefs"][0]["referenceLocator"]
+                .as_str()
+                .unwrap_or_default();
+            (
+                p["name"].as_str().unwrap().into(),
+                p["versionInfo"].as_str().unwrap().into(),
+                purl.into(),
+            )
         })
         .collect();
     let listed = |name: &str, version: &str, purl: &str| {
-        packages.iter().any(|(n, v, p)| n == name && v == version && p.starts_with(purl))
+        packages
+            .iter()
+            .any(|(n, v, p)| n == name && v == version && p.starts_with(purl))
     };
 
     let lock = std::fs::read_to_string(repo().join("image/debian.lock")).unwrap();
@@ -212,7 +308,10 @@ fn sbom_lists_every_debian_package_and_every_crate() {
     assert!(debs.iter().any(|d| d[0] == "libc6"), "{lock}");
     for d in &debs {
         let (name, version, arch) = (d[0], d[1], d[2]);
-        let purl = format!("pkg:deb/debian/{name}@{}?arch={arch}", version.replace(':', "%3A"));
+        let purl = format!(
+            "pkg:deb/debian/{name}@{}?arch={arch}",
+            version.replace(':', "%3A")
+        );
         assert!(listed(name, version, &purl), "the SBOM lacks {purl}");
     }
 
@@ -221,7 +320,10 @@ fn sbom_lists_every_debian_package_and_every_crate() {
     let mut crates = Vec::new();
     let mut name = None;
     for line in cargo_lock.lines() {
-        let value = |key: &str| line.strip_prefix(key).map(|v| v.trim_matches('"').to_string());
+        let value = |key: &str| {
+            line.strip_prefix(key)
+                .map(|v| v.trim_matches('"').to_string())
+        };
         if line == "[[package]]" {
             name = None;
         } else if let Some(n) = value("name = ") {
@@ -230,7 +332,11 @@ fn sbom_lists_every_debian_package_and_every_crate() {
             crates.push((n, v));
         }
     }
-    assert!(crates.len() > 100, "{} crates parsed from Cargo.lock", crates.len());
+    assert!(
+        crates.len() > 100,
+        "{} crates parsed from Cargo.lock",
+        crates.len()
+    );
     for (name, version) in &crates {
         let purl = format!("pkg:cargo/{name}@{version}");
         assert!(listed(name, version, &purl), "the SBOM lacks {purl}");
