@@ -35,7 +35,7 @@ func main() {
 	createdBy := flag.String("created-by", "", "history entry: what made the layer")
 	tag := flag.String("tag", "", "reference recorded in the tarball and the layout's index")
 	layoutDir := flag.String("layout", "", "OCI image layout directory to write (must not exist)")
-	tarPath := flag.String("tarball", "", "docker-loadable / crane-pushable tarball to write")
+	tarPath := flag.String("tarball", "", "docker save-style tarball to write (docker load); pushed, it becomes a Docker manifest with another digest")
 	flag.Var(&labels, "label", "KEY=VALUE: a config label and manifest annotation (repeatable)")
 	flag.Var(&env, "env", "KEY=VALUE: config Env (repeatable)")
 	flag.Var(&entrypoint, "entrypoint", "config Entrypoint element (repeatable)")

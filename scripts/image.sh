@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make image`: the operator/uploader OCI image (linux/amd64) from the release binary and the Debian
 # packages pinned in image/debian.lock, with no Docker engine and no registry. Writes target/image/:
-# outbound-oci/ (OCI image layout), outbound.tar (for `crane push`, `docker load`), digest (the
+# outbound-oci/ (OCI image layout: `crane push` it), outbound.tar (`docker load`), digest (the
 # manifest's) and outbound.spdx.json (SBOM). The same inputs give the same digest.
 #   scripts/image.sh                build; OUTBOUND_BINARY and OUTBOUND_IMAGE_DIR change the binary
 #                                   and the output folder, SOURCE_DATE_EPOCH the commit's time
