@@ -1,3 +1,4 @@
+// The module of oci-image (main.go), which writes `make image`'s OCI image with go-containerregistry.
 module outbound.dev/image
 
 go 1.26.0
