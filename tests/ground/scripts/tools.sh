@@ -17,7 +17,8 @@ AWSCLI_VERSION=1.46.3
 # alert rules and dashboard queries. Built without service discovery plugins, which the tests
 # never use (static targets) and which would triple the build.
 PROMETHEUS_VERSION=v0.316.0
-# crane (go-containerregistry): writes the operator's OCI image without a Docker engine (`make image`).
+# crane (go-containerregistry): checks `make image`'s output and pushes it to a registry; the same
+# library, at the same version in image/go.mod, writes the image (image/main.go).
 CRANE_VERSION=v0.22.1
 
 # go_tool NAME MODULE VERSION [PACKAGE_DIR] [BUILD_TAGS]: build a module's command at an exact version into a
