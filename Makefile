@@ -8,6 +8,16 @@ ENV := $(GROUND)/.state/env
 build:
 	cargo build --bins
 
+# The operator/uploader OCI image without a Docker engine, into target/image/ (README: "The image").
+.PHONY: image image-lock
+image:
+	cargo build --release --bin outbound
+	scripts/image.sh
+
+# Pins the Debian packages of the image at the archive's current versions (image/debian.lock).
+image-lock:
+	scripts/image.sh --update-lock
+
 ground-up: build
 	$(GROUND)/scripts/up.sh
 

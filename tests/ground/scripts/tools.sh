@@ -17,6 +17,9 @@ AWSCLI_VERSION=1.46.3
 # alert rules and dashboard queries. Built without service discovery plugins, which the tests
 # never use (static targets) and which would triple the build.
 PROMETHEUS_VERSION=v0.316.0
+# crane (go-containerregistry): checks `make image`'s output and pushes it to a registry; the same
+# library, at the same version in image/go.mod, writes the image (image/main.go).
+CRANE_VERSION=v0.22.1
 
 # go_tool NAME MODULE VERSION [PACKAGE_DIR] [BUILD_TAGS]: build a module's command at an exact version into a
 # per-version folder, then link the name. Building inside the downloaded module (instead of
@@ -64,5 +67,8 @@ case "$want" in
   all|prometheus)
     go_tool promtool github.com/prometheus/prometheus "$PROMETHEUS_VERSION" ./cmd/promtool remove_all_sd
     go_tool prometheus github.com/prometheus/prometheus "$PROMETHEUS_VERSION" ./cmd/prometheus remove_all_sd
+    ;;&
+  all|image)
+    go_tool crane github.com/google/go-containerregistry "$CRANE_VERSION" ./cmd/crane
     ;;
 esac
