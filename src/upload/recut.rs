@@ -412,7 +412,9 @@ impl<'a> Run<'a> {
         let part_size = self.unit.part_size as usize;
         // Up to one part, a piece may still go in one PUT; past it, it is a multipart upload.
         while p.buf.len() > part_size {
-            let body: Vec<u8> = p.buf.drain(..part_size).collect();
+            // The part leaves as it is; only the few bytes past it are copied.
+            let rest = p.buf.split_off(part_size);
+            let body = std::mem::replace(&mut p.buf, rest);
             self.cut_part(p, body, requests).await?;
         }
         Ok(())
