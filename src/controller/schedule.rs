@@ -409,24 +409,6 @@ pub async fn reconcile(sched: Arc<OutboundSchedule>, ctx: Arc<Context>) -> Resul
         &sched.spec.template.destination_ref.name,
         due.map(|t| t.as_second()),
     );
-    // The run that should bring the next success is the first slot after the last one (or
-    // after the schedule's creation): the alert on overdue deliveries compares with it.
-    let due = (!sched.spec.suspend)
-        .then(|| {
-            let after = status
-                .last_successful_time
-                .as_ref()
-                .map(|t| t.0)
-                .or_else(|| sched.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
-            cron.next_after(after, &tz)
-        })
-        .flatten();
-    ctx.metrics.schedule_due(
-        &ns,
-        &name,
-        &sched.spec.template.destination_ref.name,
-        due.map(|t| t.as_second()),
-    );
     let (last_success, missed) = (
         status
             .last_successful_time
