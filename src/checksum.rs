@@ -123,6 +123,11 @@ pub fn digest(algorithm: ChecksumAlgorithm, data: &[u8]) -> Vec<u8> {
     hasher.finish()
 }
 
+/// A digest from its base64 form (as S3 gives it), if it is one.
+pub fn from_base64(text: &str) -> Option<Vec<u8>> {
+    B64.decode(text).ok()
+}
+
 pub fn to_base64(digest: &[u8]) -> String {
     B64.encode(digest)
 }

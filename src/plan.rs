@@ -200,8 +200,11 @@ impl ReadAt for Vec<u8> {
 pub struct SourceFile {
     /// Path relative to the source folder, `/`-separated: the key below the prefix.
     pub relative: String,
+    /// Where it is read: a file's path, or an S3 source object's key.
     pub path: PathBuf,
     pub size: u64,
+    /// An S3 source object's version (its ETag): every read is pinned to it.
+    pub version: Option<String>,
 }
 
 /// One object to write.
@@ -215,6 +218,9 @@ pub struct PlannedObject {
     pub source: String,
     #[serde(skip)]
     pub path: PathBuf,
+    /// The source object's version (ETag) it was planned on (S3 sources).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_version: Option<String>,
     /// Piece number within its source file, from 1 (1 for an unsplit file).
     pub sequence: u32,
     /// Byte range of the source file.
@@ -538,6 +544,7 @@ where
                                 key,
                                 source: file.relative.clone(),
                                 path: file.path.clone(),
+                                source_version: file.version.clone(),
                                 sequence: 1,
                                 offset: 0,
                                 size: file.size,
@@ -582,6 +589,7 @@ where
                 key: format!("{}{}", settings.prefix, name),
                 source: file.relative.clone(),
                 path: file.path.clone(),
+                source_version: file.version.clone(),
                 sequence: (i + 1) as u32,
                 offset,
                 size,
@@ -680,6 +688,7 @@ mod tests {
             relative: relative.into(),
             path: PathBuf::from(relative),
             size,
+            version: None,
         }
     }
 
@@ -960,6 +969,7 @@ mod tests {
             part_size: 5 * MIB,
             parts: 3,
             gzip_pieces: false,
+            source_version: None,
         };
         assert_eq!(o.part_range(1), (100, 5 * MIB));
         assert_eq!(o.part_range(3), (100 + 10 * MIB, 2 * MIB + 3));

@@ -148,4 +148,8 @@ pub struct OpenUpload {
     pub key: String,
     /// Multipart upload id.
     pub upload_id: String,
+    /// The stamp of the source the upload was started from (version and range): a pod that
+    /// finds it unchanged keeps the stored parts without reading them again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }

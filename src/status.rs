@@ -470,6 +470,7 @@ mod tests {
             uploads: vec![OpenUpload {
                 key: "k".into(),
                 upload_id: "u".into(),
+                source: None,
             }],
             ..Default::default()
         }

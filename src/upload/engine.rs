@@ -6,22 +6,21 @@
 //! aborts the uploads of a delivery that ended `Failed` or was deleted.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::types::CompletedPart;
-use bytes::Bytes;
 use futures::StreamExt as _;
 
 use super::error::UploadError;
 use super::headers::WriteHeaders;
 use super::retry::RetryPolicy;
 use super::slots::{Slot, Slots};
+use super::source::{Opened, PartRead, S3Source, read_part};
 use super::state::{Progress, State};
-use crate::checksum::{self, ChecksumAlgorithm, Hasher};
-use crate::plan::{PlannedObject, ReadAt};
+use crate::checksum::{self, ChecksumAlgorithm};
+use crate::plan::PlannedObject;
 
 /// Object settings the destination decides.
 #[derive(Clone, Debug, Default)]
@@ -64,13 +63,12 @@ pub struct Engine {
     pub retry: RetryPolicy,
     /// The largest object (what a gzip file's pieces are cut to).
     pub split_size: u64,
+    /// The provider's bucket the files are read from, when not a folder.
+    pub source: Option<Arc<S3Source>>,
     /// Parts in flight, each holding its part's bytes mapped: the memory budget. Served in plan
     /// order, so objects finish one after another, not all together at the end.
     pub(super) in_flight: Arc<Slots>,
 }
-
-/// Chunk size of reads: hashed, then counted while still in L2 (512 KiB a core here).
-const SCAN_CHUNK: usize = 1 << 18;
 
 impl Engine {
     pub fn new(
@@ -89,6 +87,7 @@ impl Engine {
             concurrency: concurrency.max(1),
             retry,
             split_size: crate::units::MAX_SPLIT_SIZE,
+            source: None,
             in_flight: Slots::new(concurrency.max(1)),
         }
     }
@@ -128,7 +127,7 @@ impl Engine {
     }
 
     async fn deliver_inner(&self, object: &PlannedObject) -> Result<Outcome, UploadError> {
-        let file = Arc::new(Opened::open(object)?);
+        let file = Arc::new(Opened::open(object, self.source.as_ref())?);
         let resume = self.state.upload_for(&object.key);
         // Only an object already at the key needs a read before the send (to compare it); every
         // other object is read once, checksummed and counted from the bytes being sent.
@@ -147,16 +146,7 @@ impl Engine {
                 }
                 return Ok(Outcome::AlreadyPresent);
             }
-            let scan = {
-                let (file, object, algorithm) = (
-                    Arc::clone(&file),
-                    object.clone(),
-                    self.settings.headers.checksum,
-                );
-                tokio::task::spawn_blocking(move || scan(&file.file, &object, algorithm))
-                    .await
-                    .expect("the scan does not panic")?
-            };
+            let scan = file.scan(object, self.settings.headers.checksum).await?;
             Progress::add(&self.state.progress.bytes_read, object.size);
             if found.matches(object.size, &scan.checksum) {
                 if let Some(upload_id) = resume {
@@ -207,7 +197,7 @@ impl Engine {
         let mut metadata = HashMap::from([
             ("outbound-source".to_string(), header_safe(&object.source)),
             ("outbound-sequence".to_string(), object.sequence.to_string()),
-            (STAMP_KEY.to_string(), file.stamp.token(object)),
+            (STAMP_KEY.to_string(), file.token(object)),
         ]);
         if let Some(lines) = lines {
             metadata.insert("outbound-lines".to_string(), lines.to_string());
@@ -263,7 +253,15 @@ impl Engine {
         if let Some(id) = resume {
             match self.list_parts(object, &id).await {
                 Ok(parts) => {
-                    stored = self.keep_stored_parts(object, file, parts).await?;
+                    // Started from this very version and range of the source, and no line to
+                    // count: the stored parts are what it holds, and need no read. Else each is
+                    // read once and kept where it matches.
+                    let same = self.state.source_of(&object.key) == Some(file.token(object));
+                    stored = if same && !self.settings.count_lines {
+                        self.trusted_parts(object, parts)
+                    } else {
+                        self.keep_stored_parts(object, file, parts).await?
+                    };
                     tracing::info!(key = %object.key, stored = stored.len(), parts = object.parts, "resuming upload");
                     upload_id = Some(id);
                 }
@@ -311,6 +309,34 @@ impl Engine {
             self.state.forget(&object.key).await;
         }
         result
+    }
+
+    /// The stored parts of an upload started from the source as it is now, unread: their sizes
+    /// and checksums as S3 lists them (a part without a checksum is sent again).
+    fn trusted_parts(
+        &self,
+        object: &PlannedObject,
+        parts: Vec<(i32, u64, CompletedPart)>,
+    ) -> HashMap<u64, SentPart> {
+        let algorithm = self.settings.headers.checksum;
+        parts
+            .into_iter()
+            .filter_map(|(number, size, part)| {
+                let n = number as u64;
+                let fits = n >= 1 && n <= object.parts && size == object.part_range(n).1;
+                let digest = stored_checksum(&part, algorithm)
+                    .and_then(|b64| checksum::from_base64(&b64))?;
+                fits.then_some((
+                    n,
+                    SentPart {
+                        part,
+                        digest,
+                        newlines: 0,
+                        ends_open: false,
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// Of the parts a previous run stored, keeps those whose size and checksum match what the
@@ -471,7 +497,7 @@ impl Existing {
     fn written_from(&self, object: &PlannedObject, file: &Opened) -> bool {
         self.size == object.size as i64
             && self.checksum.is_some()
-            && self.stamp.as_deref() == Some(file.stamp.token(object).as_str())
+            && self.stamp.as_deref() == Some(file.token(object).as_str())
     }
 
     pub fn matches(&self, size: u64, checksum: &str) -> bool {
@@ -506,259 +532,12 @@ fn stored_checksum(part: &CompletedPart, algorithm: ChecksumAlgorithm) -> Option
     }
 }
 
-/// A source file opened for one object, with what it looked like when opened.
-pub struct Opened {
-    pub file: File,
-    stamp: Stamp,
-}
-
-impl Opened {
-    pub(super) fn open(object: &PlannedObject) -> Result<Opened, UploadError> {
-        let failed = |source| UploadError::Read {
-            file: object.source.clone(),
-            offset: 0,
-            source,
-        };
-        let file = super::walk::open_source(&object.source, &object.path)?;
-        let stamp = Stamp::of(&file.metadata().map_err(failed)?);
-        if stamp.len < object.offset + object.size {
-            return Err(UploadError::Changed {
-                file: object.source.clone(),
-                what: format!(
-                    "it is {} bytes, planned to at least byte {}",
-                    stamp.len,
-                    object.offset + object.size
-                ),
-            });
-        }
-        Ok(Opened { file, stamp })
-    }
-
-    /// The stamp of a gzip piece cut from this version of the file, starting at decompressed byte
-    /// `at`: a run that finds it knows the piece holds that file's lines from there.
-    pub(super) fn piece_token(&self, at: u64) -> String {
-        format!("{}@gz{at}", self.stamp.version())
-    }
-
-    /// Fails when the file was written since it was opened (before an object is made visible:
-    /// an object must be the bytes of one version of its file).
-    pub(super) fn check(&self, object: &PlannedObject) -> Result<(), UploadError> {
-        let now = self.file.metadata().map_err(|source| UploadError::Read {
-            file: object.source.clone(),
-            offset: 0,
-            source,
-        })?;
-        match self.stamp.changed_to(&Stamp::of(&now)) {
-            Some(what) => Err(UploadError::Changed {
-                file: object.source.clone(),
-                what,
-            }),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Size, modification time and inode of a file: a change of the first two means it was
-/// written; a new inode, that it was replaced.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp {
-    len: u64,
-    modified: Option<std::time::SystemTime>,
-    inode: u64,
-}
-
-impl Stamp {
-    fn of(meta: &std::fs::Metadata) -> Stamp {
-        Stamp {
-            len: meta.len(),
-            modified: meta.modified().ok(),
-            inode: std::os::unix::fs::MetadataExt::ino(meta),
-        }
-    }
-
-    /// The object's stamp as its metadata records it: this file version and the object's range.
-    fn token(&self, object: &PlannedObject) -> String {
-        format!("{}@{}+{}", self.version(), object.offset, object.size)
-    }
-
-    /// This version of the file: size, modification time (ns) and inode.
-    fn version(&self) -> String {
-        let modified = self
-            .modified
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
-        format!("{}-{modified}-{}", self.len, self.inode)
-    }
-
-    /// What changed between `self` and `now`, in words.
-    fn changed_to(&self, now: &Stamp) -> Option<String> {
-        if self.len != now.len {
-            Some(format!(
-                "its size went from {} to {} bytes",
-                self.len, now.len
-            ))
-        } else if self.modified != now.modified {
-            Some("it was modified".into())
-        } else {
-            None
-        }
-    }
-}
-
 /// A part stored in S3 and what its bytes gave.
 struct SentPart {
     part: CompletedPart,
     digest: Vec<u8>,
     newlines: u64,
     ends_open: bool,
-}
-
-/// A range read for sending: its bytes, digest and newline count.
-struct PartRead {
-    body: Bytes,
-    digest: Vec<u8>,
-    newlines: u64,
-    /// The range is not empty and its last byte is not a newline.
-    ends_open: bool,
-}
-
-/// Maps `len` bytes at `offset` (on a blocking thread), checksums them and counts their newlines
-/// (when asked): the only pass over the bytes before the socket. The part is sent straight from
-/// the page cache (the mapping is the body), because copying parts into buffers of their own cost
-/// more CPU than everything else together (measured: bench/analysis.md).
-async fn read_part(
-    file: &Arc<Opened>,
-    object: &PlannedObject,
-    offset: u64,
-    len: u64,
-    algorithm: ChecksumAlgorithm,
-    count_lines: bool,
-) -> Result<PartRead, UploadError> {
-    let file = Arc::clone(file);
-    let source = object.source.clone();
-    tokio::task::spawn_blocking(move || {
-        let failed = |offset: u64, e: std::io::Error| UploadError::Read {
-            file: source.clone(),
-            offset,
-            source: e,
-        };
-        let mut hasher = Hasher::new(algorithm);
-        if len == 0 {
-            return Ok(PartRead {
-                body: Bytes::new(),
-                digest: hasher.finish(),
-                newlines: 0,
-                ends_open: false,
-            });
-        }
-        // A file written while it is sent would deliver a mix of old and new bytes; touching a
-        // mapped page past the end of a shrunk file would kill the process (SIGBUS). Refuse both
-        // with a clear error, checked before every part.
-        let now = Stamp::of(&file.file.metadata().map_err(|e| failed(offset, e))?);
-        if let Some(what) = file.stamp.changed_to(&now) {
-            return Err(UploadError::Changed { file: source, what });
-        }
-        // SAFETY: the mapping is read-only and private to this part; the source is a read-only
-        // file that is not written during the delivery (the contract of a source volume), and a
-        // shorter file was refused just above.
-        // Populated at once: one call maps the whole part instead of a page fault every few
-        // pages while it is checksummed.
-        let map = unsafe {
-            memmap2::MmapOptions::new()
-                .offset(offset)
-                .len(len as usize)
-                .populate()
-                .map(&file.file)
-        }
-        .map_err(|e| failed(offset, e))?;
-        let mut newlines = 0u64;
-        for chunk in map.chunks(SCAN_CHUNK) {
-            hasher.update(chunk);
-            if count_lines {
-                newlines += memchr::memchr_iter(b'\n', chunk).count() as u64;
-            }
-        }
-        let ends_open = map.last().is_some_and(|&b| b != b'\n');
-        Ok(PartRead {
-            body: Bytes::from_owner(map),
-            digest: hasher.finish(),
-            newlines,
-            ends_open,
-        })
-    })
-    .await
-    .expect("reading does not panic")
-}
-
-/// Reads the object once: counts its lines and computes the digest of every part and the object's
-/// checksum as S3 will report it.
-pub fn scan<R: ReadAt + ?Sized>(
-    source: &R,
-    object: &PlannedObject,
-    algorithm: ChecksumAlgorithm,
-) -> Result<Scan, UploadError> {
-    let mut buf = vec![0u8; SCAN_CHUNK.min(object.size.max(1) as usize)];
-    let mut lines = 0u64;
-    let mut parts = Vec::with_capacity(object.parts as usize);
-    for n in 1..=object.parts.max(1) {
-        let (offset, len) = if object.multipart {
-            object.part_range(n)
-        } else {
-            (object.offset, object.size)
-        };
-        let mut hasher = Hasher::new(algorithm);
-        let mut done = 0u64;
-        while done < len {
-            let want = (len - done).min(buf.len() as u64) as usize;
-            let at = offset + done;
-            let got = source
-                .read_full_at(&mut buf[..want], at)
-                .map_err(|e| UploadError::Read {
-                    file: object.source.clone(),
-                    offset: at,
-                    source: e,
-                })?;
-            if got < want {
-                return Err(UploadError::Read {
-                    file: object.source.clone(),
-                    offset: at + got as u64,
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the file is shorter than planned",
-                    ),
-                });
-            }
-            let chunk = &buf[..want];
-            hasher.update(chunk);
-            lines += memchr::memchr_iter(b'\n', chunk).count() as u64;
-            done += want as u64;
-        }
-        parts.push((hasher.finish(), len));
-    }
-    let checksum = if !object.multipart {
-        checksum::to_base64(&parts[0].0)
-    } else {
-        checksum::multipart_checksum(algorithm, &parts)
-    };
-    // A file that does not end with a newline still has a last line.
-    if object.size > 0 {
-        let mut last = [0u8; 1];
-        source
-            .read_full_at(&mut last, object.offset + object.size - 1)
-            .map_err(|e| UploadError::Read {
-                file: object.source.clone(),
-                offset: object.offset + object.size - 1,
-                source: e,
-            })?;
-        if last[0] != b'\n' {
-            lines += 1;
-        }
-    }
-    Ok(Scan {
-        lines,
-        part_digests: parts.into_iter().map(|(d, _)| d).collect(),
-        checksum,
-    })
 }
 
 /// User metadata travels in HTTP headers: keep ASCII, percent-encode the rest.
@@ -777,139 +556,6 @@ pub(super) fn header_safe(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
-
-    fn object(size: u64, multipart: bool, part_size: u64) -> PlannedObject {
-        PlannedObject {
-            index: 0,
-            key: "k".into(),
-            source: "s".into(),
-            path: PathBuf::new(),
-            sequence: 1,
-            offset: 3,
-            size,
-            multipart,
-            part_size,
-            parts: if multipart {
-                size.div_ceil(part_size)
-            } else {
-                1
-            },
-            gzip_pieces: false,
-        }
-    }
-
-    #[test]
-    fn scan_counts_lines_and_checksums() {
-        let mut data = b"xyz".to_vec();
-        let body: Vec<u8> = (0..12_000_000u32)
-            .map(|i| {
-                if i % 100 == 99 {
-                    b'\n'
-                } else {
-                    b'a' + (i % 26) as u8
-                }
-            })
-            .collect();
-        data.extend_from_slice(&body);
-        data.extend_from_slice(b"tail");
-        let single = scan(
-            &data,
-            &object(body.len() as u64, false, 0),
-            ChecksumAlgorithm::Crc64Nvme,
-        )
-        .unwrap();
-        assert_eq!(single.lines, 120_000);
-        let whole = checksum::to_base64(&checksum::digest(ChecksumAlgorithm::Crc64Nvme, &body));
-        assert_eq!(single.checksum, whole);
-        let multi = scan(
-            &data,
-            &object(body.len() as u64, true, 5 << 20),
-            ChecksumAlgorithm::Crc64Nvme,
-        )
-        .unwrap();
-        assert_eq!(multi.part_digests.len(), 3);
-        assert_eq!(
-            multi.checksum, whole,
-            "full-object CRC of a multipart object is the plain CRC"
-        );
-        let sha = scan(
-            &data,
-            &object(body.len() as u64, true, 5 << 20),
-            ChecksumAlgorithm::Sha256,
-        )
-        .unwrap();
-        assert!(sha.checksum.ends_with("-3"));
-        // No newline at the end: the last line still counts.
-        let partial = scan(
-            &data,
-            &object(body.len() as u64 + 2, false, 0),
-            ChecksumAlgorithm::Crc32C,
-        )
-        .unwrap();
-        assert_eq!(partial.lines, 120_001);
-        let empty = scan(&data, &object(0, false, 0), ChecksumAlgorithm::Crc64Nvme).unwrap();
-        assert_eq!(empty.lines, 0);
-        assert_eq!(empty.part_digests.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn a_part_read_agrees_with_the_scan_and_a_shrunk_file_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let body: Vec<u8> = (0..3_000_000u32)
-            .map(|i| if i % 70 == 69 { b'\n' } else { b'x' })
-            .collect();
-        std::fs::write(&path, &body).unwrap();
-        let mut planned = object(1_000_001, true, 1 << 20);
-        planned.path = path.clone();
-        let file = Arc::new(Opened::open(&planned).unwrap());
-        let (offset, len) = planned.part_range(1);
-        let part_1 = async |count_lines| {
-            read_part(
-                &file,
-                &planned,
-                offset,
-                len,
-                ChecksumAlgorithm::Crc64Nvme,
-                count_lines,
-            )
-            .await
-        };
-        let read = part_1(true).await.unwrap();
-        let range = &body[offset as usize..(offset + len) as usize];
-        assert_eq!(&read.body[..], range);
-        assert_eq!(
-            read.digest,
-            checksum::digest(ChecksumAlgorithm::Crc64Nvme, range)
-        );
-        assert_eq!(
-            read.newlines,
-            memchr::memchr_iter(b'\n', range).count() as u64
-        );
-        assert_eq!(read.ends_open, range.last() != Some(&b'\n'));
-        // Uncounted (no manifest to read the count): the same bytes and digest, no count.
-        let uncounted = part_1(false).await.unwrap();
-        assert_eq!(uncounted.digest, read.digest);
-        assert_eq!(&uncounted.body[..], range);
-        assert_eq!(uncounted.newlines, 0);
-        let empty = read_part(&file, &planned, 0, 0, ChecksumAlgorithm::Crc32C, true)
-            .await
-            .unwrap();
-        assert!(empty.body.is_empty() && !empty.ends_open);
-
-        std::fs::write(&path, &body[..1000]).unwrap();
-        let err = part_1(true)
-            .await
-            .err()
-            .expect("a file that changed since it was opened is refused");
-        assert!(
-            err.to_string().contains("size went from 3000000 to 1000"),
-            "{err}"
-        );
-        assert_eq!(err.reason(), "SourceChanged");
-        assert!(!err.is_transient());
-    }
 
     #[test]
     fn header_values_stay_ascii() {

@@ -256,6 +256,18 @@ pub enum UploadError {
     Cancelled,
     #[error("{file} changed while it was delivered: {what}")]
     Changed { file: String, what: String },
+    #[error("source object s3://{bucket}/{key} changed during the delivery: {what}")]
+    SourceObjectChanged {
+        bucket: String,
+        key: String,
+        what: String,
+    },
+    #[error("failed to read source s3://{bucket}/{key}: {cause}")]
+    SourceRead {
+        bucket: String,
+        key: String,
+        cause: S3Cause,
+    },
     #[error("invalid glob {pattern:?}: {reason}")]
     Glob { pattern: String, reason: String },
     #[error("stopped by SIGTERM (a drain or a deletion): open uploads stay open for the next pod")]
@@ -306,6 +318,7 @@ impl UploadError {
             | UploadError::Part { cause, .. }
             | UploadError::Complete { cause, .. }
             | UploadError::Put { cause, .. }
+            | UploadError::SourceRead { cause, .. }
             | UploadError::AssumeRole { cause, .. } => Some(cause),
             _ => None,
         }
@@ -345,6 +358,8 @@ impl UploadError {
             | UploadError::Read { .. } => "SourceUnreadable",
             UploadError::Plan(_) | UploadError::Settings(_) => "InvalidSettings",
             UploadError::Changed { .. } => "SourceChanged",
+            UploadError::SourceObjectChanged { .. } => "SourceObjectChanged",
+            UploadError::SourceRead { .. } => "SourceUnreadable",
             UploadError::Glob { .. } => "InvalidGlob",
             UploadError::OutsideVolume { .. } => SOURCE_OUTSIDE_VOLUME,
             UploadError::AssumeRole { .. } => "AssumeRoleFailed",

@@ -9,10 +9,12 @@ use futures::StreamExt as _;
 use super::engine::ObjectSettings;
 use super::error::{UploadError, cause};
 use super::retry::RetryPolicy;
+use super::source::{ObjectReader, S3Source, scan};
 use super::state::PieceRecord;
 use crate::checksum::{self, ChecksumAlgorithm};
-use crate::plan::{Plan, PlannedObject};
+use crate::plan::{Plan, PlannedObject, SourceFile};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -70,6 +72,7 @@ pub async fn build(
     pieces: &BTreeMap<usize, Vec<PieceRecord>>,
     retry: &RetryPolicy,
     bytes_read: &std::sync::atomic::AtomicU64,
+    source: Option<&Arc<S3Source>>,
 ) -> Result<Manifest, UploadError> {
     // Each gzip unit stands for its pieces: objects of their own, with their own counts.
     let mut entries: Vec<(PlannedObject, Option<&PieceRecord>)> = Vec::new();
@@ -158,9 +161,11 @@ pub async fn build(
                 None => {
                     let object = object.clone();
                     let size = object.size;
-                    let lines = tokio::task::spawn_blocking(move || count_lines(&object))
-                        .await
-                        .expect("counting does not panic")?;
+                    let source = source.cloned();
+                    let lines =
+                        tokio::task::spawn_blocking(move || count_lines(&object, source.as_ref()))
+                            .await
+                            .expect("counting does not panic")?;
                     bytes_read.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
                     lines
                 }
@@ -193,9 +198,30 @@ pub async fn build(
 
 /// Counts the lines of a planned object by reading its bytes (a last line without a newline
 /// counts). Rare (only counts no shard reported), so the scan's checksum is simply not used.
-pub fn count_lines(object: &PlannedObject) -> Result<u64, UploadError> {
-    let file = super::walk::open_source(&object.source, &object.path)?;
-    Ok(super::engine::scan(&file, object, ChecksumAlgorithm::Crc32C)?.lines)
+pub fn count_lines(
+    object: &PlannedObject,
+    source: Option<&Arc<S3Source>>,
+) -> Result<u64, UploadError> {
+    let scanned = match source {
+        Some(s3) => {
+            let file = SourceFile {
+                relative: object.source.clone(),
+                path: object.path.clone(),
+                size: object.offset + object.size,
+                version: object.source_version.clone(),
+            };
+            scan(
+                &ObjectReader::new(s3, &file),
+                object,
+                ChecksumAlgorithm::Crc32C,
+            )?
+        }
+        None => {
+            let file = super::walk::open_source(&object.source, &object.path)?;
+            scan(&file, object, ChecksumAlgorithm::Crc32C)?
+        }
+    };
+    Ok(scanned.lines)
 }
 
 /// Writes the manifest with If-None-Match; an identical manifest already there counts as written.
@@ -287,15 +313,16 @@ mod tests {
             part_size: 0,
             parts: 1,
             gzip_pieces: false,
+            source_version: None,
         };
-        assert_eq!(count_lines(&object(5, 4)).unwrap(), 2, "a\\nb\\n");
+        assert_eq!(count_lines(&object(5, 4), None).unwrap(), 2, "a\\nb\\n");
         assert_eq!(
-            count_lines(&object(5, 24)).unwrap(),
+            count_lines(&object(5, 24), None).unwrap(),
             3,
             "the open last line counts"
         );
-        assert_eq!(count_lines(&object(0, 0)).unwrap(), 0);
-        let err = count_lines(&object(5, 100)).unwrap_err();
+        assert_eq!(count_lines(&object(0, 0), None).unwrap(), 0);
+        let err = count_lines(&object(5, 100), None).unwrap_err();
         assert!(err.to_string().contains("shorter than planned"), "{err}");
     }
 }

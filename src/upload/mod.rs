@@ -29,6 +29,7 @@ pub mod recut;
 pub mod requests;
 pub mod retry;
 pub mod slots;
+pub mod source;
 pub mod state;
 pub mod walk;
 
@@ -50,6 +51,7 @@ use engine::{Engine, ObjectSettings, Outcome};
 use error::UploadError;
 use headers::WriteHeaders;
 use retry::RetryPolicy;
+use source::S3Source;
 use state::{Backend, Progress, State};
 
 fn size_arg(text: &str) -> Result<u64, String> {
@@ -60,8 +62,27 @@ fn size_arg(text: &str) -> Result<u64, String> {
 #[derive(clap::Args, Debug, Clone)]
 pub struct SourceArgs {
     /// Local folder to deliver (in a Job: the read-only claim mount plus `source.volume.path`).
-    #[arg(long, env = "OUTBOUND_SOURCE")]
-    pub source: PathBuf,
+    #[arg(
+        long,
+        env = "OUTBOUND_SOURCE",
+        required_unless_present = "source_s3",
+        conflicts_with = "source_s3"
+    )]
+    pub source: Option<PathBuf>,
+    /// Or a bucket and folder of the provider's own: `s3://bucket/prefix/`, read with the keys in
+    /// OUTBOUND_SOURCE_AWS_ACCESS_KEY_ID and OUTBOUND_SOURCE_AWS_SECRET_ACCESS_KEY (else the
+    /// workload identity), never with the destination's.
+    #[arg(long, env = "OUTBOUND_SOURCE_S3")]
+    pub source_s3: Option<String>,
+    /// The source bucket's region.
+    #[arg(long, env = "OUTBOUND_SOURCE_REGION", default_value = "us-east-1")]
+    pub source_region: String,
+    /// The source's S3-compatible endpoint URL.
+    #[arg(long, env = "OUTBOUND_SOURCE_ENDPOINT")]
+    pub source_endpoint: Option<String>,
+    /// Path-style addressing for the source endpoint.
+    #[arg(long, env = "OUTBOUND_SOURCE_FORCE_PATH_STYLE", action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub source_force_path_style: bool,
     /// Comma-separated globs, relative to the source, of files to deliver (default: all).
     #[arg(long, env = "OUTBOUND_INCLUDE", value_delimiter = ',')]
     pub include: Vec<String>,
@@ -117,17 +138,49 @@ impl SourceArgs {
         }
     }
 
-    /// Finds the files and plans them (blocking IO, run off the async threads).
-    async fn plan(&self) -> Result<Plan, UploadError> {
-        self.plan_counted(Arc::default()).await
+    /// The provider's bucket, when the source is one.
+    pub async fn s3(&self) -> Result<Option<Arc<S3Source>>, UploadError> {
+        match &self.source_s3 {
+            None => Ok(None),
+            Some(url) => S3Source::connect(
+                url,
+                &self.source_region,
+                self.source_endpoint.as_deref(),
+                self.source_force_path_style,
+            )
+            .await
+            .map(Some),
+        }
+    }
+
+    /// Finds the files (in the folder, or in the provider's bucket `s3`) and plans them (blocking
+    /// IO, run off the async threads).
+    async fn plan(&self, s3: Option<Arc<S3Source>>) -> Result<Plan, UploadError> {
+        self.plan_counted(s3, Arc::default()).await
     }
 
     /// [`Self::plan`], counting what it found and planned into `progress`.
-    async fn plan_counted(&self, progress: Arc<plan::PlanProgress>) -> Result<Plan, UploadError> {
+    async fn plan_counted(
+        &self,
+        s3: Option<Arc<S3Source>>,
+        progress: Arc<plan::PlanProgress>,
+    ) -> Result<Plan, UploadError> {
         let args = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut files =
-                walk::walk_counted(&args.source, &args.include, &args.exclude, &progress)?;
+            if let Some(s3) = &s3 {
+                // Objects never change in place: when they were written is their change time.
+                let window = (args.changed_after, args.changed_before);
+                let files = s3.list(&args.include, &args.exclude, window, &progress)?;
+                progress.walked.store(true, Ordering::Relaxed);
+                return Ok(plan::plan_counted(
+                    &files,
+                    &args.settings(),
+                    |f| Ok(source::ObjectReader::new(s3, f)),
+                    &progress,
+                )?);
+            }
+            let folder = args.source.as_deref().expect("a folder or a bucket (clap)");
+            let mut files = walk::walk_counted(folder, &args.include, &args.exclude, &progress)?;
             if args.changed_after.is_some() || args.changed_before.is_some() {
                 files = walk::changed_between(files, args.changed_after, args.changed_before)?;
                 // The totals the bar counts towards are those of the files chosen.
@@ -264,7 +317,8 @@ pub async fn run_plan(args: PlanArgs) -> anyhow::Result<()> {
         });
         (bar, Reporter(task))
     });
-    let plan = args.source.plan_counted(Arc::clone(&progress)).await;
+    let s3 = args.source.s3().await?;
+    let plan = args.source.plan_counted(s3, Arc::clone(&progress)).await;
     if let Some((bar, reporter)) = bar {
         drop(reporter);
         draw_plan(&bar, &progress);
@@ -526,7 +580,8 @@ async fn deliver(
 ) -> Result<Report, UploadError> {
     let settings = object_settings(args)?;
     let access = access(args)?;
-    let plan = args.source.plan().await?;
+    let source = args.source.s3().await?;
+    let plan = args.source.plan(source.clone()).await?;
 
     let manifest_at = format!("{}{}", args.source.prefix, args.manifest_name);
     if args.manifest && plan.objects.iter().any(|o| o.key == manifest_at) {
@@ -588,6 +643,7 @@ async fn deliver(
         },
     );
     engine.split_size = args.source.split_size;
+    engine.source = source.clone();
 
     // Objects run side by side so small ones keep the pipe full; parts share one memory budget,
     // served in plan order (`slots`), so objects finish one after another.
@@ -639,6 +695,7 @@ async fn deliver(
                 &pieces,
                 &engine.retry,
                 &state.progress.bytes_read,
+                source.as_ref(),
             )
             .await
             {

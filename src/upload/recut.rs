@@ -21,8 +21,9 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 
-use super::engine::{Engine, Existing, Opened, Outcome, STAMP_KEY, Scan, header_safe};
+use super::engine::{Engine, Existing, Outcome, STAMP_KEY, Scan, header_safe};
 use super::error::UploadError;
+use super::source::Opened;
 use super::state::{PieceRecord, Progress};
 use crate::checksum;
 use crate::plan::{PlanError, PlannedObject};
@@ -62,7 +63,7 @@ struct Packed {
 /// Reads the gzip file (all its members) and sends its decompressed bytes as blocks of whole
 /// lines; a line longer than the split size is an error naming where it starts.
 fn read_blocks(
-    file: std::fs::File,
+    file: Box<dyn Read + Send>,
     name: &str,
     split: u64,
     tx: &tokio::sync::mpsc::Sender<Result<Block, UploadError>>,
@@ -143,7 +144,7 @@ fn read_blocks(
 
 /// Counts the bytes read from the gzip file.
 struct Counted {
-    inner: std::fs::File,
+    inner: Box<dyn Read + Send>,
     read: Arc<AtomicU64>,
 }
 
@@ -231,18 +232,17 @@ type Request<'a> =
 /// Delivers the pieces of a gzip unit of the plan; records them (key, size, decompressed size,
 /// lines) for the manifest.
 pub async fn deliver(engine: &Engine, unit: &PlannedObject) -> Result<Outcome, UploadError> {
-    let file = Arc::new(Opened::open(unit)?);
+    let file = Arc::new(Opened::open(unit, engine.source.as_ref())?);
     let split = engine.split_size;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Block, UploadError>>(4);
     let reader = {
-        let clone = file.file.try_clone().map_err(|e| UploadError::Read {
-            file: unit.source.clone(),
-            offset: 0,
-            source: e,
-        })?;
-        let name = unit.source.clone();
+        let (opened, unit) = (Arc::clone(&file), unit.clone());
+        // Opened on the blocking thread: an S3 source's body is read by blocking on it.
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = read_blocks(clone, &name, split, &tx) {
+            let read = opened
+                .stream(&unit)
+                .and_then(|stream| read_blocks(stream, &unit.source, split, &tx));
+            if let Err(e) = read {
                 let _ = tx.blocking_send(Err(e));
             }
         })

@@ -194,7 +194,8 @@ impl Engine {
         test_hook_exit_after_create();
         // Recorded before any part goes out (retried for as long as it takes): whoever resumes
         // or cleans up must find it. Until then nothing is sent; the upload stays open.
-        self.state.record(&object.key, &upload_id).await?;
+        let source = metadata.get(STAMP_KEY).map(String::as_str);
+        self.state.record(&object.key, &upload_id, source).await?;
         Ok(upload_id)
     }
 

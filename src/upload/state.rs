@@ -142,6 +142,8 @@ impl ShardJournal {
 pub struct State {
     backend: Backend,
     uploads: Mutex<BTreeMap<String, String>>,
+    /// The source stamp each open upload was started from.
+    sources: Mutex<BTreeMap<String, String>>,
     /// Line counts of this run's objects (sent or found), by plan index, for the manifest.
     lines: Mutex<BTreeMap<usize, u64>>,
     /// Plan indexes of the multipart objects among `lines`: the counts no metadata carries.
@@ -163,24 +165,28 @@ pub struct State {
 struct StateFile {
     /// Open multipart uploads: key -> upload ID.
     uploads: BTreeMap<String, String>,
+    /// The source stamp each was started from: key -> stamp.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    sources: BTreeMap<String, String>,
 }
 
 impl State {
     /// Opens the state, loading the upload IDs a previous run left open.
     pub async fn open(backend: Backend) -> Result<Arc<State>, UploadError> {
         let mut exists = false;
+        let mut sources = BTreeMap::new();
         let uploads = match &backend {
             Backend::None => BTreeMap::new(),
             Backend::File(path) => match tokio::fs::read(path).await {
                 Ok(bytes) => {
-                    serde_json::from_slice::<StateFile>(&bytes)
-                        .map_err(|e| {
-                            UploadError::State(format!(
-                                "state file {} is unreadable: {e}",
-                                path.display()
-                            ))
-                        })?
-                        .uploads
+                    let file = serde_json::from_slice::<StateFile>(&bytes).map_err(|e| {
+                        UploadError::State(format!(
+                            "state file {} is unreadable: {e}",
+                            path.display()
+                        ))
+                    })?;
+                    sources = file.sources;
+                    file.uploads
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
                 Err(e) => {
@@ -197,21 +203,22 @@ impl State {
                         UploadError::State(format!("failed to read shard {name}: {e}"))
                     })?;
                 exists = found.is_some();
-                found
+                let open = found
                     .and_then(|shard| shard.status)
-                    .map(|report| {
-                        report
-                            .uploads
-                            .into_iter()
-                            .map(|u| (u.key, u.upload_id))
-                            .collect()
-                    })
-                    .unwrap_or_default()
+                    .map(|report| report.uploads)
+                    .unwrap_or_default();
+                for u in &open {
+                    if let Some(source) = &u.source {
+                        sources.insert(u.key.clone(), source.clone());
+                    }
+                }
+                open.into_iter().map(|u| (u.key, u.upload_id)).collect()
             }
         };
         Ok(Arc::new(State {
             backend,
             uploads: Mutex::new(uploads),
+            sources: Mutex::new(sources),
             lines: Mutex::new(BTreeMap::new()),
             multipart: Mutex::new(Default::default()),
             pieces: Mutex::new(BTreeMap::new()),
@@ -257,14 +264,31 @@ impl State {
         self.flush_patiently().await
     }
 
-    /// Records a new upload ID and writes it at once: whoever cleans up must be able to find it.
-    /// While the write fails (the API server away or refusing), this waits and tries again.
-    pub async fn record(&self, key: &str, upload_id: &str) -> Result<(), UploadError> {
+    /// Records a new upload ID (and the stamp of the source it is read from) and writes it at
+    /// once: whoever cleans up must be able to find it. While the write fails (the API server
+    /// away or refusing), this waits and tries again.
+    pub async fn record(
+        &self,
+        key: &str,
+        upload_id: &str,
+        source: Option<&str>,
+    ) -> Result<(), UploadError> {
         self.uploads
             .lock()
             .unwrap()
             .insert(key.to_string(), upload_id.to_string());
+        if let Some(source) = source {
+            self.sources
+                .lock()
+                .unwrap()
+                .insert(key.to_string(), source.to_string());
+        }
         self.flush_patiently().await
+    }
+
+    /// The stamp of the source the open upload of `key` was started from, if recorded.
+    pub fn source_of(&self, key: &str) -> Option<String> {
+        self.sources.lock().unwrap().get(key).cloned()
     }
 
     /// Writes the state, retrying with backoff and jitter for up to `STATUS_PATIENCE`.
@@ -288,6 +312,7 @@ impl State {
 
     /// Forgets a completed or aborted upload; written with the next progress report.
     pub async fn forget(&self, key: &str) {
+        self.sources.lock().unwrap().remove(key);
         if self.uploads.lock().unwrap().remove(key).is_some() {
             self.dirty.store(true, Ordering::Relaxed);
             if matches!(self.backend, Backend::File(_)) {
@@ -344,10 +369,11 @@ impl State {
         let _guard = self.writing.lock().await;
         self.dirty.store(false, Ordering::Relaxed);
         let uploads = self.uploads.lock().unwrap().clone();
+        let sources = self.sources.lock().unwrap().clone();
         match &self.backend {
             Backend::None => Ok(()),
             Backend::File(path) => {
-                let body = serde_json::to_vec_pretty(&StateFile { uploads })
+                let body = serde_json::to_vec_pretty(&StateFile { uploads, sources })
                     .map_err(|e| UploadError::State(e.to_string()))?;
                 let tmp = path.with_extension("tmp");
                 let write = async {
@@ -379,6 +405,7 @@ impl State {
                         .map(|(key, id)| OpenUpload {
                             key: key.clone(),
                             upload_id: id.clone(),
+                            source: sources.get(key).cloned(),
                         })
                         .collect(),
                     finished,

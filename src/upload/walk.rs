@@ -33,25 +33,8 @@ pub fn walk_counted(
     exclude: &[String],
     progress: &PlanProgress,
 ) -> Result<Vec<SourceFile>, UploadError> {
-    let globs = |patterns: &[String]| -> Result<Option<globset::GlobSet>, UploadError> {
-        let patterns: Vec<&String> = patterns.iter().filter(|p| !p.trim().is_empty()).collect();
-        if patterns.is_empty() {
-            return Ok(None);
-        }
-        let mut builder = globset::GlobSetBuilder::new();
-        for p in patterns {
-            builder.add(globset::Glob::new(p.trim()).map_err(|e| UploadError::Glob {
-                pattern: p.trim().to_string(),
-                reason: e.kind().to_string(),
-            })?);
-        }
-        builder.build().map(Some).map_err(|e| UploadError::Glob {
-            pattern: e.glob().unwrap_or_default().to_string(),
-            reason: e.kind().to_string(),
-        })
-    };
-    let include = globs(include)?;
-    let exclude = globs(exclude)?;
+    let include = compile_globs(include)?;
+    let exclude = compile_globs(exclude)?;
     let walk_err = |path: &Path, source| UploadError::Walk {
         path: path.display().to_string(),
         source,
@@ -116,6 +99,7 @@ pub fn walk_counted(
                 relative,
                 path,
                 size: meta.len(),
+                version: None,
             });
         }
     }
@@ -184,11 +168,29 @@ pub fn open_source(file: &str, path: &Path) -> Result<std::fs::File, UploadError
     std::fs::File::open(path).map_err(read_error)
 }
 
-fn selected(
-    include: &Option<globset::GlobSet>,
-    exclude: &Option<globset::GlobSet>,
-    relative: &str,
-) -> bool {
+/// Compiled globs of relative names; none given selects everything.
+pub type Globs = Option<globset::GlobSet>;
+
+/// Compiles [`Globs`] from patterns (blank ones ignored); a bad one is named.
+pub fn compile_globs(patterns: &[String]) -> Result<Globs, UploadError> {
+    let patterns: Vec<&String> = patterns.iter().filter(|p| !p.trim().is_empty()).collect();
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut builder = globset::GlobSetBuilder::new();
+    for p in patterns {
+        builder.add(globset::Glob::new(p.trim()).map_err(|e| UploadError::Glob {
+            pattern: p.trim().to_string(),
+            reason: e.kind().to_string(),
+        })?);
+    }
+    builder.build().map(Some).map_err(|e| UploadError::Glob {
+        pattern: e.glob().unwrap_or_default().to_string(),
+        reason: e.kind().to_string(),
+    })
+}
+
+pub fn selected(include: &Globs, exclude: &Globs, relative: &str) -> bool {
     include.as_ref().is_none_or(|g| g.is_match(relative))
         && exclude.as_ref().is_none_or(|g| !g.is_match(relative))
 }

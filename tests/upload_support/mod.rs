@@ -170,6 +170,14 @@ pub fn upload_command(
     source: &Path,
     args: &[&str],
 ) -> tokio::process::Command {
+    let mut cmd = upload_to(server, bucket);
+    cmd.arg("--source").arg(source).args(args);
+    cmd
+}
+
+/// `outbound upload` to `server` and `bucket`, with the destination's keys; the source and the
+/// rest to be added.
+pub fn upload_to(server: &Server, bucket: &str) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_outbound"));
     cmd.arg("upload")
         .arg("--bucket")
@@ -179,9 +187,6 @@ pub fn upload_command(
         .arg("--region")
         .arg(&server.region)
         .arg("--force-path-style")
-        .arg("--source")
-        .arg(source)
-        .args(args)
         .env_remove("OUTBOUND_DELIVERY")
         .env("AWS_ACCESS_KEY_ID", &server.access_key)
         .env("AWS_SECRET_ACCESS_KEY", &server.secret_key)

@@ -1,0 +1,378 @@
+//! A bucket of the provider's own as the source (`--source-s3`), against versitygw (a second
+//! bucket plays the provider's store): the volume tests' edge cases delivered byte for byte and
+//! cut on lines, read with the source's own keys (never the destination's); a re-run sends
+//! nothing; an object overwritten during the delivery fails it with its own reason; a killed run
+//! resumes without sending again what it stored.
+
+mod upload_support;
+
+use std::sync::atomic::Ordering;
+
+use upload_support::proxy;
+use upload_support::*;
+
+const MIB: usize = 1 << 20;
+
+/// The provider's bucket, with `objects` under `exports/` (and a folder marker).
+async fn provider(s3: &aws_sdk_s3::Client, objects: &[(String, Vec<u8>)]) -> String {
+    let bucket = new_bucket(s3, "provider").await;
+    for (name, body) in objects
+        .iter()
+        .chain(std::iter::once(&("sub/".to_string(), Vec::new())))
+    {
+        s3.put_object()
+            .bucket(&bucket)
+            .key(format!("exports/{name}"))
+            .body(body.clone().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    bucket
+}
+
+/// `outbound upload` of `s3://{source}/exports` to `server`/`bucket`, the source read through
+/// `via` (an endpoint) with `keys`.
+fn from_s3(
+    server: &Server,
+    bucket: &str,
+    source: &str,
+    via: &str,
+    keys: (&str, &str),
+    args: &[&str],
+) -> tokio::process::Command {
+    let mut cmd = upload_to(server, bucket);
+    cmd.arg("--source-s3")
+        .arg(format!("s3://{source}/exports"))
+        .arg("--source-endpoint")
+        .arg(via)
+        .arg("--source-force-path-style")
+        .args(args)
+        .env("OUTBOUND_SOURCE_AWS_ACCESS_KEY_ID", keys.0)
+        .env("OUTBOUND_SOURCE_AWS_SECRET_ACCESS_KEY", keys.1);
+    cmd
+}
+
+async fn run(mut cmd: tokio::process::Command) -> Run {
+    finished(cmd.output().await.expect("run outbound upload"))
+}
+
+/// Text lines of varied length, each ending in CRLF.
+fn crlf_lines(size: usize, seed: u64) -> Vec<u8> {
+    let mut rng = Rng::new(seed);
+    let mut data = Vec::with_capacity(size + 400);
+    while data.len() < size {
+        let len = 1 + (rng.next() % 300) as usize;
+        data.extend((0..len).map(|i| b'a' + (i % 26) as u8));
+        data.extend_from_slice(b"\r\n");
+    }
+    data
+}
+
+/// The volume tests' edge cases, with a 1 MiB split size: empty, exactly the split size, one
+/// byte over, no trailing newline, CRLF lines, names with spaces and Unicode, many dots, a
+/// subfolder. Delivered byte for byte, every piece ending on a line; a re-run sends nothing.
+#[tokio::test]
+async fn an_s3_source_is_delivered_byte_for_byte_and_cut_on_lines() {
+    let server = versitygw();
+    let s3 = server.client();
+    let dir = source_dir();
+    let split = MIB;
+    let mut exact = write_lines(&dir.path().join("x"), split, 1, true);
+    exact.truncate(split - 1);
+    exact.push(b'\n');
+    let mut over = exact.clone();
+    over.push(b'z');
+    let objects: Vec<(String, Vec<u8>)> = vec![
+        ("empty.sync".into(), Vec::new()),
+        ("exact.sync".into(), exact),
+        ("over.sync".into(), over),
+        (
+            "no-newline.txt".into(),
+            write_lines(&dir.path().join("y"), 3 * split + 77, 2, false),
+        ),
+        ("crlf.csv".into(), crlf_lines(2 * split + 5, 3)),
+        (
+            "with space é.sync".into(),
+            write_lines(&dir.path().join("z"), 2 * split, 4, true),
+        ),
+        (
+            "a.b.c.d.sync".into(),
+            write_lines(&dir.path().join("w"), 1500, 5, true),
+        ),
+        (
+            "sub/deep.sync".into(),
+            write_lines(&dir.path().join("v"), 1000, 6, true),
+        ),
+    ];
+    let source = provider(&s3, &objects).await;
+    let bucket = new_bucket(&s3, "fromsrc").await;
+    let keys = (server.access_key.as_str(), server.secret_key.as_str());
+    let args = ["--split-size", "1Mi", "--prefix", "out/", "--manifest"];
+    let first = run(from_s3(
+        &server,
+        &bucket,
+        &source,
+        &server.endpoint,
+        keys,
+        &args,
+    ))
+    .await;
+    assert!(first.success, "{first:?}");
+
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&get(&s3, &bucket, "out/manifest.json").await).unwrap();
+    let files = manifest["Files"].as_array().unwrap();
+    for (name, body) in &objects {
+        let pieces: Vec<&serde_json::Value> = files
+            .iter()
+            .filter(|f| f["SourceFile"] == name.as_str())
+            .collect();
+        assert!(!pieces.is_empty(), "{name} not delivered: {manifest:#}");
+        assert!(
+            pieces.len() >= body.len().div_ceil(split).max(1),
+            "{name}: {} pieces",
+            pieces.len()
+        );
+        let mut joined = Vec::new();
+        for (i, piece) in pieces.iter().enumerate() {
+            let key = piece["FileName"].as_str().unwrap();
+            let bytes = get(&s3, &bucket, key).await;
+            assert!(bytes.len() <= split, "{key} is {} bytes", bytes.len());
+            if i + 1 < pieces.len() {
+                assert_eq!(bytes.last(), Some(&b'\n'), "{key} ends inside a line");
+            }
+            assert_eq!(piece["NumRecords"], count_lines(&bytes), "{key}");
+            joined.extend(bytes);
+        }
+        assert!(joined == *body, "{name}: the pieces are not the object");
+    }
+    // Names keep their spaces, accents and dots; the folder marker is not a file.
+    for key in [
+        "out/with space é-001.sync",
+        "out/a.b.c.d.sync",
+        "out/sub/deep.sync",
+        "out/over-002.sync",
+    ] {
+        assert!(
+            files.iter().any(|f| f["FileName"] == key),
+            "{key}: {manifest:#}"
+        );
+    }
+
+    let again = run(from_s3(
+        &server,
+        &bucket,
+        &source,
+        &server.endpoint,
+        keys,
+        &args,
+    ))
+    .await;
+    assert!(again.success, "{again:?}");
+    assert_eq!(again.bytes_sent(), 0, "a re-run sends nothing: {again:?}");
+}
+
+/// The source's keys are its own: wrong source keys fail on the source (named), whatever the
+/// destination's; the destination's keys are never used to read it.
+#[tokio::test]
+async fn the_source_is_read_with_its_own_keys() {
+    let server = versitygw();
+    let s3 = server.client();
+    let source = provider(&s3, &[("a.sync".into(), b"one\ntwo\n".to_vec())]).await;
+    let bucket = new_bucket(&s3, "ownkeys").await;
+    let wrong = run(from_s3(
+        &server,
+        &bucket,
+        &source,
+        &server.endpoint,
+        ("AKIAWRONGWRONGWRONG1", "not-the-secret"),
+        &[],
+    ))
+    .await;
+    assert_eq!(wrong.code, Some(78), "{wrong:?}");
+    assert!(
+        wrong.stderr.contains(&format!("s3://{source}/exports/")),
+        "names the source: {wrong:?}"
+    );
+    assert!(list(&s3, &bucket, "").await.is_empty());
+}
+
+/// An object overwritten by the provider while it is delivered: every read is pinned to the
+/// ETag the plan saw, so the delivery fails (SourceObjectChanged, naming it) instead of mixing
+/// two versions.
+#[tokio::test]
+async fn an_object_overwritten_during_the_delivery_fails_it_with_its_own_reason() {
+    let server = versitygw();
+    let s3 = server.client();
+    let dir = source_dir();
+    let body = write_lines(&dir.path().join("b"), 40 * MIB, 7, true);
+    let source = provider(&s3, &[("big.sync".into(), body.clone())]).await;
+    let bucket = new_bucket(&s3, "overwritten").await;
+    // The destination slowed down: parts are read one after another, as they are sent.
+    let proxy = proxy::Proxy::start(&server.endpoint).await;
+    proxy.faults.rate.store(4 << 20, Ordering::SeqCst);
+    let dest = server.via(&proxy.url());
+    let keys = (server.access_key.as_str(), server.secret_key.as_str());
+    let args = ["--part-size", "5Mi", "--concurrency", "1"];
+    let child = from_s3(&dest, &bucket, &source, &server.endpoint, keys, &args)
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while proxy.faults.bytes_up() < 6 << 20 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut changed = body.clone();
+    changed[0] = b'#';
+    s3.put_object()
+        .bucket(&source)
+        .key("exports/big.sync")
+        .body(changed.into())
+        .send()
+        .await
+        .unwrap();
+    proxy.faults.rate.store(0, Ordering::SeqCst);
+    let out = finished(child.wait_with_output().await.unwrap());
+    assert_eq!(out.code, Some(78), "a permanent failure: {out:?}");
+    assert!(
+        out.stderr.contains("SourceObjectChanged")
+            || out.stderr.contains("changed during the delivery"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("exports/big.sync"), "{out:?}");
+    assert!(
+        list(&s3, &bucket, "").await.is_empty(),
+        "nothing made visible"
+    );
+}
+
+/// SIGKILL half-way through an S3-source delivery: the next run resumes the open uploads and
+/// sends under a quarter of what the first sent again.
+#[tokio::test]
+async fn a_killed_s3_source_delivery_resumes() {
+    let server = versitygw();
+    let s3 = server.client();
+    let dir = source_dir();
+    let a = write_lines(&dir.path().join("a"), 96 * MIB, 8, true);
+    let b = write_lines(&dir.path().join("b"), 32 * MIB, 9, true);
+    let source = provider(
+        &s3,
+        &[("a.sync".into(), a.clone()), ("b.sync".into(), b.clone())],
+    )
+    .await;
+    let bucket = new_bucket(&s3, "s3resume").await;
+    let proxy = proxy::Proxy::start(&server.endpoint).await;
+    let dest = server.via(&proxy.url());
+    let keys = (server.access_key.as_str(), server.secret_key.as_str());
+    let state = temp_path(&dir, "state.json");
+    let args = [
+        "--part-size",
+        "5Mi",
+        "--concurrency",
+        "2",
+        "--state-file",
+        state.to_str().unwrap(),
+    ];
+    proxy.faults.rate.store(16 << 20, Ordering::SeqCst);
+    let mut child = from_s3(&dest, &bucket, &source, &server.endpoint, keys, &args)
+        .spawn()
+        .unwrap();
+    let total = (a.len() + b.len()) as u64;
+    let started = std::time::Instant::now();
+    while proxy.faults.bytes_up() < total / 2 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(120));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the kill"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.kill().await.unwrap();
+    let before = proxy.faults.bytes_up();
+    proxy.faults.rate.store(0, Ordering::SeqCst);
+    let second = run(from_s3(
+        &dest,
+        &bucket,
+        &source,
+        &server.endpoint,
+        keys,
+        &args,
+    ))
+    .await;
+    assert!(second.success, "{second:?}");
+    let sent = proxy.faults.bytes_up();
+    let resent = sent.saturating_sub(total);
+    // What the second run read that the first had already sent: its reads past what was left.
+    let read: u64 = {
+        let at = second.stdout.find("read ").expect("report line") + 5;
+        second.stdout[at..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let reread = (read + before).saturating_sub(total);
+    println!(
+        "s3 source resume: {before} bytes sent before the kill, {sent} in all, {resent} re-sent, {reread} read again ({:.1}% and {:.1}% of those before the kill)",
+        100.0 * resent as f64 / before as f64,
+        100.0 * reread as f64 / before as f64
+    );
+    assert!(resent < before / 4, "re-sent {resent} of {before}");
+    assert!(
+        reread < before / 4,
+        "read again {reread} of {before}: {second:?}"
+    );
+    assert!(get(&s3, &bucket, "a.sync").await == a);
+    assert!(get(&s3, &bucket, "b.sync").await == b);
+    assert!(open_uploads(&s3, &bucket).await.is_empty());
+}
+
+/// A gzip object of the source larger than the split size goes in gzip pieces of whole lines,
+/// read from the bucket as one stream pinned to its ETag.
+#[tokio::test]
+async fn a_gzip_object_of_the_source_goes_in_gzip_pieces() {
+    use std::io::{Read, Write};
+    let server = versitygw();
+    let s3 = server.client();
+    let mut rng = Rng::new(21);
+    let mut text = Vec::new();
+    while text.len() < 4 * MIB {
+        for _ in 0..(20 + rng.next() % 200) {
+            text.push(b'a' + (rng.next() % 26) as u8);
+        }
+        text.push(b'\n');
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&text).unwrap();
+    let gz = gz.finish().unwrap();
+    assert!(gz.len() > 2 * MIB);
+    let source = provider(&s3, &[("day.log.gz".into(), gz)]).await;
+    let bucket = new_bucket(&s3, "s3gzip").await;
+    let keys = (server.access_key.as_str(), server.secret_key.as_str());
+    let out = run(from_s3(
+        &server,
+        &bucket,
+        &source,
+        &server.endpoint,
+        keys,
+        &["--split-size", "1Mi"],
+    ))
+    .await;
+    assert!(out.success, "{out:?}");
+    let mut joined = Vec::new();
+    let objects = list(&s3, &bucket, "").await;
+    assert!(objects.len() >= 3, "{objects:?}");
+    for (i, (key, size, _)) in objects.iter().enumerate() {
+        assert_eq!(key, &format!("day-{:03}.log.gz", i + 1));
+        assert!(*size <= MIB as u64, "{key}");
+        let mut lines = Vec::new();
+        flate2::read::GzDecoder::new(get(&s3, &bucket, key).await.as_slice())
+            .read_to_end(&mut lines)
+            .unwrap();
+        assert_eq!(lines.last(), Some(&b'\n'), "{key}");
+        joined.extend(lines);
+    }
+    assert!(joined == text, "the pieces' lines are the object's");
+}
