@@ -23,7 +23,7 @@ use futures::stream::FuturesUnordered;
 
 use super::engine::{Engine, Existing, Outcome, STAMP_KEY, Scan, header_safe};
 use super::error::UploadError;
-use super::source::Opened;
+use super::source::{Opened, StreamBroke};
 use super::state::{PieceRecord, Progress};
 use crate::checksum;
 use crate::plan::{PlanError, PlannedObject};
@@ -90,6 +90,22 @@ fn read_blocks(
                 }
                 Ok(n) => pending.truncate(start + n),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => pending.truncate(start),
+                Err(e) if e.get_ref().is_some_and(|inner| inner.is::<StreamBroke>()) => {
+                    let broke = e
+                        .into_inner()
+                        .and_then(|inner| inner.downcast::<StreamBroke>().ok())
+                        .expect("checked above");
+                    return Err(UploadError::SourceRead {
+                        bucket: broke.bucket,
+                        key: broke.key,
+                        cause: super::error::S3Cause {
+                            code: None,
+                            status: None,
+                            message: format!("the body broke off: {}", broke.message),
+                            retryable: true,
+                        },
+                    });
+                }
                 Err(e) => {
                     return Err(UploadError::Read {
                         file: name.to_string(),

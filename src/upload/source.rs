@@ -239,6 +239,8 @@ impl S3Source {
             handle: self.handle.clone(),
             body: out.body,
             chunk: Bytes::new(),
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
         })
     }
 }
@@ -301,6 +303,18 @@ pub struct ObjectStream {
     handle: tokio::runtime::Handle,
     body: aws_sdk_s3::primitives::ByteStream,
     chunk: Bytes,
+    bucket: String,
+    key: String,
+}
+
+/// The body of a source object broke off (the network): the reader tells it from a corrupt
+/// stream, and the next pod reads it again.
+#[derive(Debug, thiserror::Error)]
+#[error("the body of s3://{bucket}/{key} broke off: {message}")]
+pub struct StreamBroke {
+    pub bucket: String,
+    pub key: String,
+    pub message: String,
 }
 
 impl Read for ObjectStream {
@@ -308,7 +322,13 @@ impl Read for ObjectStream {
         while self.chunk.is_empty() {
             match self.handle.block_on(self.body.next()) {
                 Some(Ok(chunk)) => self.chunk = chunk,
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                Some(Err(e)) => {
+                    return Err(std::io::Error::other(StreamBroke {
+                        bucket: self.bucket.clone(),
+                        key: self.key.clone(),
+                        message: e.to_string(),
+                    }));
+                }
                 None => return Ok(0),
             }
         }
