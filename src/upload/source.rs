@@ -572,24 +572,9 @@ pub(super) async fn read_part(
             } else {
                 source.get_range(key, etag, offset, len).await?
             };
-            tokio::task::spawn_blocking(move || {
-                let mut hasher = Hasher::new(algorithm);
-                let mut newlines = 0u64;
-                for chunk in body.chunks(SCAN_CHUNK) {
-                    hasher.update(chunk);
-                    if count_lines {
-                        newlines += memchr::memchr_iter(b'\n', chunk).count() as u64;
-                    }
-                }
-                Ok(PartRead {
-                    ends_open: body.last().is_some_and(|&b| b != b'\n'),
-                    digest: hasher.finish(),
-                    newlines,
-                    body,
-                })
-            })
-            .await
-            .expect("hashing does not panic")
+            tokio::task::spawn_blocking(move || Ok(digested(body, algorithm, count_lines)))
+                .await
+                .expect("hashing does not panic")
         }
     }
 }
@@ -621,14 +606,8 @@ async fn read_file_part(
             offset,
             source: e,
         };
-        let mut hasher = Hasher::new(algorithm);
         if len == 0 {
-            return Ok(PartRead {
-                body: Bytes::new(),
-                digest: hasher.finish(),
-                newlines: 0,
-                ends_open: false,
-            });
+            return Ok(digested(Bytes::new(), algorithm, count_lines));
         }
         // A file written while it is sent would deliver a mix of old and new bytes; touching a
         // mapped page past the end of a shrunk file would kill the process (SIGBUS). Refuse both
@@ -650,23 +629,28 @@ async fn read_file_part(
                 .map(handle)
         }
         .map_err(|e| failed(offset, e))?;
-        let mut newlines = 0u64;
-        for chunk in map.chunks(SCAN_CHUNK) {
-            hasher.update(chunk);
-            if count_lines {
-                newlines += memchr::memchr_iter(b'\n', chunk).count() as u64;
-            }
-        }
-        let ends_open = map.last().is_some_and(|&b| b != b'\n');
-        Ok(PartRead {
-            body: Bytes::from_owner(map),
-            digest: hasher.finish(),
-            newlines,
-            ends_open,
-        })
+        Ok(digested(Bytes::from_owner(map), algorithm, count_lines))
     })
     .await
     .expect("reading does not panic")
+}
+
+/// A part's bytes with their digest and (when asked) newline count: the one pass over them.
+fn digested(body: Bytes, algorithm: ChecksumAlgorithm, count_lines: bool) -> PartRead {
+    let mut hasher = Hasher::new(algorithm);
+    let mut newlines = 0u64;
+    for chunk in body.chunks(SCAN_CHUNK) {
+        hasher.update(chunk);
+        if count_lines {
+            newlines += memchr::memchr_iter(b'\n', chunk).count() as u64;
+        }
+    }
+    PartRead {
+        ends_open: body.last().is_some_and(|&b| b != b'\n'),
+        digest: hasher.finish(),
+        newlines,
+        body,
+    }
 }
 
 /// Reads the object once: counts its lines and computes the digest of every part and the object's
