@@ -77,6 +77,41 @@ impl Target {
     }
 }
 
+/// The workload identity without the environment's keys (web identity token, container
+/// credentials, instance metadata): what reads a provider's bucket when no keys are given for it,
+/// since in an upload pod `AWS_ACCESS_KEY_ID` may be the destination's.
+pub async fn workload_identity_config(target: &Target) -> SdkConfig {
+    use aws_config::meta::credentials::CredentialsProviderChain;
+    use aws_config::provider_config::ProviderConfig;
+    let region = Region::new(target.region.clone());
+    let provider = ProviderConfig::default().with_region(Some(region.clone()));
+    let chain = CredentialsProviderChain::first_try(
+        "WebIdentityToken",
+        aws_config::web_identity_token::WebIdentityTokenCredentialsProvider::builder()
+            .configure(&provider)
+            .build(),
+    )
+    .or_else(
+        "EcsContainer",
+        aws_config::ecs::EcsCredentialsProvider::builder()
+            .configure(&provider)
+            .build(),
+    )
+    .or_else(
+        "Ec2InstanceMetadata",
+        aws_config::imds::credentials::ImdsCredentialsProvider::builder()
+            .configure(&provider)
+            .build(),
+    );
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(region)
+        .credentials_provider(chain);
+    if let Some(endpoint) = &target.endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    loader.load().await
+}
+
 /// Builds the SDK configuration for an access mode. Assumed-role credentials are cached and
 /// refreshed by the SDK before they expire, so long uploads survive one-hour sessions.
 pub async fn sdk_config(access: &Access, target: &Target) -> SdkConfig {

@@ -3,7 +3,7 @@
 
 use crate::api::{CONTROLLER_MANAGER, DELIVERY_LABEL, GROUP, OutboundShard};
 use crate::upload::error::EXIT_PERMANENT;
-use crate::validate::{JobCredentials, ValidatedDelivery};
+use crate::validate::{JobCredentials, JobSource, ValidatedDelivery};
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
@@ -103,11 +103,6 @@ pub struct JobSettings<'a> {
 /// The environment of the uploader (see docs/design/job-contract.md): plain values and
 /// `secretKeyRef`s, never a secret value.
 pub fn upload_env(v: &ValidatedDelivery, workload_secret: Option<&str>) -> Vec<EnvVar> {
-    let source = if v.source_path.is_empty() {
-        SOURCE_MOUNT.to_string()
-    } else {
-        format!("{SOURCE_MOUNT}/{}", v.source_path)
-    };
     let mut envs = vec![
         env("OUTBOUND_BUCKET", &v.bucket),
         env("OUTBOUND_REGION", &v.region),
@@ -126,7 +121,7 @@ pub fn upload_env(v: &ValidatedDelivery, workload_secret: Option<&str>) -> Vec<E
         v.force_path_style.to_string(),
     ));
     envs.push(env("OUTBOUND_PREFIX", &v.prefix));
-    envs.push(env("OUTBOUND_SOURCE", source));
+    source_env(&mut envs, &v.source, workload_secret);
     if !v.include.is_empty() {
         envs.push(env("OUTBOUND_INCLUDE", v.include.join(",")));
     }
@@ -224,6 +219,68 @@ pub fn upload_env(v: &ValidatedDelivery, workload_secret: Option<&str>) -> Vec<E
     envs
 }
 
+/// Where the uploader reads: the claim's mount (and the folder in it), or the provider's bucket
+/// with the provider's keys under names of their own (`OUTBOUND_SOURCE_AWS_*`, which the
+/// destination's never use). Without a Secret the operator's identity reads: the admin's
+/// workload-identity Secret when one is configured, else the pod's workload identity.
+fn source_env(envs: &mut Vec<EnvVar>, source: &JobSource, workload_secret: Option<&str>) {
+    match source {
+        JobSource::Volume { path, .. } if path.is_empty() => {
+            envs.push(env("OUTBOUND_SOURCE", SOURCE_MOUNT));
+        }
+        JobSource::Volume { path, .. } => {
+            envs.push(env("OUTBOUND_SOURCE", format!("{SOURCE_MOUNT}/{path}")));
+        }
+        JobSource::Bucket {
+            bucket,
+            prefix,
+            region,
+            endpoint,
+            force_path_style,
+            keys,
+            copy,
+        } => {
+            envs.push(env("OUTBOUND_SOURCE_S3", format!("s3://{bucket}/{prefix}")));
+            envs.push(env("OUTBOUND_SOURCE_REGION", region));
+            if let Some(endpoint) = endpoint {
+                envs.push(env("OUTBOUND_SOURCE_ENDPOINT", endpoint));
+            }
+            envs.push(env(
+                "OUTBOUND_SOURCE_FORCE_PATH_STYLE",
+                force_path_style.to_string(),
+            ));
+            let [access, secret_access, session] = crate::upload::source::SOURCE_KEY_ENV;
+            match (keys, workload_secret) {
+                (Some(keys), _) => {
+                    envs.push(secret_env(access, &keys.name, &keys.access_key_id_key));
+                    envs.push(secret_env(
+                        secret_access,
+                        &keys.name,
+                        &keys.secret_access_key_key,
+                    ));
+                    if let Some(key) = &keys.session_token_key {
+                        envs.push(secret_env(session, &keys.name, key));
+                    }
+                }
+                (None, Some(secret)) => {
+                    envs.push(secret_env(access, secret, "AWS_ACCESS_KEY_ID"));
+                    envs.push(secret_env(secret_access, secret, "AWS_SECRET_ACCESS_KEY"));
+                    envs.push(optional_secret_env(
+                        session,
+                        secret,
+                        "AWS_SESSION_TOKEN",
+                        true,
+                    ));
+                }
+                (None, None) => {}
+            }
+            if *copy {
+                envs.push(env("OUTBOUND_COPY", "server"));
+            }
+        }
+    }
+}
+
 /// The pod failure policy: an uploader that exits `EXIT_PERMANENT` (access denied, a line too
 /// long, a conflicting object ...) fails the Job at once instead of burning its retries on an
 /// error that cannot heal; a pod disrupted by a drain or an eviction costs no retry either.
@@ -255,18 +312,24 @@ fn pod_failure_policy() -> PodFailurePolicy {
 /// which is how the upload-pods policy tells which OutboundShard a pod may write), even with a
 /// single shard. Finished Jobs go after `ttl`.
 pub fn build_job(v: &ValidatedDelivery, settings: &JobSettings) -> Job {
+    let claim = match &v.source {
+        JobSource::Volume { claim_name, .. } => Some(claim_name.as_str()),
+        JobSource::Bucket { .. } => None,
+    };
     let container = Container {
         name: "upload".into(),
         image: Some(settings.image.to_string()),
         // No `command`: the image's entrypoint is the outbound binary itself.
         args: Some(vec!["upload".into()]),
         env: Some(upload_env(v, settings.workload_identity_secret)),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "source".into(),
-            mount_path: SOURCE_MOUNT.into(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: claim.map(|_| {
+            vec![VolumeMount {
+                name: "source".into(),
+                mount_path: SOURCE_MOUNT.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            }]
+        }),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -298,14 +361,16 @@ pub fn build_job(v: &ValidatedDelivery, settings: &JobSettings) -> Job {
             ..PodSecurityContext::default()
         }),
         containers: vec![container],
-        volumes: Some(vec![Volume {
-            name: "source".into(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: v.claim_name.clone(),
-                read_only: Some(true),
-            }),
-            ..Volume::default()
-        }]),
+        volumes: claim.map(|claim_name| {
+            vec![Volume {
+                name: "source".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim_name.to_string(),
+                    read_only: Some(true),
+                }),
+                ..Volume::default()
+            }]
+        }),
         ..PodSpec::default()
     };
     Job {
@@ -438,7 +503,14 @@ mod tests {
         let mut d = delivery();
         d.spec.parallelism = parallelism;
         let keys = secret(&["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]);
-        validate(&d, Some(&destination(true)), Some(&keys[..]), Some(&pvc())).unwrap()
+        validate(
+            &d,
+            Some(&destination(true)),
+            Some(&keys[..]),
+            Some(&pvc()),
+            None,
+        )
+        .unwrap()
     }
 
     fn env_of(job: &Job) -> Vec<EnvVar> {

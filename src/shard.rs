@@ -69,6 +69,15 @@ pub struct ShardStatus {
     #[schemars(extend("format" = "int64"))]
     #[serde(default)]
     pub objects_total: u64,
+    /// Bytes this shard's pods sent, every attempt together.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(extend("format" = "int64"))]
+    pub bytes_sent: u64,
+    /// Bytes the server copied from the provider's bucket for this shard (copy mode), every
+    /// attempt together.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(extend("format" = "int64"))]
+    pub bytes_copied: u64,
     /// Open multipart uploads (aborted if the delivery is deleted).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub uploads: Vec<OpenUpload>,
@@ -152,4 +161,8 @@ pub struct OpenUpload {
     /// finds it unchanged keeps the stored parts without reading them again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -54,6 +54,8 @@ pub fn fold_progress<'a>(shards: impl IntoIterator<Item = &'a ShardStatus>) -> P
         p.bytes_total += shard.bytes_total;
         p.objects_done += shard.objects_done;
         p.objects_total += shard.objects_total;
+        p.bytes_sent += shard.bytes_sent;
+        p.bytes_copied += shard.bytes_copied;
         p.open_uploads += shard.uploads.len() as u64;
     }
     p.summary = summary(&p);

@@ -1,8 +1,8 @@
 //! Pure: whether the admin's tenancy grants let a namespace use a destination's bucket, role
-//! and endpoints. The operator's side of what the tenancy admission policy
+//! and endpoints, and read a source bucket with the operator's identity. The operator's side of what the tenancy admission policy
 //! (`api::tenancy_policy`) checks; both give the same refusal messages.
 
-use crate::api::{Grant, OutboundDestinationSpec, OutboundTenancySpec};
+use crate::api::{BucketSource, Grant, OutboundDestinationSpec, OutboundTenancySpec};
 
 /// The reason of a destination (and of its deliveries) refused by the grants.
 pub const NOT_GRANTED: &str = "NotGranted";
@@ -96,6 +96,43 @@ pub fn check(
             "spec.s3.endpoint and spec.s3.stsEndpoint are not granted together to namespace \
              {namespace} with bucket {bucket} (OutboundTenancy default)"
         )),
+    }
+}
+
+/// Checks a delivery's bucket source against the tenancy: read with the operator's workload
+/// identity (no Secret), its bucket must be in a grant's `sourceBuckets` and its endpoint in the
+/// same grant's `endpoints`; read with the team's own keys it is not restricted. The error names
+/// the field and the value not granted.
+pub fn check_source(
+    tenancy: Option<&OutboundTenancySpec>,
+    namespace: &str,
+    source: &BucketSource,
+) -> Result<(), String> {
+    let Some(tenancy) = tenancy else {
+        return Ok(());
+    };
+    if source.secret.is_some() || !any_match(&tenancy.namespaces, namespace) {
+        return Ok(());
+    }
+    let bucket = &source.bucket;
+    let with_bucket: Vec<&Grant> = tenancy
+        .grants
+        .iter()
+        .filter(|g| any_match(&g.namespaces, namespace) && any_match(&g.source_buckets, bucket))
+        .collect();
+    if with_bucket.is_empty() {
+        return Err(format!(
+            "spec.source.s3.bucket {bucket} is not granted to namespace {namespace} as a source \
+             read with the operator's identity (OutboundTenancy default, sourceBuckets): ask the \
+             cluster admin, or read it with your own keys (spec.source.s3.secret)"
+        ));
+    }
+    match &source.endpoint {
+        Some(url) if !with_bucket.iter().any(|g| any_match(&g.endpoints, url)) => Err(format!(
+            "spec.source.s3.endpoint {url} is not granted to namespace {namespace} with source \
+             bucket {bucket} (OutboundTenancy default)"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -272,5 +309,51 @@ grants:
             "{s3: {bucket: one}, credentials: {crossAccount: {roleArn: 'arn:aws:iam::111122223333:role/r'}}}",
         );
         assert!(check(Some(&t), "a", &role_on_other_bucket).is_err());
+    }
+
+    #[test]
+    fn a_source_read_with_our_identity_needs_its_bucket_and_endpoint_granted() {
+        let t = tenancy(
+            r#"
+namespaces: [team-*]
+grants:
+  - {namespaces: [team-a], sourceBuckets: [exports-*], endpoints: ["https://s3.store"]}
+  - {namespaces: [team-b], buckets: [globex-inbound]}
+"#,
+        );
+        let source = |yaml: &str| -> BucketSource { serde_yaml::from_str(yaml).unwrap() };
+        assert!(check_source(Some(&t), "team-a", &source("{bucket: exports-a}")).is_ok());
+        assert!(
+            check_source(
+                Some(&t),
+                "team-a",
+                &source("{bucket: exports-a, endpoint: 'https://s3.store'}")
+            )
+            .is_ok()
+        );
+        let err = check_source(
+            Some(&t),
+            "team-a",
+            &source("{bucket: exports-a, endpoint: 'https://s3.other'}"),
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("spec.source.s3.endpoint https://s3.other"),
+            "{err}"
+        );
+        // A destination grant is not a source grant.
+        let err =
+            check_source(Some(&t), "team-b", &source("{bucket: globex-inbound}")).unwrap_err();
+        assert!(
+            err.starts_with(
+                "spec.source.s3.bucket globex-inbound is not granted to namespace team-b"
+            ),
+            "{err}"
+        );
+        // The team's own keys, an ungoverned namespace, or no tenancy: not restricted.
+        let keyed = source("{bucket: anything, secret: {name: keys}}");
+        assert!(check_source(Some(&t), "team-b", &keyed).is_ok());
+        assert!(check_source(Some(&t), "pipeline", &source("{bucket: anything}")).is_ok());
+        assert!(check_source(None, "team-b", &source("{bucket: anything}")).is_ok());
     }
 }

@@ -2,7 +2,7 @@
 //! or the reason it cannot start yet. No client here.
 
 use crate::api::{
-    ChecksumAlgorithm, DELIVERY_LABEL, JOB_NAME_PREFIX, MAX_JOB_NAME, OutboundDelivery,
+    ChecksumAlgorithm, CopyMode, DELIVERY_LABEL, JOB_NAME_PREFIX, MAX_JOB_NAME, OutboundDelivery,
     OutboundDestination, SplitOn, UPLOAD_SERVICE_ACCOUNT, condition,
 };
 use crate::upload::headers::{BUCKET_OWNER_FULL_CONTROL, WriteHeaders};
@@ -29,8 +29,7 @@ pub struct ValidatedDelivery {
     pub expected_bucket_owner: Option<String>,
     /// Destination prefix + delivery keyPrefix, placeholders expanded.
     pub prefix: String,
-    pub claim_name: String,
-    pub source_path: String,
+    pub source: JobSource,
     pub include: Vec<String>,
     pub exclude: Vec<String>,
     pub split_size: u64,
@@ -46,7 +45,8 @@ pub struct ValidatedDelivery {
     pub manifest_name: String,
     /// The pieces' name template, run placeholders expanded (`None`: the uploader's default).
     pub name_template: Option<String>,
-    /// Only files changed in this window (ctime): an incremental run.
+    /// Only files changed in this window (ctime on a volume, LastModified in a bucket): an
+    /// incremental run.
     pub changed_after: Option<jiff::Timestamp>,
     pub changed_before: Option<jiff::Timestamp>,
     pub parallelism: i32,
@@ -199,6 +199,29 @@ pub enum JobCredentials {
     },
 }
 
+/// What the upload pods read: the claim (mounted read-only) and the folder in it, or the
+/// provider's bucket and how to reach it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobSource {
+    Volume {
+        claim_name: String,
+        /// Relative to the claim's root, without leading or trailing `/`.
+        path: String,
+    },
+    Bucket {
+        bucket: String,
+        prefix: String,
+        region: String,
+        endpoint: Option<String>,
+        force_path_style: bool,
+        /// The Secret of the provider's keys; `None`: the workload identity.
+        keys: Option<crate::api::SecretKeys>,
+        /// The server copies the parts (one identity reads the source and writes the
+        /// destination, on the same endpoint, and the delivery allows it).
+        copy: bool,
+    },
+}
+
 /// Why a delivery cannot start; reported as `Ready=False` with this reason until something changes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Blocked {
@@ -270,14 +293,112 @@ pub fn manifest_key(
         .then(|| format!("{prefix}{}", manifest_name(delivery)))
 }
 
+/// The key names a Secret must hold, of those `keys` names, that `present` lacks.
+fn missing_keys<'a>(keys: &'a crate::api::SecretKeys, present: &[String]) -> Vec<&'a str> {
+    let mut wanted = vec![
+        keys.access_key_id_key.as_str(),
+        keys.secret_access_key_key.as_str(),
+    ];
+    wanted.extend(keys.session_token_key.as_deref());
+    wanted
+        .into_iter()
+        .filter(|k| !present.iter().any(|p| p == k))
+        .collect()
+}
+
+/// The delivery's source as the Job reads it: the claim must exist; a bucket read with keys
+/// needs its Secret and the key names. The server copies when one identity reads and writes
+/// (the workload identity on both sides, or the same Secret and key names) on one endpoint.
+fn job_source(
+    delivery: &OutboundDelivery,
+    credentials: &JobCredentials,
+    pvc: Option<&PersistentVolumeClaim>,
+    source_keys: Option<&[String]>,
+) -> Result<JobSource, Blocked> {
+    let namespace = delivery.namespace().unwrap_or_default();
+    match (&delivery.spec.source.volume, &delivery.spec.source.s3) {
+        (Some(volume), _) => {
+            let claim_name = &volume.claim_name;
+            if pvc.is_none() {
+                return Err(Blocked::new(
+                    "PersistentVolumeClaimNotFound",
+                    format!(
+                        "PersistentVolumeClaim {namespace}/{claim_name} does not exist: create it or fix spec.source.volume.claimName"
+                    ),
+                ));
+            }
+            Ok(JobSource::Volume {
+                claim_name: claim_name.clone(),
+                path: volume.path.trim_matches('/').to_string(),
+            })
+        }
+        (None, Some(s3)) => {
+            if let Some(keys) = &s3.secret {
+                let Some(present) = source_keys else {
+                    return Err(Blocked::new(
+                        "SourceSecretNotFound",
+                        format!(
+                            "Secret {namespace}/{} named by spec.source.s3.secret does not exist",
+                            keys.name
+                        ),
+                    ));
+                };
+                let missing = missing_keys(keys, present);
+                if !missing.is_empty() {
+                    return Err(Blocked::new(
+                        "SourceSecretKeyMissing",
+                        format!(
+                            "Secret {namespace}/{} (spec.source.s3.secret) has no key {}",
+                            keys.name,
+                            missing.join(", ")
+                        ),
+                    ));
+                }
+            }
+            let one_identity = match (&s3.secret, credentials) {
+                (None, JobCredentials::Workload) => true,
+                (
+                    Some(source),
+                    JobCredentials::Keys {
+                        secret_name,
+                        access_key_id_key,
+                        secret_access_key_key,
+                        session_token_key,
+                    },
+                ) => {
+                    &source.name == secret_name
+                        && &source.access_key_id_key == access_key_id_key
+                        && &source.secret_access_key_key == secret_access_key_key
+                        && &source.session_token_key == session_token_key
+                }
+                _ => false,
+            };
+            Ok(JobSource::Bucket {
+                bucket: s3.bucket.clone(),
+                prefix: s3.prefix.clone(),
+                region: s3.region.clone(),
+                endpoint: s3.endpoint.clone(),
+                force_path_style: s3.force_path_style.unwrap_or(false),
+                keys: s3.secret.clone(),
+                copy: one_identity && s3.copy.unwrap_or_default() == CopyMode::Auto,
+            })
+        }
+        (None, None) => Err(Blocked::new(
+            "InvalidSource",
+            "exactly one of spec.source.volume or spec.source.s3 must be set",
+        )),
+    }
+}
+
 /// Validates a delivery against what it references. `destination`, `secret_keys` (the key names
-/// of the destination's Secret; values are never needed) and `pvc` are `None` when they do not
-/// exist.
+/// of the destination's Secret; values are never needed), `pvc` and `source_keys` (the key
+/// names of the source bucket's Secret) are `None` when they do not exist.
 pub fn validate(
     delivery: &OutboundDelivery,
     destination: Option<&OutboundDestination>,
     secret_keys: Option<&[String]>,
     pvc: Option<&PersistentVolumeClaim>,
+    source_keys: Option<&[String]>,
 ) -> Result<ValidatedDelivery, Blocked> {
     let namespace = delivery.namespace().unwrap_or_default();
     let spec = &delivery.spec;
@@ -337,13 +458,7 @@ pub fn validate(
                     ),
                 ));
             };
-            let has = |key: &str| present.iter().any(|k| k == key);
-            let mut wanted = vec![
-                keys.access_key_id_key.as_str(),
-                keys.secret_access_key_key.as_str(),
-            ];
-            wanted.extend(keys.session_token_key.as_deref());
-            let missing: Vec<&str> = wanted.into_iter().filter(|k| !has(k)).collect();
+            let missing = missing_keys(keys, present);
             if !missing.is_empty() {
                 return Err(Blocked::new(
                     "SecretKeyMissing",
@@ -393,15 +508,7 @@ pub fn validate(
         }
     };
 
-    let claim_name = &spec.source.volume.claim_name;
-    if pvc.is_none() {
-        return Err(Blocked::new(
-            "PersistentVolumeClaimNotFound",
-            format!(
-                "PersistentVolumeClaim {namespace}/{claim_name} does not exist: create it or fix spec.source.volume.claimName"
-            ),
-        ));
-    }
+    let source = job_source(delivery, &credentials, pvc, source_keys)?;
 
     let dest_ready = destination
         .status
@@ -463,13 +570,12 @@ pub fn validate(
             .name_template
             .as_deref()
             .map(|t| crate::template::expand(t, &run_values(delivery))),
-        changed_after: spec.source.volume.changed_after.as_ref().map(|t| t.0),
-        changed_before: spec.source.volume.changed_before.as_ref().map(|t| t.0),
+        changed_after: spec.source.window().0.map(|t| t.0),
+        changed_before: spec.source.window().1.map(|t| t.0),
         prefix,
-        claim_name: claim_name.clone(),
-        source_path: spec.source.volume.path.trim_matches('/').to_string(),
-        include: spec.source.volume.include.clone(),
-        exclude: spec.source.volume.exclude.clone(),
+        source,
+        include: spec.source.include().to_vec(),
+        exclude: spec.source.exclude().to_vec(),
         split_size,
         split_on: spec.split_on.or(upload.split_on).unwrap_or_default(),
         storage_class: write.storage_class,
@@ -540,14 +646,15 @@ pub(crate) mod tests {
                     name: "acme".into(),
                 },
                 source: DeliverySource {
-                    volume: VolumeSource {
+                    volume: Some(VolumeSource {
                         claim_name: "exports".into(),
                         path: "2026-11-27/".into(),
                         include: vec!["*.sync".into(), "*.sync.gz".into()],
                         exclude: vec![],
                         changed_after: None,
                         changed_before: None,
-                    },
+                    }),
+                    s3: None,
                 },
                 key_prefix: Some("2026-11-27/".into()),
                 name_template: None,
@@ -587,6 +694,7 @@ pub(crate) mod tests {
             Some(&destination(true)),
             Some(&all_keys()[..]),
             Some(&pvc()),
+            None,
         )
         .unwrap();
         assert_eq!(v.prefix, "audience/2026-11-27/");
@@ -597,7 +705,13 @@ pub(crate) mod tests {
         assert_eq!(v.split_size, 512 << 20);
         assert_eq!(v.split_on, SplitOn::Lines);
         assert_eq!(v.checksum_algorithm, ChecksumAlgorithm::Crc64Nvme);
-        assert_eq!(v.source_path, "2026-11-27");
+        assert_eq!(
+            v.source,
+            JobSource::Volume {
+                claim_name: "exports".into(),
+                path: "2026-11-27".into()
+            }
+        );
         assert_eq!(v.acl, None, "no ACL by default with keys");
         assert!(v.create_service_account);
         assert_eq!(v.service_account, UPLOAD_SERVICE_ACCOUNT);
@@ -609,11 +723,17 @@ pub(crate) mod tests {
         let dest = destination(true);
         let reason = |r: Result<ValidatedDelivery, Blocked>| r.unwrap_err().reason;
         assert_eq!(
-            reason(validate(&d, None, Some(&all_keys()[..]), Some(&pvc()))),
+            reason(validate(
+                &d,
+                None,
+                Some(&all_keys()[..]),
+                Some(&pvc()),
+                None
+            )),
             "DestinationNotFound"
         );
         assert_eq!(
-            reason(validate(&d, Some(&dest), None, Some(&pvc()))),
+            reason(validate(&d, Some(&dest), None, Some(&pvc()), None)),
             "SecretNotFound"
         );
         assert_eq!(
@@ -621,12 +741,13 @@ pub(crate) mod tests {
                 &d,
                 Some(&dest),
                 Some(&secret(&["AWS_ACCESS_KEY_ID"])[..]),
-                Some(&pvc())
+                Some(&pvc()),
+                None
             )),
             "SecretKeyMissing"
         );
         assert_eq!(
-            reason(validate(&d, Some(&dest), Some(&all_keys()[..]), None)),
+            reason(validate(&d, Some(&dest), Some(&all_keys()[..]), None, None)),
             "PersistentVolumeClaimNotFound"
         );
         assert_eq!(
@@ -634,7 +755,8 @@ pub(crate) mod tests {
                 &d,
                 Some(&destination(false)),
                 Some(&all_keys()[..]),
-                Some(&pvc())
+                Some(&pvc()),
+                None
             )),
             "DestinationNotReady"
         );
@@ -645,10 +767,10 @@ pub(crate) mod tests {
         let d = delivery();
         let mut dest = destination(true);
         dest.metadata.generation = Some(1);
-        assert!(validate(&d, Some(&dest), Some(&all_keys()[..]), Some(&pvc())).is_ok());
+        assert!(validate(&d, Some(&dest), Some(&all_keys()[..]), Some(&pvc()), None).is_ok());
         // The spec changed (say, to an endpoint the operator refuses) and was not probed yet.
         dest.metadata.generation = Some(2);
-        let b = validate(&d, Some(&dest), Some(&all_keys()[..]), Some(&pvc())).unwrap_err();
+        let b = validate(&d, Some(&dest), Some(&all_keys()[..]), Some(&pvc()), None).unwrap_err();
         assert_eq!(b.reason, "DestinationNotReady");
         assert!(b.message.contains("validated again"), "{}", b.message);
     }
@@ -662,6 +784,7 @@ pub(crate) mod tests {
             Some(&destination(true)),
             Some(&all_keys()[..]),
             Some(&pvc()),
+            None,
         )
         .unwrap_err();
         assert_eq!(b.reason, "SplitSizeAboveDestination");
@@ -673,6 +796,7 @@ pub(crate) mod tests {
             Some(&destination(true)),
             Some(&all_keys()[..]),
             Some(&pvc()),
+            None,
         )
         .unwrap();
         assert_eq!(v.split_size, 1 << 30);
@@ -689,7 +813,7 @@ pub(crate) mod tests {
                 service_account_name: Some("outbound-irsa".into()),
             }),
         };
-        let v = validate(&delivery(), Some(&dest), None, Some(&pvc())).unwrap();
+        let v = validate(&delivery(), Some(&dest), None, Some(&pvc()), None).unwrap();
         assert_eq!(v.acl.as_deref(), Some("bucket-owner-full-control"));
         assert_eq!(v.service_account, "outbound-irsa");
         assert!(!v.create_service_account);
@@ -707,11 +831,11 @@ pub(crate) mod tests {
             }),
         };
         // Not generated yet: no Job (it could only assume the role without an id).
-        let b = validate(&delivery(), Some(&dest), None, Some(&pvc())).unwrap_err();
+        let b = validate(&delivery(), Some(&dest), None, Some(&pvc()), None).unwrap_err();
         assert_eq!(b.reason, "DestinationNotReady");
         assert!(b.message.contains("ExternalId"), "{}", b.message);
         dest.status.as_mut().unwrap().external_id = Some("0123456789abcdef".into());
-        let v = validate(&delivery(), Some(&dest), None, Some(&pvc())).unwrap();
+        let v = validate(&delivery(), Some(&dest), None, Some(&pvc()), None).unwrap();
         assert_eq!(
             v.credentials,
             JobCredentials::AssumeRole {
@@ -727,7 +851,7 @@ pub(crate) mod tests {
         d.spec.key_prefix = Some("2026-11-27/".into());
         let dest = destination(true);
         let keys = all_keys();
-        let v = validate(&d, Some(&dest), Some(&keys[..]), Some(&pvc())).unwrap();
+        let v = validate(&d, Some(&dest), Some(&keys[..]), Some(&pvc()), None).unwrap();
         assert_eq!(target_now(&d, &dest), v.target());
     }
 
@@ -735,13 +859,27 @@ pub(crate) mod tests {
     fn a_job_name_written_into_the_status_is_not_trusted() {
         let mut d = delivery();
         let keys = all_keys();
-        let fresh = validate(&d, Some(&destination(true)), Some(&keys[..]), Some(&pvc())).unwrap();
+        let fresh = validate(
+            &d,
+            Some(&destination(true)),
+            Some(&keys[..]),
+            Some(&pvc()),
+            None,
+        )
+        .unwrap();
         assert_eq!(fresh.job_name, child_name(&d.name_any(), &d.uid().unwrap()));
         d.status = Some(crate::api::OutboundDeliveryStatus {
             job_name: Some("odel-named-by-an-older-version-0123abcd".into()),
             ..Default::default()
         });
-        let v = validate(&d, Some(&destination(true)), Some(&keys[..]), Some(&pvc())).unwrap();
+        let v = validate(
+            &d,
+            Some(&destination(true)),
+            Some(&keys[..]),
+            Some(&pvc()),
+            None,
+        )
+        .unwrap();
         assert_eq!(v.job_name, fresh.job_name);
     }
 
@@ -778,6 +916,7 @@ pub(crate) mod tests {
             Some(&destination(true)),
             Some(&secret(&["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"])),
             Some(&pvc()),
+            None,
         )
         .unwrap();
         assert!(v.prefix.ends_with("2026-12-07/iter/"), "{}", v.prefix);

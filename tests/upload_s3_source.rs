@@ -69,21 +69,15 @@ fn crlf_lines(size: usize, seed: u64) -> Vec<u8> {
     data
 }
 
-/// The volume tests' edge cases, with a 1 MiB split size: empty, exactly the split size, one
-/// byte over, no trailing newline, CRLF lines, names with spaces and Unicode, many dots, a
-/// subfolder. Delivered byte for byte, every piece ending on a line; a re-run sends nothing.
-#[tokio::test]
-async fn an_s3_source_is_delivered_byte_for_byte_and_cut_on_lines() {
-    let server = versitygw();
-    let s3 = server.client();
-    let dir = source_dir();
-    let split = MIB;
+/// The volume tests' edge cases for a split size: empty, exactly the split size, one byte over,
+/// no trailing newline, CRLF lines, names with spaces and Unicode, many dots, a subfolder.
+fn edge_cases(dir: &tempfile::TempDir, split: usize) -> Vec<(String, Vec<u8>)> {
     let mut exact = write_lines(&dir.path().join("x"), split, 1, true);
     exact.truncate(split - 1);
     exact.push(b'\n');
     let mut over = exact.clone();
     over.push(b'z');
-    let objects: Vec<(String, Vec<u8>)> = vec![
+    vec![
         ("empty.sync".into(), Vec::new()),
         ("exact.sync".into(), exact),
         ("over.sync".into(), over),
@@ -104,26 +98,21 @@ async fn an_s3_source_is_delivered_byte_for_byte_and_cut_on_lines() {
             "sub/deep.sync".into(),
             write_lines(&dir.path().join("v"), 1000, 6, true),
         ),
-    ];
-    let source = provider(&s3, &objects).await;
-    let bucket = new_bucket(&s3, "fromsrc").await;
-    let keys = (server.access_key.as_str(), server.secret_key.as_str());
-    let args = ["--split-size", "1Mi", "--prefix", "out/", "--manifest"];
-    let first = run(from_s3(
-        &server,
-        &bucket,
-        &source,
-        &server.endpoint,
-        keys,
-        &args,
-    ))
-    .await;
-    assert!(first.success, "{first:?}");
+    ]
+}
 
+/// Every object of the source is in `bucket` under `out/`, byte for byte, in pieces of at most
+/// `split` bytes each ending on a line, with the manifest's line counts right.
+async fn assert_delivered(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    objects: &[(String, Vec<u8>)],
+    split: usize,
+) {
     let manifest: serde_json::Value =
-        serde_json::from_slice(&get(&s3, &bucket, "out/manifest.json").await).unwrap();
+        serde_json::from_slice(&get(s3, bucket, "out/manifest.json").await).unwrap();
     let files = manifest["Files"].as_array().unwrap();
-    for (name, body) in &objects {
+    for (name, body) in objects {
         let pieces: Vec<&serde_json::Value> = files
             .iter()
             .filter(|f| f["SourceFile"] == name.as_str())
@@ -137,7 +126,7 @@ async fn an_s3_source_is_delivered_byte_for_byte_and_cut_on_lines() {
         let mut joined = Vec::new();
         for (i, piece) in pieces.iter().enumerate() {
             let key = piece["FileName"].as_str().unwrap();
-            let bytes = get(&s3, &bucket, key).await;
+            let bytes = get(s3, bucket, key).await;
             assert!(bytes.len() <= split, "{key} is {} bytes", bytes.len());
             if i + 1 < pieces.len() {
                 assert_eq!(bytes.last(), Some(&b'\n'), "{key} ends inside a line");
@@ -159,6 +148,32 @@ async fn an_s3_source_is_delivered_byte_for_byte_and_cut_on_lines() {
             "{key}: {manifest:#}"
         );
     }
+}
+
+/// The edge cases with a 1 MiB split size, delivered byte for byte, every piece ending on a line;
+/// a re-run sends nothing.
+#[tokio::test]
+async fn an_s3_source_is_delivered_byte_for_byte_and_cut_on_lines() {
+    let server = versitygw();
+    let s3 = server.client();
+    let dir = source_dir();
+    let split = MIB;
+    let objects = edge_cases(&dir, split);
+    let source = provider(&s3, &objects).await;
+    let bucket = new_bucket(&s3, "fromsrc").await;
+    let keys = (server.access_key.as_str(), server.secret_key.as_str());
+    let args = ["--split-size", "1Mi", "--prefix", "out/", "--manifest"];
+    let first = run(from_s3(
+        &server,
+        &bucket,
+        &source,
+        &server.endpoint,
+        keys,
+        &args,
+    ))
+    .await;
+    assert!(first.success, "{first:?}");
+    assert_delivered(&s3, &bucket, &objects, split).await;
 
     let again = run(from_s3(
         &server,
@@ -171,6 +186,70 @@ async fn an_s3_source_is_delivered_byte_for_byte_and_cut_on_lines() {
     .await;
     assert!(again.success, "{again:?}");
     assert_eq!(again.bytes_sent(), 0, "a re-run sends nothing: {again:?}");
+}
+
+/// Copy mode (`--copy server`: one identity reads the source and writes the destination, on one
+/// server): the server copies every part, so the pod sends under 1% of the bytes (request heads,
+/// completions and the manifest, counted by the proxy both buckets are reached through); the
+/// objects are the edge cases byte for byte, cut on lines, and the manifest's line counts are
+/// right (counted by reading the source). A re-run neither sends nor copies anything.
+#[tokio::test]
+async fn in_copy_mode_the_server_copies_and_the_pod_sends_under_one_percent() {
+    let server = versitygw();
+    let s3 = server.client();
+    let dir = source_dir();
+    let split = 4 * MIB;
+    let objects = edge_cases(&dir, split);
+    let total: usize = objects.iter().map(|(_, b)| b.len()).sum();
+    let source = provider(&s3, &objects).await;
+    let bucket = new_bucket(&s3, "copied").await;
+    let proxy = proxy::Proxy::start(&server.endpoint).await;
+    let dest = server.via(&proxy.url());
+    let keys = (server.access_key.as_str(), server.secret_key.as_str());
+    let args = [
+        "--split-size",
+        "4Mi",
+        "--prefix",
+        "out/",
+        "--manifest",
+        "--copy",
+        "server",
+    ];
+    let first = run(from_s3(&dest, &bucket, &source, &proxy.url(), keys, &args)).await;
+    assert!(first.success, "{first:?}");
+    let up = proxy.faults.bytes_up();
+    println!(
+        "copy mode: {total} bytes delivered, {up} bytes sent by the pod ({:.2}%)",
+        100.0 * up as f64 / total as f64
+    );
+    assert!(
+        up < total as u64 / 100,
+        "the pod sent {up} bytes of {total}: {first:?}"
+    );
+    assert_eq!(first.bytes_sent(), 0, "{first:?}");
+    assert!(
+        first
+            .stdout
+            .contains(&format!("copied {total} bytes by the server")),
+        "{first:?}"
+    );
+    assert!(
+        proxy
+            .faults
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("PUT") && r.contains("partNumber=")),
+        "parts were copied with UploadPartCopy"
+    );
+    assert_delivered(&s3, &bucket, &objects, split).await;
+    let again = run(from_s3(&dest, &bucket, &source, &proxy.url(), keys, &args)).await;
+    assert!(again.success, "{again:?}");
+    assert_eq!(again.bytes_sent(), 0, "{again:?}");
+    assert!(
+        again.stdout.contains("copied 0 bytes by the server"),
+        "a re-run copies nothing: {again:?}"
+    );
+    assert!(open_uploads(&s3, &bucket).await.is_empty());
 }
 
 /// The source's keys are its own: wrong source keys fail on the source (named), whatever the

@@ -1,4 +1,5 @@
-//! `OutboundDelivery`: one delivery of files from a volume to a destination, run as a Job.
+//! `OutboundDelivery`: one delivery of files from a volume or a bucket to a destination, run as
+//! a Job.
 
 // kube's printcolumn(...) repeats `type_ = ...` inside one attribute, which clippy misreads.
 #![allow(clippy::duplicated_attributes)]
@@ -32,7 +33,8 @@ const IMMUTABLE_ONCE_STARTED: &str = "!has(oldSelf.status) || !has(oldSelf.statu
  && (has(self.spec.activeDeadlineSeconds) == has(oldSelf.spec.activeDeadlineSeconds)\
  && (!has(self.spec.activeDeadlineSeconds) || self.spec.activeDeadlineSeconds == oldSelf.spec.activeDeadlineSeconds)))";
 
-/// Files on a PersistentVolumeClaim delivered to an OutboundDestination by an upload Job.
+/// Files on a PersistentVolumeClaim or objects in the provider's bucket, delivered to an
+/// OutboundDestination by an upload Job.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "outbound.dev",
@@ -42,7 +44,7 @@ const IMMUTABLE_ONCE_STARTED: &str = "!has(oldSelf.status) || !has(oldSelf.statu
     status = "OutboundDeliveryStatus",
     shortname = "odel",
     category = "outbound",
-    doc = "A delivery of files from a volume to an OutboundDestination.",
+    doc = "A delivery of files from a volume or a bucket to an OutboundDestination.",
     validation = Rule::new(IMMUTABLE_ONCE_STARTED).message("the spec of a started delivery is immutable except suspend"),
     printcolumn(name = "Destination", type_ = "string", json_path = ".spec.destinationRef.name"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
@@ -197,11 +199,121 @@ pub struct LocalRef {
     pub name: String,
 }
 
-/// The source of a delivery.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+/// The source of a delivery: exactly one of `volume` and `s3`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("has(self.volume) != has(self.s3)").message("exactly one of source.volume or source.s3 must be set"))]
 pub struct DeliverySource {
     /// Files on a PersistentVolumeClaim, mounted read-only into the upload pods.
-    pub volume: VolumeSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeSource>,
+    /// Objects in a bucket of the provider's own, read with the provider's credentials (never
+    /// the destination's) in ranged GETs, each pinned to the version the plan saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<BucketSource>,
+}
+
+impl DeliverySource {
+    /// The include globs of whichever source is set.
+    pub fn include(&self) -> &[String] {
+        match (&self.volume, &self.s3) {
+            (Some(v), _) => &v.include,
+            (None, Some(s)) => &s.include,
+            (None, None) => &[],
+        }
+    }
+
+    /// The exclude globs of whichever source is set.
+    pub fn exclude(&self) -> &[String] {
+        match (&self.volume, &self.s3) {
+            (Some(v), _) => &v.exclude,
+            (None, Some(s)) => &s.exclude,
+            (None, None) => &[],
+        }
+    }
+
+    /// The changed window `[after, before)` of whichever source is set.
+    pub fn window(&self) -> (Option<&Time>, Option<&Time>) {
+        match (&self.volume, &self.s3) {
+            (Some(v), _) => (v.changed_after.as_ref(), v.changed_before.as_ref()),
+            (None, Some(s)) => (s.changed_after.as_ref(), s.changed_before.as_ref()),
+            (None, None) => (None, None),
+        }
+    }
+
+    /// Sets the changed window (an incremental run of a schedule): ctime on a volume,
+    /// LastModified in a bucket.
+    pub fn set_window(&mut self, after: Option<Time>, before: Option<Time>) {
+        if let Some(v) = &mut self.volume {
+            (v.changed_after, v.changed_before) = (after, before);
+        } else if let Some(s) = &mut self.s3 {
+            (s.changed_after, s.changed_before) = (after, before);
+        }
+    }
+}
+
+/// Objects under a prefix of the provider's own bucket.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BucketSource {
+    /// Bucket name.
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+    /// Folder of the bucket to deliver: empty (the whole bucket) or ending in `/`. Keys are
+    /// delivered relative to it.
+    #[serde(default)]
+    #[schemars(length(max = 1024))]
+    #[x_kube(
+        validation = Rule::new("self == '' || self.endsWith('/')").message("a non-empty prefix must end in / (e.g. exports/)"),
+        validation = Rule::new(prefix_rule::NO_CONTROL).message(prefix_rule::NO_CONTROL_MESSAGE)
+    )]
+    pub prefix: String,
+    /// The bucket's region.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// URL of an S3-compatible server; unset means Amazon S3. The same rules as a destination's
+    /// `s3.endpoint` (https, no loopback, link-local or metadata address unless the admin allows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Path-style addressing, needed by most S3-compatible servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_path_style: Option<bool>,
+    /// Keys of the provider's own, in a Secret of this namespace. Unset: the operator's workload
+    /// identity reads, where the admin's OutboundTenancy grants this namespace the bucket
+    /// (`grants[].sourceBuckets`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<super::SecretKeys>,
+    /// Globs of objects to deliver, relative to `prefix` (default: every object).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 256)))]
+    pub include: Vec<String>,
+    /// Globs of objects to leave out, relative to `prefix`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 256)))]
+    pub exclude: Vec<String>,
+    /// Only objects written (LastModified) at or after this time: an incremental run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_after: Option<Time>,
+    /// Only objects written before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_before: Option<Time>,
+    /// `Auto`: where one identity may read this bucket and write the destination on the same
+    /// endpoint (the workload identity on both sides, or the same Secret), the server copies the
+    /// parts (UploadPartCopy, CopyObject) and the data never passes through the pod; else, or
+    /// when the server refuses a copy, the pod sends it. `Never`: the pod always sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<CopyMode>,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+/// Whether the server may copy the data (`Auto`) or the pod must send it (`Never`).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CopyMode {
+    #[default]
+    Auto,
+    Never,
 }
 
 /// Files on a PersistentVolumeClaim.
@@ -316,6 +428,15 @@ pub struct Progress {
     /// Objects to deliver.
     #[schemars(extend("format" = "int64"))]
     pub objects_total: u64,
+    /// Bytes the upload pods sent (all attempts).
+    #[schemars(extend("format" = "int64"))]
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes_sent: u64,
+    /// Bytes the server copied from the provider's bucket (`source.s3` in copy mode): they
+    /// never passed through a pod.
+    #[schemars(extend("format" = "int64"))]
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes_copied: u64,
     /// Multipart uploads open now (each pod journals its own in its OutboundShard).
     #[schemars(extend("format" = "int64"))]
     #[serde(default, skip_serializing_if = "is_zero")]

@@ -67,6 +67,12 @@ pub struct Grant {
     /// well as the bucket in `buckets`; empty: no role may be assumed (the allowlist mode only).
     #[serde(default)]
     pub role_arns: Vec<String>,
+    /// Buckets of the provider's that their deliveries may read with the operator's workload
+    /// identity (`source.s3` without a Secret; `exports`, `exports-*`). A delivery reading with
+    /// its own keys needs no entry. Endpoints named by such a source need an entry in
+    /// `endpoints`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_buckets: Vec<String>,
     /// S3-compatible servers and STS endpoints their destinations may name in `s3.endpoint` and
     /// `s3.stsEndpoint` (`https://minio.storage.svc:9000`), compared as written. A destination
     /// naming no endpoint uses AWS and needs no entry here.

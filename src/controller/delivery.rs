@@ -230,20 +230,31 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
                 .map_err(|e| Error::Fetch(format!("Secret {ns}/{}", keys.name), e))?,
             None => None,
         };
-        let pvc = ctx
-            .stores
-            .claims
-            .get(&ObjectRef::new(&delivery.spec.source.volume.claim_name).within(&ns))
-            .map(|meta| PersistentVolumeClaim {
-                metadata: meta.metadata.clone(),
-                ..Default::default()
-            });
+        let source = &delivery.spec.source;
+        let pvc = source.volume.as_ref().and_then(|volume| {
+            ctx.stores
+                .claims
+                .get(&ObjectRef::new(&volume.claim_name).within(&ns))
+                .map(|meta| PersistentVolumeClaim {
+                    metadata: meta.metadata.clone(),
+                    ..Default::default()
+                })
+        });
+        let source_keys = match source.s3.as_ref().and_then(|s3| s3.secret.as_ref()) {
+            Some(keys) => ctx
+                .stores
+                .secret_key_names(client, &ns, &keys.name)
+                .await
+                .map_err(|e| Error::Fetch(format!("Secret {ns}/{}", keys.name), e))?,
+            None => None,
+        };
         // The grants again, not only the destination's Ready: a grant removed a moment ago may
         // not have reached the destination's status yet.
         let tenancy = ctx.stores.tenancy().await;
+        let tenancy = tenancy.as_ref().map(|t| &t.spec);
         let checked = match destination
             .as_deref()
-            .map(|d| tenancy::check(tenancy.as_ref().map(|t| &t.spec), &ns, &d.spec))
+            .map(|d| tenancy::check(tenancy, &ns, &d.spec))
         {
             Some(Err(message)) => Err(Blocked {
                 reason: tenancy::NOT_GRANTED,
@@ -252,12 +263,16 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
                     delivery.spec.destination_ref.name
                 ),
             }),
-            _ => validate(
-                &delivery,
-                destination.as_deref(),
-                secret_keys.as_deref(),
-                pvc.as_ref(),
-            ),
+            _ => match source_allowed(&ctx, &ns, source, tenancy).await {
+                Err(blocked) => Err(blocked),
+                Ok(()) => validate(
+                    &delivery,
+                    destination.as_deref(),
+                    secret_keys.as_deref(),
+                    pvc.as_ref(),
+                    source_keys.as_deref(),
+                ),
+            },
         };
         match checked {
             Err(b) => blocked = Some(b),
@@ -681,6 +696,36 @@ async fn create_job(ctx: &Context, v: &ValidatedDelivery, desired: Job) -> Resul
 }
 
 /// Whether `job` is controlled by the delivery with `uid` (its controller owner reference).
+/// Whether a bucket source may be read as the spec says: its endpoint one the admin allows (the
+/// upload pods send signed requests there, as to a destination's), and, read with the operator's
+/// workload identity, its bucket granted to the namespace by the tenancy.
+async fn source_allowed(
+    ctx: &Context,
+    ns: &str,
+    source: &crate::api::DeliverySource,
+    tenancy: Option<&crate::api::OutboundTenancySpec>,
+) -> Result<(), Blocked> {
+    let Some(s3) = &source.s3 else {
+        return Ok(());
+    };
+    if let Some(url) = &s3.endpoint {
+        let field = "spec.source.s3.endpoint";
+        let policy = ctx.args.endpoint_policy();
+        let checked = match super::endpoint::check(field, url, policy) {
+            Ok(parsed) => super::endpoint::check_resolved(field, url, &parsed, policy).await,
+            Err(message) => Err(message),
+        };
+        checked.map_err(|message| Blocked {
+            reason: crate::probe::reason::ENDPOINT_NOT_ALLOWED,
+            message,
+        })?;
+    }
+    tenancy::check_source(tenancy, ns, s3).map_err(|message| Blocked {
+        reason: tenancy::NOT_GRANTED,
+        message,
+    })
+}
+
 fn controlled_by(job: &Job, uid: &str) -> bool {
     job.metadata
         .owner_references

@@ -535,9 +535,14 @@ mod tests {
                 dest.spec.credentials.cross_account = Some(CrossAccount::default());
             }
             let keys = secret(&["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]);
-            let v =
-                crate::validate::validate(&delivery(), Some(&dest), Some(&keys[..]), Some(&pvc()))
-                    .unwrap();
+            let v = crate::validate::validate(
+                &delivery(),
+                Some(&dest),
+                Some(&keys[..]),
+                Some(&pvc()),
+                None,
+            )
+            .unwrap();
             let env = crate::job::upload_env(&v, None);
             let var = |name: &str| {
                 env.iter()

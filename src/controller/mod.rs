@@ -539,7 +539,14 @@ async fn delivery_controller(ctx: Arc<Context>, writers: StoreWriters) {
             by_claim
                 .state()
                 .into_iter()
-                .filter(|d| d.namespace() == ns && d.spec.source.volume.claim_name == name)
+                .filter(|d| {
+                    d.namespace() == ns
+                        && d.spec
+                            .source
+                            .volume
+                            .as_ref()
+                            .is_some_and(|v| v.claim_name == name)
+                })
                 .map(|d| ObjectRef::from_obj(&*d))
                 .collect::<Vec<_>>()
         })

@@ -79,9 +79,8 @@ fn slot_of(run: &OutboundDelivery) -> Timestamp {
 fn cut_of(run: &OutboundDelivery) -> Timestamp {
     run.spec
         .source
-        .volume
-        .changed_before
-        .as_ref()
+        .window()
+        .1
         .map(|t| t.0)
         .unwrap_or_else(|| slot_of(run))
 }
@@ -443,11 +442,12 @@ pub fn new_run(
 ) -> OutboundDelivery {
     let mut spec = sched.spec.template.clone();
     if sched.spec.mode == ScheduleMode::Incremental {
-        spec.source.volume.changed_after = last_cut.cloned();
-        spec.source.volume.changed_before = slot
-            .checked_sub(SignedDuration::from_secs(sched.spec.settle_seconds.max(0)))
-            .ok()
-            .map(Time);
+        spec.source.set_window(
+            last_cut.cloned(),
+            slot.checked_sub(SignedDuration::from_secs(sched.spec.settle_seconds.max(0)))
+                .ok()
+                .map(Time),
+        );
     }
     let mut delivery = OutboundDelivery::new(&run_name(&sched.name_any(), slot), spec);
     delivery.metadata.namespace = sched.namespace();
@@ -560,8 +560,8 @@ mod tests {
         assert_eq!(run.annotations()[MODE_ANNOTATION], "full");
         let owner = &run.owner_references()[0];
         assert_eq!((owner.uid.as_str(), owner.controller), ("u-1", Some(true)));
-        assert!(run.spec.source.volume.changed_after.is_none());
-        assert!(run.spec.source.volume.changed_before.is_none());
+        assert!(run.spec.source.window().0.is_none());
+        assert!(run.spec.source.window().1.is_none());
         assert_eq!(run_name(&"x".repeat(300), slot).len(), 253);
     }
 
@@ -569,7 +569,7 @@ mod tests {
     fn an_incremental_run_takes_what_changed_since_the_last_cut_and_has_settled() {
         let slot: Timestamp = "2026-12-07T05:00:00Z".parse().unwrap();
         let first = new_run(&schedule(ScheduleMode::Incremental), slot, 1, None);
-        let v = &first.spec.source.volume;
+        let v = first.spec.source.volume.as_ref().unwrap();
         assert!(v.changed_after.is_none(), "the first run takes everything");
         assert_eq!(
             v.changed_before.as_ref().unwrap().0,
@@ -584,6 +584,6 @@ mod tests {
             2,
             Some(&Time(cut)),
         );
-        assert_eq!(next.spec.source.volume.changed_after, Some(Time(cut)));
+        assert_eq!(next.spec.source.window().0, Some(&Time(cut)));
     }
 }

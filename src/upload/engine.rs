@@ -65,6 +65,10 @@ pub struct Engine {
     pub split_size: u64,
     /// The provider's bucket the files are read from, when not a folder.
     pub source: Option<Arc<S3Source>>,
+    /// Parts of objects cut from `source` are copied by the server (`upload::copy`).
+    pub copy: bool,
+    /// The server refused a copy: the rest of the run sends.
+    pub(super) copy_refused: std::sync::atomic::AtomicBool,
     /// Parts in flight, each holding its part's bytes mapped: the memory budget. Served in plan
     /// order, so objects finish one after another, not all together at the end.
     pub(super) in_flight: Arc<Slots>,
@@ -88,6 +92,8 @@ impl Engine {
             retry,
             split_size: crate::units::MAX_SPLIT_SIZE,
             source: None,
+            copy: false,
+            copy_refused: Default::default(),
             in_flight: Slots::new(concurrency.max(1)),
         }
     }
@@ -158,6 +164,22 @@ impl Engine {
             }
             if !self.settings.overwrite {
                 return Err(self.conflict(object, &scan, &found));
+            }
+        }
+        let mut resume = resume;
+        if self.copies(object, &file) {
+            match self.multipart(object, &file, resume).await {
+                Err(refused @ UploadError::CopyRefused { .. }) => {
+                    self.refuse_copies(&refused);
+                    // The parts copied so far stay for the send to keep, if it is a multipart one.
+                    resume = self.state.upload_for(&object.key);
+                    if !object.multipart
+                        && let Some(upload_id) = resume.take()
+                    {
+                        self.abort(object, &upload_id).await;
+                    }
+                }
+                copied => return copied,
             }
         }
         if object.multipart {
@@ -446,6 +468,9 @@ impl Engine {
         upload_id: &str,
         number: u64,
     ) -> Result<SentPart, UploadError> {
+        if self.copies(object, file) {
+            return self.copy_part(object, file, upload_id, number).await;
+        }
         let _permit = self.permit(object, number).await;
         if self.is_cancelled() {
             return Err(UploadError::Cancelled);
@@ -533,11 +558,11 @@ fn stored_checksum(part: &CompletedPart, algorithm: ChecksumAlgorithm) -> Option
 }
 
 /// A part stored in S3 and what its bytes gave.
-struct SentPart {
-    part: CompletedPart,
-    digest: Vec<u8>,
-    newlines: u64,
-    ends_open: bool,
+pub(super) struct SentPart {
+    pub part: CompletedPart,
+    pub digest: Vec<u8>,
+    pub newlines: u64,
+    pub ends_open: bool,
 }
 
 /// User metadata travels in HTTP headers: keep ASCII, percent-encode the rest.

@@ -262,6 +262,12 @@ pub enum UploadError {
         key: String,
         what: String,
     },
+    #[error("the server refused to copy {from} to {key}: {cause}")]
+    CopyRefused {
+        key: String,
+        from: String,
+        cause: Box<S3Cause>,
+    },
     #[error("failed to read source s3://{bucket}/{key}: {cause}")]
     SourceRead {
         bucket: String,
@@ -360,6 +366,7 @@ impl UploadError {
             UploadError::Changed { .. } => "SourceChanged",
             UploadError::SourceObjectChanged { .. } => "SourceObjectChanged",
             UploadError::SourceRead { .. } => "SourceUnreadable",
+            UploadError::CopyRefused { .. } => "CopyRefused",
             UploadError::Glob { .. } => "InvalidGlob",
             UploadError::OutsideVolume { .. } => SOURCE_OUTSIDE_VOLUME,
             UploadError::AssumeRole { .. } => "AssumeRoleFailed",

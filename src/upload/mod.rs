@@ -21,6 +21,7 @@
 //!   pod; a permanent one exits `EXIT_PERMANENT`, which the Job's pod failure policy turns into a
 //!   failed Job at once. The operator aborts the uploads of a delivery that ended or was deleted.
 
+pub mod copy;
 pub mod engine;
 pub mod error;
 pub mod headers;
@@ -246,6 +247,11 @@ pub struct UploadArgs {
     /// Replace a different object already at a key.
     #[arg(long, env = "OUTBOUND_OVERWRITE", action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub overwrite: bool,
+    /// `server`: parts of objects cut from `--source-s3` are copied by the server (UploadPartCopy)
+    /// with the destination's identity, which must be able to read the source; a refused copy
+    /// turns the run to sending. `never`: the bytes are always read and sent from here.
+    #[arg(long, env = "OUTBOUND_COPY", value_enum, default_value_t = CopyArg::Never)]
+    pub copy: CopyArg,
     /// Parts in flight; memory is about concurrency x part size.
     #[arg(long, env = "OUTBOUND_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
@@ -292,6 +298,13 @@ pub struct UploadArgs {
     /// most once a second).
     #[arg(long, env = "OUTBOUND_PROGRESS_INTERVAL", hide = true)]
     pub progress_interval: Option<u64>,
+}
+
+/// Whether the server copies the parts (`--copy`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyArg {
+    Server,
+    Never,
 }
 
 /// Options of `outbound plan`.
@@ -386,6 +399,7 @@ struct Report {
     objects: u64,
     bytes: u64,
     sent: u64,
+    copied: u64,
     parts_sent: u64,
     read: u64,
     skipped: u64,
@@ -395,12 +409,13 @@ struct Report {
 impl Report {
     fn line(&self, args: &UploadArgs, elapsed: Duration) -> String {
         let mut line = format!(
-            "delivered {} objects ({}) to s3://{}/{}: sent {} bytes in {} requests, read {} bytes from the source, {} objects already present, {:.1}s",
+            "delivered {} objects ({}) to s3://{}/{}: sent {} bytes, copied {} bytes by the server, in {} requests, read {} bytes from the source, {} objects already present, {:.1}s",
             self.objects,
             format_size(self.bytes),
             args.bucket,
             args.source.prefix,
             self.sent,
+            self.copied,
             self.parts_sent,
             self.read,
             self.skipped,
@@ -644,6 +659,7 @@ async fn deliver(
     );
     engine.split_size = args.source.split_size;
     engine.source = source.clone();
+    engine.copy = args.copy == CopyArg::Server && source.is_some();
 
     // Objects run side by side so small ones keep the pipe full; parts share one memory budget,
     // served in plan order (`slots`), so objects finish one after another.
@@ -717,6 +733,7 @@ async fn deliver(
         objects: Progress::get(&p.objects_done),
         bytes: Progress::get(&p.bytes_total),
         sent: Progress::get(&p.bytes_sent),
+        copied: Progress::get(&p.bytes_copied),
         parts_sent: Progress::get(&p.parts_sent),
         read: Progress::get(&p.bytes_read),
         skipped: Progress::get(&p.objects_skipped),
@@ -753,7 +770,9 @@ fn object_settings(args: &UploadArgs) -> Result<ObjectSettings, UploadError> {
     Ok(ObjectSettings {
         headers,
         overwrite: args.overwrite,
-        count_lines: args.manifest,
+        // Copied parts pass through no pod: the manifest's writer counts their lines (one read).
+        count_lines: args.manifest
+            && !(args.copy == CopyArg::Server && args.source.source_s3.is_some()),
     })
 }
 

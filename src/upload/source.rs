@@ -52,14 +52,6 @@ impl S3Source {
     ) -> Result<Arc<S3Source>, UploadError> {
         let (bucket, prefix) = parse_url(url)?;
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let access = match (var(SOURCE_KEY_ENV[0]), var(SOURCE_KEY_ENV[1])) {
-            (Some(access_key_id), Some(secret_access_key)) => Access::Keys {
-                access_key_id,
-                secret_access_key,
-                session_token: var(SOURCE_KEY_ENV[2]),
-            },
-            _ => Access::WorkloadIdentity,
-        };
         let target = Target {
             region: region.to_string(),
             endpoint: endpoint.map(str::to_string),
@@ -67,7 +59,18 @@ impl S3Source {
             sts_endpoint: None,
             expected_bucket_owner: None,
         };
-        let config = crate::credentials::sdk_config(&access, &target).await;
+        let config = match (var(SOURCE_KEY_ENV[0]), var(SOURCE_KEY_ENV[1])) {
+            (Some(access_key_id), Some(secret_access_key)) => {
+                let access = Access::Keys {
+                    access_key_id,
+                    secret_access_key,
+                    session_token: var(SOURCE_KEY_ENV[2]),
+                };
+                crate::credentials::sdk_config(&access, &target).await
+            }
+            // Never the environment's AWS_* keys: in a pod they may be the destination's.
+            _ => crate::credentials::workload_identity_config(&target).await,
+        };
         let conf = crate::credentials::s3_config(&config, &target)
             .retry_config(
                 RetryConfig::standard()
@@ -390,6 +393,14 @@ impl Opened {
         Ok(Opened {
             kind: Kind::File { file, stamp },
         })
+    }
+
+    /// The provider's bucket, the object's key and the ETag planned on, when the source is one.
+    pub(super) fn object(&self) -> Option<(&S3Source, &str, &str)> {
+        match &self.kind {
+            Kind::Object { source, key, etag } => Some((source, key, etag)),
+            Kind::File { .. } => None,
+        }
     }
 
     /// This version of the source: a file's size, modification time and inode, or an object's

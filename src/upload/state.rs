@@ -47,6 +47,8 @@ pub struct Progress {
     pub objects_done: AtomicU64,
     /// Bytes actually sent by this run.
     pub bytes_sent: AtomicU64,
+    /// Bytes copied by the server (parts copied from the provider's bucket) by this run.
+    pub bytes_copied: AtomicU64,
     pub parts_sent: AtomicU64,
     /// Objects found already delivered.
     pub objects_skipped: AtomicU64,
@@ -142,6 +144,8 @@ impl ShardJournal {
 pub struct State {
     backend: Backend,
     uploads: Mutex<BTreeMap<String, String>>,
+    /// Bytes the shard's earlier pods sent and had copied (its status counts every attempt).
+    earlier: (u64, u64),
     /// The source stamp each open upload was started from.
     sources: Mutex<BTreeMap<String, String>>,
     /// Line counts of this run's objects (sent or found), by plan index, for the manifest.
@@ -174,6 +178,7 @@ impl State {
     /// Opens the state, loading the upload IDs a previous run left open.
     pub async fn open(backend: Backend) -> Result<Arc<State>, UploadError> {
         let mut exists = false;
+        let mut earlier = (0, 0);
         let mut sources = BTreeMap::new();
         let uploads = match &backend {
             Backend::None => BTreeMap::new(),
@@ -203,10 +208,11 @@ impl State {
                         UploadError::State(format!("failed to read shard {name}: {e}"))
                     })?;
                 exists = found.is_some();
-                let open = found
-                    .and_then(|shard| shard.status)
-                    .map(|report| report.uploads)
-                    .unwrap_or_default();
+                let report = found.and_then(|shard| shard.status);
+                earlier = report
+                    .as_ref()
+                    .map_or((0, 0), |r| (r.bytes_sent, r.bytes_copied));
+                let open = report.map(|report| report.uploads).unwrap_or_default();
                 for u in &open {
                     if let Some(source) = &u.source {
                         sources.insert(u.key.clone(), source.clone());
@@ -217,6 +223,7 @@ impl State {
         };
         Ok(Arc::new(State {
             backend,
+            earlier,
             uploads: Mutex::new(uploads),
             sources: Mutex::new(sources),
             lines: Mutex::new(BTreeMap::new()),
@@ -400,6 +407,8 @@ impl State {
                     bytes_total,
                     objects_done: Progress::get(&p.objects_done),
                     objects_total: Progress::get(&p.objects_total),
+                    bytes_sent: self.earlier.0 + Progress::get(&p.bytes_sent),
+                    bytes_copied: self.earlier.1 + Progress::get(&p.bytes_copied),
                     uploads: uploads
                         .iter()
                         .map(|(key, id)| OpenUpload {
