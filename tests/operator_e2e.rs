@@ -629,62 +629,6 @@ fn write_lines(path: &std::path::Path, lines: usize) -> u64 {
     (lines * 100) as u64
 }
 
-/// Every place a secret must never appear: the operator's log, the namespace's Events, the
-/// deliveries' and destinations' status, the Jobs' and pods' specs.
-fn assert_secret_nowhere(world: &World, secret: &str) {
-    let log = world.operator_log();
-    assert!(!log.contains(secret), "the operator's log holds the secret");
-    for kind in [
-        "events",
-        "outbounddeliveries",
-        "outbounddestinations",
-        "outboundshards",
-        "jobs",
-        "pods",
-    ] {
-        let out = std::process::Command::new("kubectl")
-            .args(["get", kind, "-n", &world.ns, "-o", "json"])
-            .output()
-            .expect("kubectl");
-        assert!(
-            out.status.success(),
-            "kubectl get {kind}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            text.len() > 50,
-            "kubectl get {kind} returned nothing useful"
-        );
-        assert!(!text.contains(secret), "{kind} hold the secret value");
-    }
-}
-
-/// Creates a versitygw account with these keys (role admin: it may write every bucket), through
-/// versitygw's admin API as the ground's root user.
-fn versitygw_account(env: &GroundEnv, access: &str, secret: &str) {
-    versitygw_account_as(env, access, secret, "admin");
-}
-
-/// Creates a versitygw account of `role`: `user` accounts are held to bucket policies (root and
-/// `admin` accounts pass them by).
-fn versitygw_account_as(env: &GroundEnv, access: &str, secret: &str, role: &str) {
-    let admin = std::env::var("S3_ADMIN_ENDPOINT").expect("S3_ADMIN_ENDPOINT from the ground");
-    let out = std::process::Command::new("versitygw")
-        .args(["admin", "--access", &env.s3_access_key, "--secret"])
-        .arg(&env.s3_secret_key)
-        .args(["--endpoint-url", &admin, "create-user", "--access", access])
-        .args(["--secret", secret, "--role", role])
-        .output()
-        .expect("versitygw (on the ground's PATH)");
-    assert!(
-        out.status.success(),
-        "versitygw admin create-user: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test]
 async fn no_secret_value_is_shown_and_a_key_shaped_id_only_masked() {
     let mut world = World::new("nosecret").await;
@@ -2547,31 +2491,6 @@ async fn an_upload_pod_may_report_on_its_own_shard_only() {
         Some(outbound::api::Phase::Pending)
     );
     world.cleanup().await;
-}
-
-/// Deletes the cluster's OutboundTenancy when dropped, so that a failing test leaves no grants
-/// behind (they are cluster-wide; this test's name only its own namespaces).
-struct TenancyGuard;
-
-impl Drop for TenancyGuard {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kubectl")
-            .args(["delete", "outboundtenancy", "default", "--ignore-not-found"])
-            .output();
-    }
-}
-
-/// Applies the OutboundTenancy `default` as the cluster admin.
-async fn apply_tenancy(world: &World, yaml: &str) {
-    let tenancy: outbound::api::OutboundTenancy = serde_yaml::from_str(yaml).unwrap();
-    kube::Api::<outbound::api::OutboundTenancy>::all(world.client.clone())
-        .patch(
-            "default",
-            &PatchParams::apply("outbound-test").force(),
-            &Patch::Apply(&tenancy),
-        )
-        .await
-        .expect("the admin applies the tenancy");
 }
 
 /// Server-side applies `yaml` into `ns` with `client` (a team's user, or the admin).

@@ -381,8 +381,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     .default_backoff()
     .reflect(tenancy)
     .touched_objects();
+    // ... and the deliveries not started yet: a source bucket granted or not is theirs to see.
+    let (tenancy_changed, tenancy_changes) = futures::channel::mpsc::unbounded();
+    let tenancy = futures::StreamExt::inspect(tenancy, move |_| {
+        let _ = tenancy_changed.unbounded_send(());
+    });
     let destinations = destination_controller(ctx.clone(), tenancy);
-    let deliveries = delivery_controller(ctx.clone(), writers);
+    let deliveries = delivery_controller(ctx.clone(), writers, tenancy_changes);
     let schedules = schedule_controller(ctx.clone());
     tokio::select! {
         _ = destinations => anyhow::bail!("the destination controller stopped"),
@@ -474,13 +479,18 @@ async fn schedule_controller(ctx: Arc<Context>) {
         .await;
 }
 
-async fn delivery_controller(ctx: Arc<Context>, writers: StoreWriters) {
+async fn delivery_controller(
+    ctx: Arc<Context>,
+    writers: StoreWriters,
+    tenancy_changes: futures::channel::mpsc::UnboundedReceiver<()>,
+) {
     use futures::StreamExt;
     let controller = Controller::new(scoped::<OutboundDelivery>(&ctx), watcher::Config::default())
         .with_config(controller::Config::default().concurrency(ctx.args.delivery_concurrency));
     let by_destination = controller.store();
     let by_claim = controller.store();
     let by_secret = controller.store();
+    let by_tenancy = controller.store();
     // Every related watch fills a store (reflect) before it triggers, so the reconcile reads
     // what triggered it from memory.
     let jobs = watcher(
@@ -556,16 +566,20 @@ async fn delivery_controller(ctx: Arc<Context>, writers: StoreWriters) {
             by_secret
                 .state()
                 .into_iter()
-                .filter(|d| {
-                    d.namespace() == ns
-                        && d.status
-                            .as_ref()
-                            .and_then(|s| s.start_time.as_ref())
-                            .is_none()
-                })
+                .filter(|d| d.namespace() == ns && !started(d))
                 .map(|d| ObjectRef::from_obj(&*d))
                 .collect::<Vec<_>>()
         })
+        .reconcile_on(tenancy_changes.flat_map(move |()| {
+            futures::stream::iter(
+                by_tenancy
+                    .state()
+                    .into_iter()
+                    .filter(|d| d.spec.source.s3.is_some() && !started(d))
+                    .map(|d| ObjectRef::from_obj(&*d))
+                    .collect::<Vec<_>>(),
+            )
+        }))
         .shutdown_on_signal()
         .run(delivery::reconcile, delivery::error_policy, ctx.clone())
         .for_each(|res| {
@@ -575,6 +589,15 @@ async fn delivery_controller(ctx: Arc<Context>, writers: StoreWriters) {
             async {}
         })
         .await;
+}
+
+/// Whether a delivery's Job was started (what it read was decided then).
+fn started(delivery: &OutboundDelivery) -> bool {
+    delivery
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .is_some()
 }
 
 /// The namespace and name of an object a controller was triggered for after it was deleted
