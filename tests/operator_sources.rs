@@ -361,3 +361,37 @@ async fn our_identity_reads_a_source_bucket_only_when_granted_and_the_server_cop
     assert!(get(&admin, &destination_bucket, "small.sync").await == objects[1].1);
     world.cleanup().await;
 }
+
+/// The API server refuses a source that is both a volume and a bucket, or neither, and a bucket
+/// prefix that is not a folder, naming the rule.
+#[tokio::test]
+async fn a_source_is_exactly_one_of_a_volume_and_a_bucket() {
+    let world = World::new("s3spec").await;
+    let delivery = |source: &str| {
+        format!(
+            "apiVersion: outbound.dev/v1alpha1\nkind: OutboundDelivery\nmetadata: {{name: d}}\nspec:\n  destinationRef: {{name: acme}}\n  source: {source}\n"
+        )
+    };
+    for (source, words) in [
+        (
+            "{volume: {claimName: exports}, s3: {bucket: provider}}",
+            "exactly one of source.volume or source.s3",
+        ),
+        ("{}", "exactly one of source.volume or source.s3"),
+        (
+            "{s3: {bucket: provider, prefix: exports}}",
+            "a non-empty prefix must end in /",
+        ),
+    ] {
+        let refused = world
+            .apply_yaml::<OutboundDelivery>(&delivery(source))
+            .await
+            .expect_err(source);
+        assert!(refused.to_string().contains(words), "{source}: {refused}");
+    }
+    world
+        .apply_yaml::<OutboundDelivery>(&delivery("{s3: {bucket: provider, prefix: exports/}}"))
+        .await
+        .expect("a bucket source alone is admitted");
+    world.cleanup().await;
+}

@@ -252,6 +252,186 @@ async fn in_copy_mode_the_server_copies_and_the_pod_sends_under_one_percent() {
     assert!(open_uploads(&s3, &bucket).await.is_empty());
 }
 
+/// Copy mode, the source overwritten while its parts are being copied: every copy names the
+/// ETag planned on, so the run fails with `SourceObjectChanged` naming the object, and nothing is
+/// made visible.
+#[tokio::test]
+async fn in_copy_mode_an_overwritten_source_fails_the_delivery_with_its_reason() {
+    let server = versitygw();
+    let s3 = server.client();
+    let dir = source_dir();
+    let body = write_lines(&dir.path().join("c"), 24 * MIB, 12, true);
+    let source = provider(&s3, &[("big.sync".into(), body.clone())]).await;
+    let bucket = new_bucket(&s3, "copychanged").await;
+    let proxy = proxy::Proxy::start(&server.endpoint).await;
+    proxy.faults.hold_parts.store(true, Ordering::SeqCst);
+    let dest = server.via(&proxy.url());
+    let keys = (server.access_key.as_str(), server.secret_key.as_str());
+    let args = ["--part-size", "5Mi", "--copy", "server"];
+    let child = from_s3(&dest, &bucket, &source, &server.endpoint, keys, &args)
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !proxy
+        .faults
+        .requests()
+        .iter()
+        .any(|r| r.starts_with("PUT") && r.contains("partNumber="))
+    {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut changed = body.clone();
+    changed[0] = b'#';
+    s3.put_object()
+        .bucket(&source)
+        .key("exports/big.sync")
+        .body(changed.into())
+        .send()
+        .await
+        .unwrap();
+    proxy.faults.hold_parts.store(false, Ordering::SeqCst);
+    let out = finished(child.wait_with_output().await.unwrap());
+    assert_eq!(out.code, Some(78), "a permanent failure: {out:?}");
+    assert!(
+        out.stderr
+            .contains("exports/big.sync changed during the delivery: it was overwritten"),
+        "{out:?}"
+    );
+    assert!(
+        list(&s3, &bucket, "").await.is_empty(),
+        "nothing made visible"
+    );
+}
+
+/// Copy mode where the destination's identity may not read the source (a versitygw user that
+/// owns only the destination bucket): the first copy is refused, the run says so once and sends
+/// the bytes instead, read with the source's own keys; the delivery succeeds, byte for byte.
+#[tokio::test]
+async fn a_refused_copy_turns_the_run_to_sending() {
+    let server = versitygw();
+    let s3 = server.client();
+    let dir = source_dir();
+    let body = write_lines(&dir.path().join("r"), 12 * MIB, 13, true);
+    let source = provider(&s3, &[("r.sync".into(), body.clone())]).await;
+    let user = format!("copyuser{}", std::process::id());
+    let bucket = new_bucket(&s3, "refused").await;
+    // versitygw's admin API, as the ground's root: a user account, given the bucket.
+    let admin = std::env::var("S3_ADMIN_ENDPOINT").expect("S3_ADMIN_ENDPOINT from the ground");
+    for command in [
+        vec![
+            "create-user",
+            "--access",
+            &user,
+            "--secret",
+            "copyusersecret",
+            "--role",
+            "user",
+        ],
+        vec!["change-bucket-owner", "--bucket", &bucket, "--owner", &user],
+    ] {
+        let out = std::process::Command::new("versitygw")
+            .args(["admin", "--access", &server.access_key, "--secret"])
+            .arg(&server.secret_key)
+            .args(["--endpoint-url", &admin])
+            .args(&command)
+            .output()
+            .expect("versitygw (on the ground's PATH)");
+        assert!(out.status.success(), "{command:?}: {out:?}");
+    }
+    let writer = Server {
+        access_key: user.clone(),
+        secret_key: "copyusersecret".into(),
+        ..server.clone()
+    };
+    let keys = (server.access_key.as_str(), server.secret_key.as_str());
+    let args = ["--part-size", "5Mi", "--copy", "server"];
+    let out = run(from_s3(
+        &writer,
+        &bucket,
+        &source,
+        &server.endpoint,
+        keys,
+        &args,
+    ))
+    .await;
+    assert!(out.success, "{out:?}");
+    assert!(
+        out.stderr.contains("refused a copy") && out.stderr.contains("AccessDenied"),
+        "{out:?}"
+    );
+    assert_eq!(out.bytes_sent(), body.len() as u64, "{out:?}");
+    assert!(get(&s3, &bucket, "r.sync").await == body);
+    assert!(open_uploads(&s3, &bucket).await.is_empty());
+}
+
+/// An incremental run of a bucket source takes the objects written (LastModified) in its window:
+/// `--changed-after` those from the cut on, `--changed-before` those before it.
+#[tokio::test]
+async fn an_incremental_run_takes_the_objects_written_in_its_window() {
+    let server = versitygw();
+    let s3 = server.client();
+    let source = provider(&s3, &[("old.sync".into(), b"old\n".to_vec())]).await;
+    let written = |key: &'static str| {
+        let (s3, source) = (s3.clone(), source.clone());
+        async move {
+            let head = s3
+                .head_object()
+                .bucket(&source)
+                .key(format!("exports/{key}"))
+                .send()
+                .await
+                .unwrap();
+            head.last_modified().unwrap().secs()
+        }
+    };
+    let old = written("old.sync").await;
+    // LastModified counts whole seconds: write the new object until it is a second later.
+    let started = std::time::Instant::now();
+    let new = loop {
+        s3.put_object()
+            .bucket(&source)
+            .key("exports/new.sync")
+            .body(b"new\n".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+        let at = written("new.sync").await;
+        if at > old {
+            break at;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let cut = jiff::Timestamp::from_second(new).unwrap().to_string();
+    let bucket = new_bucket(&s3, "window").await;
+    let keys = (server.access_key.as_str(), server.secret_key.as_str());
+    for (window, prefix) in [
+        ("--changed-after", "after/"),
+        ("--changed-before", "before/"),
+    ] {
+        let args = [window, cut.as_str(), "--prefix", prefix];
+        let out = run(from_s3(
+            &server,
+            &bucket,
+            &source,
+            &server.endpoint,
+            keys,
+            &args,
+        ))
+        .await;
+        assert!(out.success, "{out:?}");
+    }
+    for (prefix, expected) in [("after/", "after/new.sync"), ("before/", "before/old.sync")] {
+        let keys: Vec<String> = list(&s3, &bucket, prefix)
+            .await
+            .into_iter()
+            .map(|(key, _, _)| key)
+            .collect();
+        assert_eq!(keys, [expected]);
+    }
+}
+
 /// The source's keys are its own: wrong source keys fail on the source (named), whatever the
 /// destination's; the destination's keys are never used to read it.
 #[tokio::test]

@@ -586,4 +586,33 @@ mod tests {
         );
         assert_eq!(next.spec.source.window().0, Some(&Time(cut)));
     }
+
+    #[test]
+    fn an_incremental_run_of_a_bucket_source_windows_its_objects_last_modified() {
+        let mut sched = schedule(ScheduleMode::Incremental);
+        sched.spec.template.source = serde_json::from_value(serde_json::json!(
+            {"s3": {"bucket": "exports", "prefix": "segments/"}}
+        ))
+        .unwrap();
+        let slot: Timestamp = "2026-12-07T05:00:00Z".parse().unwrap();
+        let first = new_run(&sched, slot, 1, None);
+        let s3 = first.spec.source.s3.as_ref().unwrap();
+        assert!(first.spec.source.volume.is_none());
+        assert!(s3.changed_after.is_none());
+        assert_eq!(
+            s3.changed_before.as_ref().unwrap().0,
+            "2026-12-07T04:59:30Z".parse::<Timestamp>().unwrap()
+        );
+        let cut = cut_of(&first);
+        let next = new_run(
+            &sched,
+            "2026-12-08T05:00:00Z".parse().unwrap(),
+            2,
+            Some(&Time(cut)),
+        );
+        assert_eq!(
+            next.spec.source.s3.as_ref().unwrap().changed_after,
+            Some(Time(cut))
+        );
+    }
 }
