@@ -787,6 +787,7 @@ async fn every_example_applies() {
         "outbounddestination.outbound.dev/globex",
         "outbounddestination.outbound.dev/initech",
         "outbounddelivery.outbound.dev/segments-2026-11-27",
+        "outbounddelivery.outbound.dev/segments-from-bucket-2026-12-07",
         "secret/acme-keys",
     ] {
         assert!(
@@ -796,6 +797,6 @@ async fn every_example_applies() {
     }
     let got =
         run(Command::new("kubectl").args(["get", "odest,odel", "-n", &world.ns, "-o", "name"]));
-    assert_eq!(got.lines().count(), 4, "{got}");
+    assert_eq!(got.lines().count(), 5, "{got}");
     world.cleanup().await;
 }
