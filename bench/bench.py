@@ -5,7 +5,8 @@ Run by scripts/bench.sh (which builds what is needed). Knobs (environment):
   BENCH_SCALE      data size factor (1 = the issue's sizes: W1 4 GiB, W2 8 GiB, W3 64 x 64 MiB)
   BENCH_RUNS       runs per configuration (median reported), default 5
   BENCH_DEFAULT_RUNS  runs of the peers at their own defaults, default BENCH_RUNS
-  BENCH_WORKLOADS  comma list out of ceiling,W1,W2,W3,W4 (default all)
+  BENCH_WORKLOADS  comma list out of ceiling,W1,W2,W3,W4,W5,W6 (default all)
+  BENCH_MERGE      =1: keep the other workloads' figures of bench/results.json (a run of some only)
   BENCH_DATA_DIR   where source files are generated (disk), default /var/tmp/outbound-bench
   BENCH_KEEPALIVE  0: versitygw closes connections after each response (its default); 1 (default): kept open
   BENCH_SERVER_ARGS  versitygw posix options, default --data-integrity-etag ("" for MD5 ETags)
@@ -40,7 +41,7 @@ SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 # Runs of the peers at their own defaults (the @equal pairs are the floor's comparison).
 DEFAULT_RUNS = int(os.environ.get("BENCH_DEFAULT_RUNS", str(RUNS)))
-WORKLOADS = os.environ.get("BENCH_WORKLOADS", "ceiling,W1,W2,W3,W4,W6").split(",")
+WORKLOADS = os.environ.get("BENCH_WORKLOADS", "ceiling,W1,W2,W3,W4,W5,W6").split(",")
 # W6 (a gzip file cut on lines into gzip pieces) is CPU-bound for every tool: fewer runs.
 W6_RUNS = int(os.environ.get("BENCH_W6_RUNS", "2"))
 DATA = os.environ.get("BENCH_DATA_DIR", "/var/tmp/outbound-bench")
@@ -489,6 +490,53 @@ def gzip_workload(server, src_dir, fname, nbytes, split):
     return {"bytes": nbytes, "uncompressed": usize, "split": split, "runs": res, "commands": cmds}
 
 
+W5_CONFIGS = ["outbound", "s5cmd", "rclone"]
+
+
+def copy_workload(server, src_dir, fname, nbytes):
+    """W5: one object from the provider's bucket (`src`) to the customer's (`bench`) on the same
+    server. Outbound with `--source-s3` and `--copy server` (UploadPartCopy of each part's range);
+    s5cmd's and rclone's own bucket-to-bucket copies (CopyObject at this size). Every client goes
+    through the counting proxy: the bytes it sent, against the object's."""
+    env = tool_env(server.endpoint)
+    s5 = os.path.join(TOOLS, "s5cmd")
+    subprocess.run([s5, "--endpoint-url", server.endpoint, "mb", "s3://src"], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run([s5, "--endpoint-url", server.endpoint, "cp", os.path.join(src_dir, fname),
+                    f"s3://src/{fname}"], env=env, check=True, stdout=subprocess.DEVNULL)
+    res, cmds = {c: [] for c in W5_CONFIGS}, {}
+    for r in range(RUNS):
+        for cfg in W5_CONFIGS[r % len(W5_CONFIGS):] + W5_CONFIGS[:r % len(W5_CONFIGS)]:
+            server.clean()
+            proxy = Proxy(server.port)
+            ep = proxy.endpoint
+            run_env = dict(env, RCLONE_S3_ENDPOINT=ep, OUTBOUND_SOURCE_AWS_ACCESS_KEY_ID=KEY,
+                           OUTBOUND_SOURCE_AWS_SECRET_ACCESS_KEY=SECRET)
+            if cfg == "outbound":
+                cmd = [OUTBOUND, "upload", "--bucket", BUCKET, "--endpoint", ep, "--force-path-style",
+                       "--source-s3", "s3://src/", "--source-endpoint", ep, "--source-force-path-style",
+                       "--copy", "server", "--credentials", "keys", "--termination-log", "/dev/null"]
+            elif cfg == "s5cmd":
+                cmd = [s5, "--endpoint-url", ep, "--log", "error", "cp", f"s3://src/{fname}",
+                       f"s3://{BUCKET}/{fname}"]
+            else:
+                cmd = [os.path.join(TOOLS, "rclone"), "--config", "/dev/null", "-q", "--s3-no-check-bucket",
+                       "copyto", f":s3:src/{fname}", f":s3:{BUCKET}/{fname}"]
+            cmds[cfg] = printable(cmd).replace(ep, "$PROXY")
+            m = measure(cmd, run_env, nbytes, server)
+            m["sent"] = proxy.stop()
+            if m["rc"] != 0:
+                raise SystemExit(f"W5 {cfg} failed (exit {m['rc']})")
+            check(server, {fname: nbytes})
+            m["load"] = loadavg()
+            res[cfg].append(m)
+            log(f"W5 run {r + 1}/{RUNS} {cfg:8s} {m['mbps']:8.1f} MB/s  sent {m['sent'] / 1e3:.0f} kB "
+                f"({m['sent'] / nbytes:.4%})  rss {m['rss_mib']:6.1f} MiB  server cpu "
+                f"{m['server_cpu_s_per_gb']:.2f} s/GB  load {m['load']}")
+    server.clean()
+    return {"bytes": nbytes, "runs": res, "commands": cmds}
+
+
 def restarted(server):
     """A fresh versitygw for every workload, the ceiling included: one process that has taken
     tens of GB runs W1 about 15% slower than a new one (bench/analysis.md), and the ceiling,
@@ -613,7 +661,20 @@ def summarize(w):
     return medm, best, ratio(best), best_eq, ratio(best_eq)
 
 
+def copy_summary_line(w):
+    """W5's line: throughput against the faster peer, and what each client sent."""
+    runs = w["runs"]
+    medm = {c: med([m["mbps"] for m in runs[c]]) for c in runs}
+    best = max([c for c in runs if c != "outbound"], key=lambda c: medm[c])
+    r = med([o["mbps"] / p["mbps"] for o, p in zip(runs["outbound"], runs[best])])
+    sent = med([m["sent"] for m in runs["outbound"]])
+    return (f"W5 outbound={medm['outbound']:.0f} MB/s best_peer={best} {medm[best]:.0f} MB/s ratio={r:.2f} "
+            f"outbound_sent={sent / 1e3:.0f} kB ({sent / w['bytes']:.3%} of the object)")
+
+
 def summary_line(name, w):
+    if name == "W5":
+        return copy_summary_line(w)
     medm, best, r, _, _ = summarize(w)
     o = w["runs"]["outbound"]
     return (f"{name} outbound={medm['outbound']:.0f} MB/s best_peer={best} {medm[best]:.0f} MB/s "
@@ -643,6 +704,9 @@ def render(R):
       f"`BENCH_DEFAULT_RUNS={R.get('default_runs', R['runs'])}`"
       + (" (a SMOKE run with small data: the figures are not the measurement)" if R["scale"] < 0.1 else
          " (REDUCED sizes: see the analysis)" if R["scale"] < 1 else ""))
+    if R.get("measured"):
+        a("")
+        a("Measured in separate runs (`BENCH_MERGE=1`): " + "; ".join(f"{w} {t}" for w, t in sorted(R["measured"].items())) + ".")
     a("")
     a("## Machine")
     a("")
@@ -768,6 +832,29 @@ def render(R):
         a("")
         for cfg, v in w.items():
             a(f"- {cfg}: `{v['command']}`")
+        a("")
+    if "W5" in R["results"]:
+        w = R["results"]["W5"]
+        a(f"## W5: a {w['bytes'] / GiB:.3g} GiB object copied from the provider's bucket to the customer's, on one server")
+        a("")
+        a("Outbound reads the provider's bucket (`--source-s3`) and, as one identity reads and writes on one "
+          "endpoint, has the server copy each 64 MiB part (`--copy server`: UploadPartCopy of the part's "
+          "range, pinned to the planned ETag; 8 in flight). s5cmd and rclone copy bucket to bucket their "
+          "own way (CopyObject, one request, at this size). Every client reaches the server through the "
+          "counting proxy; \"sent\" is what it sent (request heads and bodies). The server does the copying, "
+          "so its CPU column is where the work is.")
+        a("")
+        a("| config | MB/s (median) | min-max | Outbound / this | sent by the client | peak RSS MiB | server CPU s/GB |")
+        a("|---|---:|---:|---:|---:|---:|---:|")
+        for cfg, runs in w["runs"].items():
+            mb = [x["mbps"] for x in runs]
+            rr = "" if cfg == "outbound" else f"{med([o['mbps'] / p['mbps'] for o, p in zip(w['runs']['outbound'], runs)]):.2f}"
+            sent = med([x["sent"] for x in runs])
+            a(f"| {cfg} | {med(mb):.0f} | {min(mb):.0f}-{max(mb):.0f} | {rr} | {sent / 1e3:.0f} kB ({sent / w['bytes']:.3%}) | "
+              f"{med([x['rss_mib'] for x in runs]):.0f} | {med([x['server_cpu_s_per_gb'] for x in runs]):.2f} |")
+        a("")
+        for cfg, cmd in w["commands"].items():
+            a(f"- {cfg}: `{cmd}`")
         a("")
     if "W6" in R["results"]:
         w = R["results"]["W6"]
@@ -988,6 +1075,15 @@ def main():
             server = restarted(server)
             R["results"]["W3"] = throughput_workload("W3", server, d3, files, [], {f: fsz for f in files}, fsz * 64)
             shutil.rmtree(d3, ignore_errors=True)
+        if "W5" in WORKLOADS:
+            w5size = max(int(4 * GiB * SCALE), 32 * MiB)
+            d5 = os.path.join(DATA, "w5")
+            os.makedirs(d5, exist_ok=True)
+            log(f"generating W5: {w5size / MiB:.0f} MiB")
+            gen_lines_file(os.path.join(d5, "w5.sync"), w5size, 5)
+            server = restarted(server)
+            R["results"]["W5"] = copy_workload(server, d5, "w5.sync", w5size)
+            shutil.rmtree(d5, ignore_errors=True)
         if "W6" in WORKLOADS:
             # About 2 GiB of gzip: the generated lines keep about three quarters at level 1.
             usize = max(int(2.7 * GiB * SCALE), 48 * MiB)
@@ -1007,10 +1103,23 @@ def main():
         # What was measured survives a failed run (a full disk, a kill), to be looked at by hand.
         json.dump(R, open(RESULTS + ".partial", "w"), indent=1, default=str)
     R["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    if os.environ.get("BENCH_MERGE") == "1" and os.path.exists(RESULTS):
+        # A run of some workloads only: the others keep their figures, and the report says when
+        # each was measured.
+        old = json.load(open(RESULTS))
+        measured = old.get("measured", {w: f"{old['started']} to {old['finished']}" for w in old["results"]})
+        for w, v in old["results"].items():
+            R["results"].setdefault(w, v)
+        for k in ("ceiling_mbps", "headers"):
+            if k in old and k not in R:
+                R[k] = old[k]
+        measured.update({w: f"{R['started']} to {R['finished']}" for w in WORKLOADS if w in R["results"]})
+        R["measured"] = measured
     R["machine"]["load average at end"] = open("/proc/loadavg").read().strip()
     R["summary"] = [summary_line(w, R["results"][w]) for w in ("W1", "W2", "W3") if w in R["results"]]
-    if "W6" in R["results"]:
-        R["summary"].append(summary_line("W6", R["results"]["W6"]))
+    for w in ("W5", "W6"):
+        if w in R["results"]:
+            R["summary"].append(summary_line(w, R["results"][w]))
     w4 = R["results"].get("W4", {}).get("outbound")
     if w4:
         peers = {k: v for k, v in R["results"]["W4"].items() if k != "outbound"}
