@@ -7,6 +7,7 @@ Run by scripts/bench.sh (which builds what is needed). Knobs (environment):
   BENCH_DEFAULT_RUNS  runs of the peers at their own defaults, default BENCH_RUNS
   BENCH_WORKLOADS  comma list out of ceiling,W1,W2,W3,W4,W5,W6 (default all)
   BENCH_MERGE      =1: keep the other workloads' figures of bench/results.json (a run of some only)
+  BENCH_CONTROLLER =0: scripts/bench.sh skips the controller benchmark
   BENCH_DATA_DIR   where source files are generated (disk), default /var/tmp/outbound-bench
   BENCH_KEEPALIVE  0: versitygw closes connections after each response (its default); 1 (default): kept open
   BENCH_SERVER_ARGS  versitygw posix options, default --data-integrity-etag ("" for MD5 ETags)

@@ -37,5 +37,8 @@ else
 fi
 trap cleanup EXIT
 "$CACHE/venv/bin/python" bench/bench.py
-# Then the controller at scale: 1,000 deliveries on the ground (docs/benchmarks-controller.md).
-scripts/bench-controller.sh
+# Then the controller at scale: 1,000 deliveries on the ground (docs/benchmarks-controller.md),
+# unless BENCH_CONTROLLER=0 (a run of some upload workloads only).
+if [ "${BENCH_CONTROLLER:-1}" = 1 ]; then
+  scripts/bench-controller.sh
+fi

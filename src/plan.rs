@@ -234,6 +234,10 @@ pub struct PlannedObject {
     /// size, are found as the file is decompressed (`upload::recut`). `size` is the file's.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub gzip_pieces: bool,
+    /// The whole source file in one object (not a piece of it): a bucket source's object can be
+    /// copied by the server in one request.
+    #[serde(skip)]
+    pub whole: bool,
 }
 
 impl PlannedObject {
@@ -552,6 +556,7 @@ where
                                 part_size,
                                 parts: 0,
                                 gzip_pieces: true,
+                                whole: false,
                             });
                             total_bytes += file.size;
                             count_planned(progress, file, objects.len());
@@ -597,6 +602,7 @@ where
                 part_size,
                 parts,
                 gzip_pieces: false,
+                whole: count == 1,
             });
             total_bytes += size;
         }
@@ -969,6 +975,7 @@ mod tests {
             part_size: 5 * MIB,
             parts: 3,
             gzip_pieces: false,
+            whole: false,
             source_version: None,
         };
         assert_eq!(o.part_range(1), (100, 5 * MIB));

@@ -241,6 +241,13 @@ async fn in_copy_mode_the_server_copies_and_the_pod_sends_under_one_percent() {
             .any(|r| r.starts_with("PUT") && r.contains("partNumber=")),
         "parts were copied with UploadPartCopy"
     );
+    // Whole small objects in one CopyObject: a PUT of an object, though nothing was sent.
+    assert!(
+        proxy.faults.requests().iter().any(|r| r.starts_with("PUT")
+            && r.contains("a.b.c.d.sync")
+            && !r.contains("partNumber=")),
+        "a small object was copied with CopyObject"
+    );
     assert_delivered(&s3, &bucket, &objects, split).await;
     let again = run(from_s3(&dest, &bucket, &source, &proxy.url(), keys, &args)).await;
     assert!(again.success, "{again:?}");

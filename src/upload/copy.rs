@@ -1,14 +1,16 @@
 //! Server-side copy: where one identity reads the provider's bucket and writes the destination
-//! on the same endpoint, each part is copied by the server (UploadPartCopy of a byte range,
-//! pinned to the ETag the plan saw), so the data never passes through the pod. A server or a
+//! on the same endpoint, the server copies each part (UploadPartCopy of a byte range) or a whole
+//! small object (CopyObject), pinned to the ETag the plan saw, so the data never passes through
+//! the pod. A server or a
 //! bucket that refuses copies turns the run back to sending, once, with a warning.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use aws_sdk_s3::types::CompletedPart;
+use aws_sdk_s3::types::{CompletedPart, MetadataDirective};
 
-use super::engine::{Engine, SentPart, with_checksum};
-use super::error::{S3Cause, UploadError};
+use super::engine::{Engine, Outcome, SentPart, with_checksum};
+use super::error::{S3Cause, UploadError, cause};
 use super::source::Opened;
 use super::state::Progress;
 use crate::checksum::{self, ChecksumAlgorithm};
@@ -63,6 +65,135 @@ impl Engine {
         }
     }
 
+    /// What a failed copy means: the source overwritten or deleted (its own reason), a refusal
+    /// (the run turns to sending), or a failure like a sent part's (`part`, 0 for CopyObject).
+    fn copy_failed(
+        &self,
+        object: &PlannedObject,
+        part: u64,
+        source_bucket: &str,
+        key: &str,
+        cause: S3Cause,
+    ) -> UploadError {
+        if cause.no_such_upload() {
+            // The engine starts the object afresh, as for a sent part.
+            UploadError::Part {
+                bucket: self.bucket.clone(),
+                key: object.key.clone(),
+                part,
+                cause,
+            }
+        } else if cause.precondition_failed() || cause.not_found() {
+            UploadError::SourceObjectChanged {
+                bucket: source_bucket.to_string(),
+                key: key.to_string(),
+                what: if cause.not_found() {
+                    "it was deleted".into()
+                } else {
+                    "it was overwritten (its ETag is not the one planned on)".into()
+                },
+            }
+        } else if refused(&cause) {
+            UploadError::CopyRefused {
+                key: object.key.clone(),
+                from: format!("s3://{source_bucket}/{key}"),
+                cause: Box::new(cause),
+            }
+        } else if part == 0 {
+            UploadError::Put {
+                bucket: self.bucket.clone(),
+                key: object.key.clone(),
+                cause,
+            }
+        } else {
+            UploadError::Part {
+                bucket: self.bucket.clone(),
+                key: object.key.clone(),
+                part,
+                cause,
+            }
+        }
+    }
+
+    /// Copies a whole small object of the provider's bucket in one CopyObject, with the run's
+    /// headers and `metadata`, unless the key exists (without `overwrite`). The server computes
+    /// the new object's checksum as it copies.
+    pub(super) async fn copy_object(
+        &self,
+        object: &PlannedObject,
+        file: &Opened,
+        metadata: HashMap<String, String>,
+    ) -> Result<Outcome, UploadError> {
+        let _permit = self.permit(object, 0).await;
+        if self.is_cancelled() {
+            return Err(UploadError::Cancelled);
+        }
+        let (source, key, etag) = file.object().expect("copies() checked the source");
+        let from = copy_source(&source.bucket, key);
+        let algorithm = self.settings.headers.checksum;
+        let copied = self
+            .retry
+            .run("CopyObject", &object.key, || async {
+                let mut request = self.settings.headers.copy(
+                    self.s3
+                        .copy_object()
+                        .bucket(&self.bucket)
+                        .key(&object.key)
+                        .copy_source(&from)
+                        .copy_source_if_match(etag)
+                        .metadata_directive(MetadataDirective::Replace)
+                        .set_metadata(Some(metadata.clone())),
+                );
+                if !self.settings.overwrite {
+                    request = request.if_none_match("*");
+                }
+                request.send().await.map_err(|e| cause(&e))
+            })
+            .await;
+        let stored = match copied {
+            Ok(out) => out.copy_object_result.and_then(|r| match algorithm {
+                ChecksumAlgorithm::Crc64Nvme => r.checksum_crc64_nvme,
+                ChecksumAlgorithm::Crc32C => r.checksum_crc32_c,
+                ChecksumAlgorithm::Sha256 => r.checksum_sha256,
+            }),
+            // Both preconditions answer 412: the key written meanwhile, or the source changed.
+            Err(cause) if cause.precondition_failed() => {
+                return match self.existing(object).await? {
+                    Some(found) if found.written_from(object, file) => {
+                        Progress::add(&self.state.progress.bytes_done, object.size);
+                        Ok(Outcome::AlreadyPresent)
+                    }
+                    Some(found) => Err(UploadError::Conflict {
+                        bucket: self.bucket.clone(),
+                        key: object.key.clone(),
+                        found: found.describe(algorithm),
+                        expected: format!("a copy of s3://{}/{key}", source.bucket),
+                    }),
+                    None => Err(self.copy_failed(object, 0, &source.bucket, key, cause)),
+                };
+            }
+            Err(cause) => return Err(self.copy_failed(object, 0, &source.bucket, key, cause)),
+        };
+        // A copy the server kept no checksum of cannot be checked by anyone: refused.
+        let stored = match stored {
+            Some(value) => Some(value),
+            None => self.existing(object).await?.and_then(|e| e.checksum),
+        };
+        if stored.is_none() {
+            return Err(UploadError::Mismatch {
+                bucket: self.bucket.clone(),
+                key: object.key.clone(),
+                algorithm: algorithm.name(),
+                local: format!("a copy of s3://{}/{key}", source.bucket),
+                remote: "no checksum".into(),
+            });
+        }
+        Progress::add(&self.state.progress.bytes_copied, object.size);
+        Progress::add(&self.state.progress.parts_sent, 1);
+        Progress::add(&self.state.progress.bytes_done, object.size);
+        Ok(Outcome::Sent)
+    }
+
     /// Copies part `number` of `object` from the provider's object into the upload: the completed
     /// part, with the checksum the server computed (its digest goes into the object's checksum,
     /// which the completion checks).
@@ -98,40 +229,7 @@ impl Engine {
                     .map_err(|e| super::error::cause(&e))
             })
             .await
-            .map_err(|cause| {
-                if cause.no_such_upload() {
-                    // The engine starts the object afresh, as for a sent part.
-                    UploadError::Part {
-                        bucket: self.bucket.clone(),
-                        key: object.key.clone(),
-                        part: number,
-                        cause,
-                    }
-                } else if cause.precondition_failed() || cause.not_found() {
-                    UploadError::SourceObjectChanged {
-                        bucket: source.bucket.clone(),
-                        key: key.to_string(),
-                        what: if cause.not_found() {
-                            "it was deleted".into()
-                        } else {
-                            "it was overwritten (its ETag is not the one planned on)".into()
-                        },
-                    }
-                } else if refused(&cause) {
-                    UploadError::CopyRefused {
-                        key: object.key.clone(),
-                        from: format!("s3://{}/{key}", source.bucket),
-                        cause: Box::new(cause),
-                    }
-                } else {
-                    UploadError::Part {
-                        bucket: self.bucket.clone(),
-                        key: object.key.clone(),
-                        part: number,
-                        cause,
-                    }
-                }
-            })?;
+            .map_err(|cause| self.copy_failed(object, number, &source.bucket, key, cause))?;
         let result = out.copy_part_result;
         let value = result.as_ref().and_then(|r| match algorithm {
             ChecksumAlgorithm::Crc64Nvme => r.checksum_crc64_nvme.clone(),

@@ -168,7 +168,13 @@ impl Engine {
         }
         let mut resume = resume;
         if self.copies(object, &file) {
-            match self.multipart(object, &file, resume).await {
+            let copied = if object.whole && !object.multipart {
+                self.copy_object(object, &file, self.metadata(object, &file, None))
+                    .await
+            } else {
+                self.multipart(object, &file, resume).await
+            };
+            match copied {
                 Err(refused @ UploadError::CopyRefused { .. }) => {
                     self.refuse_copies(&refused);
                     // The parts copied so far stay for the send to keep, if it is a multipart one.
@@ -519,7 +525,7 @@ pub(super) struct Existing {
 impl Existing {
     /// The object was written from this very version of the file and range, and the server
     /// holds a checksum for it: it is delivered, no read needed.
-    fn written_from(&self, object: &PlannedObject, file: &Opened) -> bool {
+    pub(super) fn written_from(&self, object: &PlannedObject, file: &Opened) -> bool {
         self.size == object.size as i64
             && self.checksum.is_some()
             && self.stamp.as_deref() == Some(file.token(object).as_str())
@@ -529,7 +535,7 @@ impl Existing {
         self.size == size as i64 && self.checksum.as_deref() == Some(checksum)
     }
 
-    fn describe(&self, algorithm: ChecksumAlgorithm) -> String {
+    pub(super) fn describe(&self, algorithm: ChecksumAlgorithm) -> String {
         match &self.checksum {
             Some(value) => format!("size {}, {} {}", self.size, algorithm.name(), value),
             None => format!("size {}, no {} checksum", self.size, algorithm.name()),

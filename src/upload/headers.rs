@@ -5,6 +5,7 @@
 //! the uploads send. `ExpectedBucketOwner` is not here: the S3 client of a target adds it to
 //! every request (`credentials::s3_config`).
 
+use aws_sdk_s3::operation::copy_object::builders::CopyObjectFluentBuilder;
 use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder;
 use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::operation::upload_part::builders::UploadPartFluentBuilder;
@@ -98,6 +99,17 @@ impl WriteHeaders {
             ChecksumAlgorithm::Crc32C => request.checksum_crc32_c(checksum),
             ChecksumAlgorithm::Sha256 => request.checksum_sha256(checksum),
         }
+    }
+
+    /// A CopyObject with these headers, asking the server for the new object's checksum in this
+    /// algorithm (it computes it from the bytes it copies).
+    pub fn copy(&self, request: CopyObjectFluentBuilder) -> CopyObjectFluentBuilder {
+        request
+            .set_acl(self.acl.clone())
+            .set_server_side_encryption(self.sse.clone())
+            .set_ssekms_key_id(self.sse_kms_key_id.clone())
+            .set_storage_class(self.storage_class.clone())
+            .checksum_algorithm(self.checksum.sdk())
     }
 
     /// A CreateMultipartUpload with these headers, asking for the checksum type the algorithm

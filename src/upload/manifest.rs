@@ -313,6 +313,7 @@ mod tests {
             part_size: 0,
             parts: 1,
             gzip_pieces: false,
+            whole: false,
             source_version: None,
         };
         assert_eq!(count_lines(&object(5, 4), None).unwrap(), 2, "a\\nb\\n");

@@ -757,6 +757,7 @@ mod tests {
                 1
             },
             gzip_pieces: false,
+            whole: false,
             source_version: None,
         }
     }
