@@ -395,3 +395,51 @@ async fn a_source_is_exactly_one_of_a_volume_and_a_bucket() {
         .expect("a bucket source alone is admitted");
     world.cleanup().await;
 }
+
+/// A source endpoint is held to the destinations' rules: with the defaults (no plain http, no
+/// loopback), a delivery reading `http://127.0.0.1:…` waits with `EndpointNotAllowed`, naming
+/// the field, and gets no Job.
+#[tokio::test]
+async fn a_source_endpoint_the_admin_did_not_allow_is_refused() {
+    let mut world = World::new("s3endpoint").await;
+    world
+        .apply_yaml::<OutboundDelivery>(
+            "apiVersion: outbound.dev/v1alpha1\nkind: OutboundDelivery\nmetadata: {name: inward}\nspec:\n  destinationRef: {name: acme}\n  source:\n    s3: {bucket: provider, endpoint: \"http://127.0.0.1:9\", secret: {name: provider}}\n",
+        )
+        .await
+        .unwrap();
+    world.start_operator_with_env(&[
+        ("OUTBOUND_ALLOW_HTTP_ENDPOINTS", "false"),
+        ("OUTBOUND_ALLOW_PRIVATE_ENDPOINTS", "false"),
+    ]);
+    let refused = world
+        .wait_delivery(
+            "inward",
+            "Pending",
+            Some("EndpointNotAllowed"),
+            Duration::from_secs(60),
+        )
+        .await;
+    let message = refused
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .message;
+    assert!(
+        message.starts_with("spec.source.s3.endpoint http://127.0.0.1:9 is a loopback address"),
+        "{message}"
+    );
+    assert!(
+        world
+            .api::<Job>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    world.cleanup().await;
+}
