@@ -798,6 +798,7 @@ async fn bench(
             force_path_style: true,
             sts_endpoint: None,
             expected_bucket_owner: None,
+            ca_bundle: None,
         };
         let config = outbound::credentials::sdk_config(&access, &target).await;
         outbound::credentials::s3_client(&config, &target)

@@ -68,12 +68,73 @@ pub struct Target {
     pub sts_endpoint: Option<String>,
     /// The account that must own the bucket (`x-amz-expected-bucket-owner` on every request).
     pub expected_bucket_owner: Option<String>,
+    /// PEM certificates of a private CA trusted besides the system's (an S3-compatible server's).
+    pub ca_bundle: Option<String>,
 }
 
 impl Target {
     /// Where STS is: `sts_endpoint`, else `endpoint`, else AWS.
     pub fn sts_url(&self) -> Option<&str> {
         self.sts_endpoint.as_deref().or(self.endpoint.as_deref())
+    }
+}
+
+/// Checks that `pem` holds at least one certificate and nothing unreadable: the message says
+/// what is wrong with `field`.
+pub fn check_ca_bundle(field: &str, pem: &str) -> Result<(), String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    // The SDK's client panics on a certificate it cannot read: every one is tried here first,
+    // the same way (PEM, then a root store).
+    let mut roots = rustls::RootCertStore::empty();
+    let mut count = 0;
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let cert = cert.map_err(|e| format!("{field} holds an unreadable certificate: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{field} holds an unreadable certificate: {e}"))?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err(format!(
+            "{field} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+        ));
+    }
+    Ok(())
+}
+
+/// The SDK's HTTPS client trusting the system's roots and `bundle` besides: nothing is turned
+/// off, the server's certificate and name are checked as always. `None` when the bundle cannot
+/// be used (checked beforehand by [`check_ca_bundle`]; the endpoint then fails its TLS check).
+fn https_client_trusting(
+    bundle: &str,
+) -> Option<aws_smithy_runtime_api::client::http::SharedHttpClient> {
+    use aws_smithy_http_client::tls;
+    if let Err(message) = check_ca_bundle("the CA bundle", bundle) {
+        tracing::error!(%message, "the CA bundle cannot be used");
+        return None;
+    }
+    let trust = tls::TrustStore::default().with_pem_certificate(bundle.as_bytes().to_vec());
+    let context = tls::TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| tracing::error!(error = %e, "the CA bundle cannot be used"))
+        .ok()?;
+    Some(
+        aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::AwsLc,
+            ))
+            .tls_context(context)
+            .build_https(),
+    )
+}
+
+/// The loader with the target's private CA, if it names one.
+fn with_ca_bundle(loader: aws_config::ConfigLoader, target: &Target) -> aws_config::ConfigLoader {
+    match target.ca_bundle.as_deref().and_then(https_client_trusting) {
+        Some(client) => loader.http_client(client),
+        None => loader,
     }
 }
 
@@ -103,9 +164,12 @@ pub async fn workload_identity_config(target: &Target) -> SdkConfig {
             .configure(&provider)
             .build(),
     );
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .region(region)
-        .credentials_provider(chain);
+    let mut loader = with_ca_bundle(
+        aws_config::defaults(BehaviorVersion::latest())
+            .region(region)
+            .credentials_provider(chain),
+        target,
+    );
     if let Some(endpoint) = &target.endpoint {
         loader = loader.endpoint_url(endpoint);
     }
@@ -115,8 +179,10 @@ pub async fn workload_identity_config(target: &Target) -> SdkConfig {
 /// Builds the SDK configuration for an access mode. Assumed-role credentials are cached and
 /// refreshed by the SDK before they expire, so long uploads survive one-hour sessions.
 pub async fn sdk_config(access: &Access, target: &Target) -> SdkConfig {
-    let mut loader =
-        aws_config::defaults(BehaviorVersion::latest()).region(Region::new(target.region.clone()));
+    let mut loader = with_ca_bundle(
+        aws_config::defaults(BehaviorVersion::latest()).region(Region::new(target.region.clone())),
+        target,
+    );
     if let Some(endpoint) = &target.endpoint {
         loader = loader.endpoint_url(endpoint);
     }
@@ -285,5 +351,32 @@ mod tests {
         target.sts_endpoint = Some("https://sts.internal".into());
         assert_eq!(target.sts_url(), Some("https://sts.internal"));
         assert_eq!(Target::default().sts_url(), None);
+    }
+
+    #[tokio::test]
+    async fn a_bundle_is_checked_before_the_sdk_sees_it() {
+        let broken = "-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n";
+        let err = check_ca_bundle("spec.s3.caBundle", broken).unwrap_err();
+        assert!(
+            err.starts_with("spec.s3.caBundle holds an unreadable certificate"),
+            "{err}"
+        );
+        let err = check_ca_bundle("spec.s3.caBundle", "no pem here").unwrap_err();
+        assert!(err.contains("holds no PEM certificate"), "{err}");
+        // An unusable bundle never reaches the SDK's client (which would panic on it).
+        let target = Target {
+            endpoint: Some("https://127.0.0.1:9".into()),
+            force_path_style: true,
+            region: "us-east-1".into(),
+            ca_bundle: Some(broken.into()),
+            ..Default::default()
+        };
+        let config = sdk_config(&Access::WorkloadIdentity, &target).await;
+        let sent = s3_client(&config, &target)
+            .head_bucket()
+            .bucket("b")
+            .send()
+            .await;
+        assert!(sent.is_err());
     }
 }

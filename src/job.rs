@@ -116,6 +116,9 @@ pub fn upload_env(v: &ValidatedDelivery, workload_secret: Option<&str>) -> Vec<E
     if let Some(owner) = &v.expected_bucket_owner {
         envs.push(env("OUTBOUND_EXPECTED_BUCKET_OWNER", owner));
     }
+    if let Some(bundle) = &v.ca_bundle {
+        envs.push(env("OUTBOUND_CA_BUNDLE", bundle));
+    }
     envs.push(env(
         "OUTBOUND_FORCE_PATH_STYLE",
         v.force_path_style.to_string(),
@@ -237,6 +240,7 @@ fn source_env(envs: &mut Vec<EnvVar>, source: &JobSource, workload_secret: Optio
             region,
             endpoint,
             force_path_style,
+            ca_bundle,
             keys,
             copy,
         } => {
@@ -249,6 +253,9 @@ fn source_env(envs: &mut Vec<EnvVar>, source: &JobSource, workload_secret: Optio
                 "OUTBOUND_SOURCE_FORCE_PATH_STYLE",
                 force_path_style.to_string(),
             ));
+            if let Some(bundle) = ca_bundle {
+                envs.push(env("OUTBOUND_SOURCE_CA_BUNDLE", bundle));
+            }
             let [access, secret_access, session] = crate::upload::source::SOURCE_KEY_ENV;
             match (keys, workload_secret) {
                 (Some(keys), _) => {

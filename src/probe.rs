@@ -32,6 +32,7 @@ pub mod reason {
     pub const CREDENTIALS_UNAVAILABLE: &str = "CredentialsUnavailable";
     pub const PROBE_FAILED: &str = "ProbeFailed";
     pub const ENDPOINT_NOT_ALLOWED: &str = "EndpointNotAllowed";
+    pub const INVALID_CA_BUNDLE: &str = "InvalidCABundle";
     pub const EXTERNAL_ID_NOT_ALLOWED: &str = "ExternalIdNotAllowed";
     pub const CRD_OUTDATED: &str = "CRDOutdated";
     pub const BUCKET_OWNER_MISMATCH: &str = "BucketOwnerMismatch";
@@ -201,6 +202,14 @@ impl ErrorFacts {
                 "timed out".into()
             } else if has(&["dns", "lookup", "resolve", "name or service"]) {
                 "name not resolved".into()
+            } else if has(&[
+                "unknownissuer",
+                "unknown issuer",
+                "invalid peer certificate",
+            ]) {
+                "the server's TLS certificate is not trusted (signed by a private CA? give that \
+                 CA in caBundle)"
+                    .into()
             } else if has(&["tls", "certificate", "handshake"]) {
                 "TLS handshake failed".into()
             } else if has(&["connection reset", "broken pipe", "connection closed"]) {

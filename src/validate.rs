@@ -27,6 +27,8 @@ pub struct ValidatedDelivery {
     pub force_path_style: bool,
     pub sts_endpoint: Option<String>,
     pub expected_bucket_owner: Option<String>,
+    /// The destination endpoint's private CA (PEM).
+    pub ca_bundle: Option<String>,
     /// Destination prefix + delivery keyPrefix, placeholders expanded.
     pub prefix: String,
     pub source: JobSource,
@@ -66,6 +68,7 @@ impl ValidatedDelivery {
             force_path_style: self.force_path_style,
             sts_endpoint: self.sts_endpoint.clone(),
             expected_bucket_owner: self.expected_bucket_owner.clone(),
+            ca_bundle: self.ca_bundle.clone(),
             prefix: self.prefix.clone(),
             name_template: self.name_template.clone(),
         }
@@ -86,6 +89,7 @@ pub fn target_now(
         force_path_style: s3.force_path_style.unwrap_or(false),
         sts_endpoint: s3.sts_endpoint.clone(),
         expected_bucket_owner: s3.expected_bucket_owner.clone(),
+        ca_bundle: s3.ca_bundle.clone(),
         prefix: delivery_prefix(delivery, s3.prefix.as_deref()),
         name_template: None,
     }
@@ -214,6 +218,7 @@ pub enum JobSource {
         region: String,
         endpoint: Option<String>,
         force_path_style: bool,
+        ca_bundle: Option<String>,
         /// The Secret of the provider's keys; `None`: the workload identity.
         keys: Option<crate::api::SecretKeys>,
         /// The server copies the parts (one identity reads the source and writes the
@@ -311,6 +316,7 @@ fn missing_keys<'a>(keys: &'a crate::api::SecretKeys, present: &[String]) -> Vec
 /// (the workload identity on both sides, or the same Secret and key names) on one endpoint.
 fn job_source(
     delivery: &OutboundDelivery,
+    destination_endpoint: Option<&str>,
     credentials: &JobCredentials,
     pvc: Option<&PersistentVolumeClaim>,
     source_keys: Option<&[String]>,
@@ -373,14 +379,17 @@ fn job_source(
                 }
                 _ => false,
             };
+            // One server: the destination's endpoint is the source's (or both are AWS).
+            let one_server = s3.endpoint.as_deref() == destination_endpoint;
             Ok(JobSource::Bucket {
                 bucket: s3.bucket.clone(),
                 prefix: s3.prefix.clone(),
                 region: s3.region.clone(),
                 endpoint: s3.endpoint.clone(),
                 force_path_style: s3.force_path_style.unwrap_or(false),
+                ca_bundle: s3.ca_bundle.clone(),
                 keys: s3.secret.clone(),
-                copy: one_identity && s3.copy.unwrap_or_default() == CopyMode::Auto,
+                copy: one_identity && one_server && s3.copy.unwrap_or_default() == CopyMode::Auto,
             })
         }
         (None, None) => Err(Blocked::new(
@@ -508,7 +517,13 @@ pub fn validate(
         }
     };
 
-    let source = job_source(delivery, &credentials, pvc, source_keys)?;
+    let source = job_source(
+        delivery,
+        dspec.s3.endpoint.as_deref(),
+        &credentials,
+        pvc,
+        source_keys,
+    )?;
 
     let dest_ready = destination
         .status
@@ -564,6 +579,7 @@ pub fn validate(
         force_path_style: dspec.s3.force_path_style.unwrap_or(false),
         sts_endpoint: dspec.s3.sts_endpoint.clone(),
         expected_bucket_owner: dspec.s3.expected_bucket_owner.clone(),
+        ca_bundle: dspec.s3.ca_bundle.clone(),
         manifest_key: manifest_key(delivery, Some(destination)),
         manifest_name: manifest_name(delivery),
         name_template: spec

@@ -277,6 +277,13 @@ pub struct BucketSource {
     /// Path-style addressing, needed by most S3-compatible servers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_path_style: Option<bool>,
+    /// PEM certificates of the private CA that signs `endpoint`'s certificate (an S3-compatible
+    /// server inside the organisation), trusted besides the system's (the image's) trust store.
+    /// Nothing is turned off: the certificate and its name are still checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    #[x_kube(validation = Rule::new("self.contains('-----BEGIN CERTIFICATE-----')").message("must hold PEM certificates (-----BEGIN CERTIFICATE-----)"))]
+    pub ca_bundle: Option<String>,
     /// Keys of the provider's own, in a Secret of this namespace. Unset: the operator's workload
     /// identity reads, where the admin's OutboundTenancy grants this namespace the bucket
     /// (`grants[].sourceBuckets`).
@@ -469,6 +476,9 @@ pub struct DeliveryTarget {
     /// The account id that must own the bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_bucket_owner: Option<String>,
+    /// The private CA trusted for `endpoint` (PEM), when the destination names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
     /// Key prefix of every object of the delivery (destination prefix + keyPrefix, expanded).
     #[serde(default)]
     pub prefix: String,

@@ -100,6 +100,13 @@ pub struct S3Location {
     /// Path-style addressing (`endpoint/bucket/key`), needed by most S3-compatible servers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_path_style: Option<bool>,
+    /// PEM certificates of the private CA that signs `endpoint`'s certificate (an S3-compatible
+    /// server inside the organisation), trusted besides the system's (the image's) trust store.
+    /// Nothing is turned off: the certificate and its name are still checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    #[x_kube(validation = Rule::new("self.contains('-----BEGIN CERTIFICATE-----')").message("must hold PEM certificates (-----BEGIN CERTIFICATE-----)"))]
+    pub ca_bundle: Option<String>,
 }
 
 fn default_region() -> String {

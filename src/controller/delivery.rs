@@ -708,6 +708,14 @@ async fn source_allowed(
     let Some(s3) = &source.s3 else {
         return Ok(());
     };
+    if let Some(bundle) = &s3.ca_bundle {
+        crate::credentials::check_ca_bundle("spec.source.s3.caBundle", bundle).map_err(
+            |message| Blocked {
+                reason: crate::probe::reason::INVALID_CA_BUNDLE,
+                message,
+            },
+        )?;
+    }
     if let Some(url) = &s3.endpoint {
         let field = "spec.source.s3.endpoint";
         let policy = ctx.args.endpoint_policy();

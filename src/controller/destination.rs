@@ -248,6 +248,7 @@ pub fn probe_target(dest: &OutboundDestination) -> ProbeTarget {
             force_path_style: s3.force_path_style.unwrap_or(false),
             sts_endpoint: s3.sts_endpoint.clone(),
             expected_bucket_owner: s3.expected_bucket_owner.clone(),
+            ca_bundle: s3.ca_bundle.clone(),
         },
         // The same settings, defaults included, that the Jobs of its deliveries get.
         write: crate::validate::write_settings(dest),
@@ -267,6 +268,11 @@ async fn endpoints_allowed(
     policy: EndpointPolicy,
 ) -> Result<(), Box<ProbeReport>> {
     let s3 = &dest.spec.s3;
+    if let Some(bundle) = &s3.ca_bundle {
+        crate::credentials::check_ca_bundle("spec.s3.caBundle", bundle).map_err(|message| {
+            Box::new(ProbeReport::refused(reason::INVALID_CA_BUNDLE, message))
+        })?;
+    }
     let fields = [
         ("spec.s3.endpoint", &s3.endpoint),
         ("spec.s3.stsEndpoint", &s3.sts_endpoint),

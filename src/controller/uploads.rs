@@ -86,6 +86,7 @@ pub async fn abort_all(
         force_path_style: target.force_path_style,
         sts_endpoint: target.sts_endpoint.clone(),
         expected_bucket_owner: target.expected_bucket_owner.clone(),
+        ca_bundle: target.ca_bundle.clone(),
     };
     let config = sdk_config(access, &sdk_target).await;
     let s3 = s3_client(&config, &sdk_target);

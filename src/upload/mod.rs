@@ -81,6 +81,10 @@ pub struct SourceArgs {
     /// The source's S3-compatible endpoint URL.
     #[arg(long, env = "OUTBOUND_SOURCE_ENDPOINT")]
     pub source_endpoint: Option<String>,
+    /// PEM certificates of a private CA that signs the source endpoint's certificate, trusted
+    /// besides the system's.
+    #[arg(long, env = "OUTBOUND_SOURCE_CA_BUNDLE", hide_env_values = true)]
+    pub source_ca_bundle: Option<String>,
     /// Path-style addressing for the source endpoint.
     #[arg(long, env = "OUTBOUND_SOURCE_FORCE_PATH_STYLE", action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub source_force_path_style: bool,
@@ -148,6 +152,7 @@ impl SourceArgs {
                 &self.source_region,
                 self.source_endpoint.as_deref(),
                 self.source_force_path_style,
+                self.source_ca_bundle.as_deref(),
             )
             .await
             .map(Some),
@@ -220,6 +225,10 @@ pub struct UploadArgs {
     pub endpoint: Option<String>,
     /// The account id that must own the bucket: sent with every request, which S3 refuses (403)
     /// when another account owns it.
+    /// PEM certificates of a private CA that signs the endpoint's certificate, trusted besides the
+    /// system's (an S3-compatible server with a private CA).
+    #[arg(long, env = "OUTBOUND_CA_BUNDLE", hide_env_values = true)]
+    pub ca_bundle: Option<String>,
     #[arg(long, env = "OUTBOUND_EXPECTED_BUCKET_OWNER")]
     pub expected_bucket_owner: Option<String>,
     /// STS endpoint URL for assuming the role (default: the endpoint, else AWS STS).
@@ -624,6 +633,7 @@ async fn deliver(
         force_path_style: args.force_path_style,
         sts_endpoint: args.sts_endpoint.clone(),
         expected_bucket_owner: args.expected_bucket_owner.clone(),
+        ca_bundle: args.ca_bundle.clone(),
     };
     if let Access::AssumeRole {
         role_arn,

@@ -49,6 +49,7 @@ impl S3Source {
         region: &str,
         endpoint: Option<&str>,
         force_path_style: bool,
+        ca_bundle: Option<&str>,
     ) -> Result<Arc<S3Source>, UploadError> {
         let (bucket, prefix) = parse_url(url)?;
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
@@ -58,6 +59,7 @@ impl S3Source {
             force_path_style,
             sts_endpoint: None,
             expected_bucket_owner: None,
+            ca_bundle: ca_bundle.map(str::to_string),
         };
         let config = match (var(SOURCE_KEY_ENV[0]), var(SOURCE_KEY_ENV[1])) {
             (Some(access_key_id), Some(secret_access_key)) => {

@@ -525,6 +525,42 @@ pub async fn apply_crds(client: &Client) {
         String::new,
     )
     .await;
+    // The admission policies' param informers sync a moment after their CRDs: until then every
+    // write a policy governs is refused ("not yet synced"). Dry runs, until neither kind is.
+    wait_for(
+        "the admission policies' params synced",
+        Duration::from_secs(30),
+        || async {
+            let dry = PostParams {
+                dry_run: true,
+                ..Default::default()
+            };
+            let destination: OutboundDestination = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "sync-probe"},
+                "spec": {"s3": {"bucket": "sync-probe"}, "credentials": {"secret": {"name": "x"}}},
+            }))
+            .unwrap();
+            let delivery: OutboundDelivery = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "sync-probe"},
+                "spec": {"destinationRef": {"name": "x"}, "source": {"volume": {"claimName": "x"}}},
+            }))
+            .unwrap();
+            let unsynced = |e: kube::Error| e.to_string().contains("not yet synced");
+            let a = Api::<OutboundDestination>::namespaced(client.clone(), "default")
+                .create(&dry, &destination)
+                .await
+                .err()
+                .is_some_and(unsynced);
+            let b = Api::<OutboundDelivery>::namespaced(client.clone(), "default")
+                .create(&dry, &delivery)
+                .await
+                .err()
+                .is_some_and(unsynced);
+            (!a && !b).then_some(())
+        },
+        String::new,
+    )
+    .await;
 }
 
 /// Polls `check` until it returns Some, or panics after `timeout` with `diagnose()`.
@@ -562,6 +598,7 @@ pub async fn s3(endpoint: &str, region: &str, key: &str, secret: &str) -> aws_sd
         force_path_style: true,
         sts_endpoint: None,
         expected_bucket_owner: None,
+        ca_bundle: None,
     };
     let config = outbound::credentials::sdk_config(&access, &target).await;
     outbound::credentials::s3_client(&config, &target)
