@@ -89,13 +89,7 @@ async fn job_env(world: &World) -> Vec<(String, String)> {
 async fn a_bucket_source_is_read_with_the_providers_secret_and_delivered_exactly() {
     let mut world = World::new("s3src").await;
     let env = &world.env;
-    let admin = s3(
-        &env.s3_endpoint,
-        &env.s3_region,
-        &env.s3_access_key,
-        &env.s3_secret_key,
-    )
-    .await;
+    let admin = world.ground_s3().await;
     let objects = [
         ("a.sync", lines(30_000, 0)),
         ("with space é.csv", lines(2_000, 1)),
@@ -112,15 +106,7 @@ async fn a_bucket_source_is_read_with_the_providers_secret_and_delivered_exactly
         .unwrap();
     let (key, secret) = (env.s3_access_key.clone(), env.s3_secret_key.clone());
     let endpoint = env.s3_endpoint.clone();
-    world
-        .secret(
-            "keys",
-            &[
-                ("AWS_ACCESS_KEY_ID", &key),
-                ("AWS_SECRET_ACCESS_KEY", &secret),
-            ],
-        )
-        .await;
+    world.ground_keys_secret("keys").await;
     world
         .apply_yaml::<OutboundDestination>(&format!(
             "apiVersion: outbound.dev/v1alpha1\nkind: OutboundDestination\nmetadata: {{name: acme}}\nspec:\n  s3: {{bucket: {destination_bucket}, endpoint: \"{endpoint}\", forcePathStyle: true}}\n  credentials: {{secret: {{name: keys}}}}\n"
@@ -143,17 +129,10 @@ async fn a_bucket_source_is_read_with_the_providers_secret_and_delivered_exactly
             Duration::from_secs(60),
         )
         .await;
-    let ready = waiting
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let (_, message) = ready_of(&waiting.status.unwrap().conditions);
     assert!(
-        ready.message.contains("provider") && ready.message.contains("spec.source.s3.secret"),
-        "{}",
-        ready.message
+        message.contains("provider") && message.contains("spec.source.s3.secret"),
+        "{message}"
     );
     world
         .secret("provider", &[("id", &key), ("key", &secret)])
@@ -238,13 +217,7 @@ async fn a_bucket_source_is_read_with_the_providers_secret_and_delivered_exactly
 async fn our_identity_reads_a_source_bucket_only_when_granted_and_the_server_copies() {
     let mut world = World::new("s3grant").await;
     let env = &world.env;
-    let admin = s3(
-        &env.s3_endpoint,
-        &env.s3_region,
-        &env.s3_access_key,
-        &env.s3_secret_key,
-    )
-    .await;
+    let admin = world.ground_s3().await;
     let objects = [("big.sync", lines(120_000, 0)), ("small.sync", lines(3, 9))];
     let provider = provider_bucket(&admin, &objects).await;
     let destination_bucket = format!("s3grant-{}", suffix());
@@ -265,15 +238,7 @@ async fn our_identity_reads_a_source_bucket_only_when_granted_and_the_server_cop
     let _guard = TenancyGuard;
     apply_tenancy(&world, &tenancy("[]")).await;
     // Our identity, for the operator and (through the admin's Secret) the upload pods.
-    world
-        .secret(
-            "outbound-identity",
-            &[
-                ("AWS_ACCESS_KEY_ID", &key),
-                ("AWS_SECRET_ACCESS_KEY", &secret),
-            ],
-        )
-        .await;
+    world.ground_keys_secret("outbound-identity").await;
     world
         .apply_yaml::<OutboundDestination>(&format!(
             "apiVersion: outbound.dev/v1alpha1\nkind: OutboundDestination\nmetadata: {{name: ours}}\nspec:\n  s3: {{bucket: {destination_bucket}, endpoint: \"{endpoint}\", forcePathStyle: true}}\n  credentials: {{crossAccount: {{}}}}\n"
@@ -301,14 +266,7 @@ async fn our_identity_reads_a_source_bucket_only_when_granted_and_the_server_cop
             Duration::from_secs(60),
         )
         .await;
-    let message = refused
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap()
-        .message;
+    let (_, message) = ready_of(&refused.status.unwrap().conditions);
     assert!(
         message.starts_with(&format!("spec.source.s3.bucket {provider} is not granted")),
         "{message}"
@@ -420,14 +378,7 @@ async fn a_source_endpoint_the_admin_did_not_allow_is_refused() {
             Duration::from_secs(60),
         )
         .await;
-    let message = refused
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap()
-        .message;
+    let (_, message) = ready_of(&refused.status.unwrap().conditions);
     assert!(
         message.starts_with("spec.source.s3.endpoint http://127.0.0.1:9 is a loopback address"),
         "{message}"

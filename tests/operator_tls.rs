@@ -108,18 +108,6 @@ async fn tls_front(upstream: &str, dir: &Path) -> String {
     url
 }
 
-fn ready(d: &OutboundDestination) -> (String, String) {
-    let c = d
-        .status
-        .as_ref()
-        .unwrap()
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
-    (c.reason.clone(), c.message.clone())
-}
-
 /// The ground's CA as a destination's `caBundle`: the probe validates the HTTPS endpoint and a
 /// delivery through it succeeds byte for byte, its Job carrying the bundle; the same endpoint
 /// without the bundle is refused for its certificate; a bundle that is no certificate gets
@@ -128,13 +116,7 @@ fn ready(d: &OutboundDestination) -> (String, String) {
 async fn an_endpoint_of_a_private_ca_is_trusted_with_its_bundle_and_only_then() {
     let mut world = World::new("tls").await;
     let env = &world.env;
-    let admin = s3(
-        &env.s3_endpoint,
-        &env.s3_region,
-        &env.s3_access_key,
-        &env.s3_secret_key,
-    )
-    .await;
+    let admin = world.ground_s3().await;
     let bucket = format!("tls-{}", suffix());
     admin.create_bucket().bucket(&bucket).send().await.unwrap();
     let front = tls_front(&env.s3_endpoint, world.dir.path()).await;
@@ -142,16 +124,7 @@ async fn an_endpoint_of_a_private_ca_is_trusted_with_its_bundle_and_only_then() 
         Path::new(&std::env::var("GROUND_STATE").unwrap()).join("pki/ca.crt"),
     )
     .unwrap();
-    let (key, secret) = (env.s3_access_key.clone(), env.s3_secret_key.clone());
-    world
-        .secret(
-            "keys",
-            &[
-                ("AWS_ACCESS_KEY_ID", &key),
-                ("AWS_SECRET_ACCESS_KEY", &secret),
-            ],
-        )
-        .await;
+    world.ground_keys_secret("keys").await;
     let destination = |name: &str, bundle: Option<&str>| {
         let bundle = bundle
             .map(|b| format!("    caBundle: {}\n", serde_json::to_string(b).unwrap()))
@@ -204,7 +177,7 @@ async fn an_endpoint_of_a_private_ca_is_trusted_with_its_bundle_and_only_then() 
         || world.diagnose(),
     )
     .await;
-    let (reason, message) = ready(&refused);
+    let (reason, message) = ready_of(&refused.status.unwrap().conditions);
     assert!(
         message.contains("TLS certificate is not trusted") && message.contains("caBundle"),
         "{reason}: {message}"
@@ -212,7 +185,7 @@ async fn an_endpoint_of_a_private_ca_is_trusted_with_its_bundle_and_only_then() 
     let broken = world
         .wait_destination("broken", "False", "InvalidCABundle")
         .await;
-    let (_, message) = ready(&broken);
+    let (_, message) = ready_of(&broken.status.unwrap().conditions);
     assert!(message.contains("spec.s3.caBundle"), "{message}");
 
     world

@@ -210,6 +210,34 @@ impl World {
         command
     }
 
+    /// A client of the ground's versitygw as its root user.
+    pub async fn ground_s3(&self) -> aws_sdk_s3::Client {
+        let env = &self.env;
+        s3(
+            &env.s3_endpoint,
+            &env.s3_region,
+            &env.s3_access_key,
+            &env.s3_secret_key,
+        )
+        .await
+    }
+
+    /// The Secret `name` with the ground versitygw's root keys under the default key names.
+    pub async fn ground_keys_secret(&self, name: &str) {
+        let (key, secret) = (
+            self.env.s3_access_key.clone(),
+            self.env.s3_secret_key.clone(),
+        );
+        self.secret(
+            name,
+            &[
+                ("AWS_ACCESS_KEY_ID", &key),
+                ("AWS_SECRET_ACCESS_KEY", &secret),
+            ],
+        )
+        .await;
+    }
+
     /// Kills the operator abruptly (SIGKILL), as a node loss would.
     pub fn kill_operator(&mut self) {
         if let Some(mut child) = self.operator.take() {
@@ -724,4 +752,15 @@ pub async fn apply_tenancy(world: &World, yaml: &str) {
         )
         .await
         .expect("the admin applies the tenancy");
+}
+
+/// The reason and message of the `Ready` condition among `conditions` (empty when there is none).
+pub fn ready_of(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> (String, String) {
+    conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.reason.clone(), c.message.clone()))
+        .unwrap_or_default()
 }
