@@ -32,6 +32,11 @@ type Config struct {
 	CAFile     string
 	ImagesFile string // JSON object: image repository -> local executable
 	PidDir     string
+	// Runc runs the images that the images file does not map; empty: every image must be mapped.
+	Runc string
+	// ForwardPorts are the host's loopback ports (API server, S3 servers) that pods in network
+	// namespaces of their own reach at the same 127.0.0.1 address.
+	ForwardPorts []int
 }
 
 // Node runs pods.
@@ -40,12 +45,16 @@ type Node struct {
 	client kubernetes.Interface
 	mu     sync.Mutex
 	pods   map[types.UID]*podWorker
+	store  *imageStore
 }
 
 // New makes a node.
 func New(cfg Config, client kubernetes.Interface) *Node {
-	return &Node{cfg: cfg, client: client, pods: map[types.UID]*podWorker{}}
+	return &Node{cfg: cfg, client: client, pods: map[types.UID]*podWorker{}, store: newImageStore(filepath.Join(cfg.StateDir, "images"))}
 }
+
+// runcRoot is where runc keeps the state of this node's containers.
+func (n *Node) runcRoot() string { return filepath.Join(n.cfg.StateDir, "runc") }
 
 // Run registers the node and serves pods until ctx ends; then it stops every pod's processes.
 func (n *Node) Run(ctx context.Context) error {
@@ -77,6 +86,7 @@ func (n *Node) Run(ctx context.Context) error {
 	factory.Start(ctx.Done())
 	<-ctx.Done()
 	n.stopAll()
+	cleanupCgroups(n.cfg.StateDir)
 	return nil
 }
 
