@@ -271,3 +271,65 @@ async fn a_container_past_its_memory_limit_is_oom_killed() {
     assert_eq!(large.reason.as_deref(), Some("Completed"));
     world.cleanup().await;
 }
+
+/// `imagePullPolicy`: `Never` runs only an image the node already holds under that reference;
+/// `IfNotPresent` pulls it; then `Never` runs it.
+#[tokio::test]
+async fn image_pull_policy_is_honoured() {
+    let world = World::new("img-pull").await;
+    let registry = std::env::var("GROUND_REGISTRY").expect("GROUND_REGISTRY");
+    // A tag this test alone uses, so that no other pod pulled it before.
+    let tag = format!("pull-{}", suffix());
+    let busybox = std::env::var("GROUND_BUSYBOX_IMAGE").expect("GROUND_BUSYBOX_IMAGE");
+    let out = std::process::Command::new("crane")
+        .args(["tag", &busybox, &tag])
+        .output()
+        .expect("crane on PATH (the ground's env)");
+    assert!(out.status.success(), "crane tag: {out:?}");
+    let image = format!("{registry}/busybox:{tag}");
+    let pods = world.api::<Pod>();
+    let pod = |name: &str, policy: &str| -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": false,
+                "containers": [{"name": "c", "image": image, "imagePullPolicy": policy, "command": ["true"]}],
+            }
+        }))
+        .unwrap()
+    };
+    // The reason the container's state gives, once it has one.
+    let reason = |name: &'static str| {
+        let pods = pods.clone();
+        async move {
+            let p = pods.get_opt(name).await.ok()??;
+            let s = p.status?.container_statuses?.into_iter().next()?;
+            let state = s.state?;
+            match (state.terminated, state.waiting) {
+                (Some(t), _) => t.reason,
+                (None, Some(w)) if w.reason.as_deref() != Some("ContainerCreating") => w.reason,
+                _ => None,
+            }
+        }
+    };
+    for (name, policy, want) in [
+        ("never-before", "Never", "ErrImageNeverPull"),
+        ("if-not-present", "IfNotPresent", "Completed"),
+        ("never-after", "Never", "Completed"),
+    ] {
+        pods.create(&PostParams::default(), &pod(name, policy))
+            .await
+            .unwrap();
+        let got = wait_for(
+            &format!("pod {name} ended"),
+            Duration::from_secs(60),
+            || reason(name),
+            || world.diagnose(),
+        )
+        .await;
+        assert_eq!(got, want, "pod {name} ({policy})");
+    }
+    world.cleanup().await;
+}

@@ -1,5 +1,6 @@
 // Command ground is Outbound's local test ground: embedded etcd, the real kube-apiserver and
-// kube-controller-manager, a local node that runs pods as processes, and S3 servers.
+// kube-controller-manager, an OCI registry, a local node that runs pods (registry images with
+// runc, mapped images as processes), and S3 servers.
 //
 // One binary plays every part: `ground up` supervises; `ground kube-apiserver ...`,
 // `ground kube-controller-manager ...` and `ground kubectl ...` (or the binary called as

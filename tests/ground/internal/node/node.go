@@ -1,5 +1,6 @@
 // Package node is the ground's local node: it registers a Ready Node, binds pending pods to it and
-// runs each pod's containers as local processes, reporting their state back like a kubelet.
+// runs each pod's containers, with runc from their registry images (runc.go) or, for images the
+// images file maps, as local processes, reporting their state back like a kubelet.
 package node
 
 import (
@@ -115,7 +116,7 @@ func (n *Node) register(ctx context.Context) error {
 		Allocatable: capacity,
 		Phase:       corev1.NodeRunning,
 		Conditions: []corev1.NodeCondition{
-			{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", Message: "the ground's local node runs pods as processes", LastHeartbeatTime: now, LastTransitionTime: now},
+			{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", Message: "the ground's local node runs registry images with runc, mapped images as processes", LastHeartbeatTime: now, LastTransitionTime: now},
 			{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasSufficientMemory", LastHeartbeatTime: now, LastTransitionTime: now},
 			{Type: corev1.NodeDiskPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasNoDiskPressure", LastHeartbeatTime: now, LastTransitionTime: now},
 			{Type: corev1.NodePIDPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasSufficientPID", LastHeartbeatTime: now, LastTransitionTime: now},

@@ -1,7 +1,8 @@
 package node
 
-// A pod worker: prepares a pod's volumes and environment, runs its containers as processes in
-// their own mount namespaces, and writes container states and the pod phase back to the API.
+// A pod worker: prepares a pod's volumes, environment and network, runs its containers (with runc,
+// or as host processes in their own mount namespaces), and writes container states and the pod
+// phase back to the API.
 
 import (
 	"context"

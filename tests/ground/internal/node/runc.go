@@ -192,6 +192,23 @@ func containerArgs(c corev1.Container, img *pulledImage, env []string) []string 
 	return append(append([]string{}, entry...), cmd...)
 }
 
+// mergeEnv is the image's environment overridden by the container's, each name once (a process
+// that reads the first of two would otherwise see the image's value).
+func mergeEnv(image, container []string) []string {
+	index := map[string]int{}
+	var out []string
+	for _, kv := range append(append([]string{}, image...), container...) {
+		name, _, _ := strings.Cut(kv, "=")
+		if i, ok := index[name]; ok {
+			out[i] = kv
+			continue
+		}
+		index[name] = len(out)
+		out = append(out, kv)
+	}
+	return out
+}
+
 // cgroupParent is where this ground's containers live in every cgroup hierarchy; named after the
 // state folder so that two grounds on one machine never share one.
 func cgroupParent(stateDir string) string {
@@ -232,7 +249,7 @@ func runcSpec(pod *corev1.Pod, c corev1.Container, img *pulledImage, sec securit
 	process := &specs.Process{
 		User:            specs.User{UID: uid, GID: gid, AdditionalGids: sec.groups},
 		Args:            args,
-		Env:             append(append([]string{}, img.Config.Env...), env...),
+		Env:             mergeEnv(img.Config.Env, env),
 		Cwd:             cwd,
 		NoNewPrivileges: sec.noNewPrivs,
 		Capabilities: &specs.LinuxCapabilities{
