@@ -869,7 +869,7 @@ async fn chart_defaults_run_the_registry_image_as_nonroot_on_a_read_only_root() 
             "{:?}",
             c.args
         );
-        let p = operator_support::container_process(pod);
+        let p = operator_support::container::container_process(pod);
         assert_eq!(
             p.image_id, digest,
             "the node ran the image it pulled by digest"
