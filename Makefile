@@ -33,7 +33,7 @@ unit-test:
 	cargo test --lib --bins
 
 ground-test: ground-up
-	source $(ENV) && cd $(GROUND) && go test -count=1 -v ./e2e/...
+	source $(ENV) && cd $(GROUND) && go test -count=1 -v ./internal/... ./e2e/...
 
 lint:
 	cargo fmt --all -- --check

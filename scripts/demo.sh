@@ -22,7 +22,7 @@ bucket=demo-acme-inbound
 data=$GROUND_STATE/demo-data
 split=16Mi
 
-say "installing the operator with Helm (namespace outbound-system)"
+say "installing the operator with Helm (namespace outbound-system), its image from the ground's registry"
 # CRDs applied by hand earlier (by a test, say) are adopted by the release instead of refused.
 for obj in crd/outbounddestinations.outbound.dev crd/outbounddeliveries.outbound.dev \
   crd/outboundtenancies.outbound.dev crd/outboundshards.outbound.dev crd/outboundschedules.outbound.dev \
@@ -37,8 +37,12 @@ for obj in crd/outbounddestinations.outbound.dev crd/outbounddeliveries.outbound
     kubectl annotate "$obj" meta.helm.sh/release-name=outbound meta.helm.sh/release-namespace=outbound-system --overwrite >/dev/null
   fi
 done
+# The watched namespace first: the chart puts the operator's Role there.
+kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+# The operator's image from the ground's registry, by digest, with the chart's two replicas.
 helm upgrade --install outbound charts/outbound --namespace outbound-system --create-namespace \
-  --set replicaCount=1 --set logFormat=text --set watchNamespace=demo --wait --timeout 120s \
+  --set image.repository="$GROUND_IMAGE_REPOSITORY" --set image.digest="$GROUND_IMAGE_DIGEST" \
+  --set logFormat=text --set watchNamespace=demo --wait --timeout 120s \
   --set endpoints.allowHttp=true --set endpoints.allowPrivate=true  # the ground's S3 is http on 127.0.0.1
 kubectl -n outbound-system get pods -o wide
 
@@ -57,7 +61,6 @@ for name in ("small-a.sync", "small-b.sync", "small-c.sync"):
     lines(os.path.join(out, name), 2_000)
 PY
 ls -l "$data/2026-11-27"
-kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl apply -f - <<YAML
 apiVersion: v1
 kind: PersistentVolume
@@ -136,7 +139,7 @@ python3 -m json.tool "$GROUND_STATE/demo-manifest.json" > "$GROUND_STATE/demo-ma
 head -n 40 "$GROUND_STATE/demo-manifest.pretty.json"
 
 say "checking the bucket holds exactly what it should"
-target/debug/outbound plan --source "$data/2026-11-27" --include '*.sync' --prefix audience/2026-11-27/ \
+"${CARGO_TARGET_DIR:-target}/debug/outbound" plan --source "$data/2026-11-27" --include '*.sync' --prefix audience/2026-11-27/ \
   --split-size "$split" --output json > "$GROUND_STATE/demo-plan.json"
 check=$(mktemp -d)
 s3 s3 sync --quiet "s3://$bucket/audience/" "$check/"

@@ -12,7 +12,7 @@ cargo build --bins
 source "$ground/.state/env"
 
 echo "== ground tests (go test)"
-(cd "$ground" && go test -count=1 -v ./e2e/... 2>&1 | tee "$GROUND_STATE/logs/go-test.log" | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go')
+(cd "$ground" && go test -count=1 -v ./internal/... ./e2e/... 2>&1 | tee "$GROUND_STATE/logs/go-test.log" | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go')
 echo "== rust tests (cargo test)"
 cargo test --all-targets -- --test-threads=2
 if [ "${KEEP_GROUND:-0}" != 1 ]; then

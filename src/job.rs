@@ -10,8 +10,8 @@ use k8s_openapi::api::batch::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EnvVar, EnvVarSource, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecretKeySelector,
-    SecurityContext, ServiceAccount, Volume, VolumeMount,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecurityContext, ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -98,6 +98,10 @@ pub struct JobSettings<'a> {
     /// The Secret whose AWS keys are the upload pods' own identity in the cross-account modes
     /// (`--workload-identity-secret`), where no IRSA, Pod Identity or instance profile gives one.
     pub workload_identity_secret: Option<&'a str>,
+    /// The pods' `fsGroup` (`--upload-fs-group`).
+    pub fs_group: Option<i64>,
+    /// The container's resources (`--upload-resources`).
+    pub resources: Option<&'a ResourceRequirements>,
 }
 
 /// The environment of the uploader (see docs/design/job-contract.md): plain values and
@@ -352,6 +356,7 @@ pub fn build_job(v: &ValidatedDelivery, settings: &JobSettings) -> Job {
             ..SecurityContext::default()
         }),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
+        resources: settings.resources.cloned(),
         ..Container::default()
     };
     let pod = PodSpec {
@@ -361,6 +366,7 @@ pub fn build_job(v: &ValidatedDelivery, settings: &JobSettings) -> Job {
             run_as_non_root: Some(true),
             run_as_user: Some(65532),
             run_as_group: Some(65532),
+            fs_group: settings.fs_group,
             seccomp_profile: Some(SeccompProfile {
                 type_: "RuntimeDefault".into(),
                 localhost_profile: None,
@@ -603,7 +609,35 @@ mod tests {
             image,
             ttl: std::time::Duration::from_secs(3600),
             workload_identity_secret: None,
+            fs_group: None,
+            resources: None,
         }
+    }
+
+    #[test]
+    fn the_upload_pod_settings_reach_the_pod() {
+        let resources: ResourceRequirements =
+            serde_json::from_str(r#"{"limits":{"memory":"128Mi"}}"#).unwrap();
+        let job = build_job(
+            &validated(1),
+            &JobSettings {
+                fs_group: Some(4242),
+                resources: Some(&resources),
+                ..settings("img")
+            },
+        );
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.security_context.unwrap().fs_group, Some(4242));
+        assert_eq!(pod.containers[0].resources.as_ref(), Some(&resources));
+        // None by default: the pods keep the namespace's defaults.
+        let pod = build_job(&validated(1), &settings("img"))
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        assert_eq!(pod.security_context.unwrap().fs_group, None);
+        assert_eq!(pod.containers[0].resources, None);
     }
 
     #[test]

@@ -803,3 +803,210 @@ async fn every_example_applies() {
     assert_eq!(got.lines().count(), 5, "{got}");
     world.cleanup().await;
 }
+
+/// The chart with its defaults (two replicas, leader election), pointed at the ground's registry
+/// by digest: both operators run the image's binary as 65532 on a read-only root, without
+/// capabilities, under seccomp, one leads; the Jobs get the same image by digest, and a delivery
+/// succeeds byte for byte from a source file only 65532 may read.
+#[tokio::test]
+async fn chart_defaults_run_the_registry_image_as_nonroot_on_a_read_only_root() {
+    let _turn = OPERATORS.lock().await;
+    let world = World::new("chart-image").await;
+    let ns = world.ns.clone();
+    let repository = std::env::var("GROUND_IMAGE_REPOSITORY").expect("GROUND_IMAGE_REPOSITORY");
+    let digest = std::env::var("GROUND_IMAGE_DIGEST").expect("GROUND_IMAGE_DIGEST");
+    let image = format!("{repository}@{digest}");
+    adopt_cluster_objects(&ns, &ns);
+    // Only what the ground needs: its S3 server is plain http on loopback; the operator watches
+    // this test's namespace alone.
+    run(Command::new("helm").args([
+        "install",
+        &ns,
+        chart().to_str().unwrap(),
+        "--namespace",
+        &ns,
+        "--set",
+        &format!("image.repository={repository}"),
+        "--set",
+        &format!("image.digest={digest}"),
+        "--set",
+        &format!("watchNamespace={ns}"),
+        "--set",
+        "endpoints.allowHttp=true",
+        "--set",
+        "endpoints.allowPrivate=true",
+        "--wait",
+        "--timeout",
+        "120s",
+    ]));
+    let _installed = Release(ns.clone());
+
+    let pods: Api<Pod> = Api::namespaced(world.client.clone(), &ns);
+    let operators = wait_for(
+        "two operator pods running",
+        Duration::from_secs(60),
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels(
+                    "app.kubernetes.io/name=outbound,app.kubernetes.io/component!=uploader",
+                ))
+                .await
+                .ok()?;
+            let running: Vec<Pod> = list
+                .items
+                .into_iter()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                .collect();
+            (running.len() == 2).then_some(running)
+        },
+        || world.diagnose(),
+    )
+    .await;
+    for pod in &operators {
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        assert_eq!(c.image.as_deref(), Some(image.as_str()));
+        assert!(
+            c.args
+                .iter()
+                .flatten()
+                .any(|a| a == &format!("--uploader-image={image}")),
+            "{:?}",
+            c.args
+        );
+        let p = operator_support::container::container_process(pod);
+        assert_eq!(
+            p.image_id, digest,
+            "the node ran the image it pulled by digest"
+        );
+        assert_eq!(p.uids, vec![65532; 4], "{p:?}");
+        assert_eq!(p.gids, vec![65532; 4], "{p:?}");
+        assert!(
+            p.root_options.split(',').any(|o| o == "ro"),
+            "root not read-only: {p:?}"
+        );
+        assert_eq!(p.cap_eff, "0000000000000000", "{p:?}");
+        assert!(p.no_new_privs && p.seccomp == 2, "{p:?}");
+    }
+    // Both listen on the chart's metrics port, each in its own network namespace; one leads.
+    let names: Vec<String> = operators
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap())
+        .collect();
+    let holder = wait_for(
+        "a leader among the two",
+        Duration::from_secs(60),
+        || async {
+            let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+                world.client.clone(),
+                &ns,
+            )
+            .get_opt("outbound-controller")
+            .await
+            .ok()??;
+            lease.spec?.holder_identity
+        },
+        || world.diagnose(),
+    )
+    .await;
+    assert!(
+        names.contains(&holder),
+        "{holder} leads, not one of {names:?}"
+    );
+
+    // A delivery from a file that only 65532 may read, in a folder only 65532 may enter.
+    let env = &world.env;
+    let client = s3(
+        &env.s3_endpoint,
+        &env.s3_region,
+        &env.s3_access_key,
+        &env.s3_secret_key,
+    )
+    .await;
+    let bucket = format!("chart-img-{}", operator_support::suffix());
+    client.create_bucket().bucket(&bucket).send().await.unwrap();
+    world
+        .secret(
+            "keys",
+            &[
+                ("AWS_ACCESS_KEY_ID", env.s3_access_key.as_str()),
+                ("AWS_SECRET_ACCESS_KEY", env.s3_secret_key.as_str()),
+            ],
+        )
+        .await;
+    let folder = world.volume("exports").await;
+    let body: String = (0..200_000).map(|i| format!("{i:08} line\n")).collect();
+    let file = folder.join("own/a.sync");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, &body).unwrap();
+    let own = |path: &Path, mode: u32| {
+        std::os::unix::fs::chown(path, Some(65532), Some(65532)).unwrap();
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    };
+    own(&file, 0o400);
+    own(file.parent().unwrap(), 0o500);
+    world
+        .apply_yaml::<outbound::api::OutboundDestination>(&format!(
+            r#"
+apiVersion: outbound.dev/v1alpha1
+kind: OutboundDestination
+metadata: {{name: dest}}
+spec:
+  s3: {{bucket: {bucket}, region: {region}, endpoint: "{endpoint}", forcePathStyle: true}}
+  credentials: {{secret: {{name: keys}}}}
+"#,
+            region = env.s3_region,
+            endpoint = env.s3_endpoint
+        ))
+        .await
+        .expect("destination applies");
+    world.wait_destination("dest", "True", "Validated").await;
+    world
+        .apply_yaml::<outbound::api::OutboundDelivery>(
+            "apiVersion: outbound.dev/v1alpha1\nkind: OutboundDelivery\nmetadata: {name: own}\nspec:\n  destinationRef: {name: dest}\n  source: {volume: {claimName: exports, path: own}}\n",
+        )
+        .await
+        .expect("delivery applies");
+    world
+        .wait_delivery("own", "Succeeded", None, Duration::from_secs(120))
+        .await;
+    let got = client
+        .get_object()
+        .bucket(&bucket)
+        .key("a.sync")
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    assert!(got == body.as_bytes(), "a.sync differs from the source");
+    let uploaders = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/component=uploader"))
+        .await
+        .unwrap()
+        .items;
+    assert!(!uploaders.is_empty(), "no upload pod left to look at");
+    for pod in &uploaders {
+        let status = &pod
+            .status
+            .as_ref()
+            .unwrap()
+            .container_statuses
+            .as_ref()
+            .unwrap()[0];
+        assert_eq!(status.image, image);
+        assert_eq!(status.image_id, digest);
+        assert!(
+            status
+                .container_id
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("runc://"),
+            "{status:?}"
+        );
+    }
+    uninstall(&world).await;
+    world.cleanup().await;
+}

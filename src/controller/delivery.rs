@@ -285,6 +285,8 @@ async fn apply(delivery: Arc<OutboundDelivery>, ctx: Arc<Context>) -> Result<Act
                         image: &ctx.args.uploader_image,
                         ttl: ctx.args.job_ttl,
                         workload_identity_secret: ctx.args.workload_identity_secret.as_deref(),
+                        fs_group: ctx.args.upload_fs_group,
+                        resources: ctx.args.upload_resources.as_ref(),
                     },
                 );
                 if !started {

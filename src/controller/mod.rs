@@ -15,7 +15,7 @@ use crate::api::{
 };
 use crate::metrics::Metrics;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, ResourceRequirements, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -89,6 +89,18 @@ pub struct RunArgs {
     /// instance profile gives pods an identity (and the test ground); default: none.
     #[arg(long, env = "OUTBOUND_WORKLOAD_IDENTITY_SECRET")]
     pub workload_identity_secret: Option<String>,
+    /// The upload pods' `fsGroup`: a group they belong to, so that they read source files that
+    /// are readable by that group (default: none; the pods run as 65532:65532).
+    #[arg(long, env = "OUTBOUND_UPLOAD_FS_GROUP")]
+    pub upload_fs_group: Option<i64>,
+    /// The upload container's resources, as the JSON of a Kubernetes `ResourceRequirements`
+    /// (`{"limits":{"memory":"128Mi"}}`); default: none.
+    #[arg(long, env = "OUTBOUND_UPLOAD_RESOURCES", value_parser = parse_resources)]
+    pub upload_resources: Option<ResourceRequirements>,
+}
+
+fn parse_resources(text: &str) -> Result<ResourceRequirements, String> {
+    serde_json::from_str(text).map_err(|e| format!("{text:?} is not a ResourceRequirements: {e}"))
 }
 
 impl RunArgs {

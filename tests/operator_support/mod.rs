@@ -2,6 +2,7 @@
 //! operator process, S3 clients, volumes and waiting.
 #![allow(dead_code)]
 
+pub mod container;
 pub mod monitoring;
 
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Secret};

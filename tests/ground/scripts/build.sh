@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${OUTBOUND_CACHE:-$HOME/.cache/outbound}"
 K8S_VERSION=$(cat KUBERNETES_VERSION)
-hash=$( (cat go.mod go.sum; find cmd/ground internal -name '*.go' -print0 | sort -z | xargs -0 cat) | sha256sum | cut -c1-16)
+hash=$( (cat go.mod go.sum; find cmd/ground internal -name '*.go' ! -name '*_test.go' -print0 | sort -z | xargs -0 cat) | sha256sum | cut -c1-16)
 out="$CACHE/bin/ground-$K8S_VERSION-$hash"
 if [ ! -x "$out/ground" ]; then
   echo "ground: building $K8S_VERSION ($hash); the first build on a machine takes a while" >&2

@@ -23,6 +23,17 @@ for f in "$STATE"/ground.pid "$STATE"/pids/*.pid; do
   fi
   rm -f "$f"
 done
+# Containers whose runc went with the supervisor (killed, say): stopped and deleted through runc's
+# state, their root filesystems unmounted.
+runc="${OUTBOUND_CACHE:-$HOME/.cache/outbound}/bin/runc"
+if [ -d "$STATE/runc" ] && [ -x "$runc" ]; then
+  for id in $("$runc" --root "$STATE/runc" list -q 2>/dev/null); do
+    "$runc" --root "$STATE/runc" kill "$id" KILL 2>/dev/null
+    "$runc" --root "$STATE/runc" delete --force "$id" 2>/dev/null
+    left=$((left + 1))
+  done
+fi
+awk -v s="$STATE/" 'index($2, s) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
 rm -f "$STATE/ready"
 [ "$left" -eq 0 ] || echo "ground: killed $left process(es) that outlived the supervisor" >&2
 echo "ground: stopped" >&2

@@ -20,6 +20,9 @@ PROMETHEUS_VERSION=v0.316.0
 # crane (go-containerregistry): checks `make image`'s output and pushes it to a registry; the same
 # library, at the same version in image/go.mod, writes the image (image/main.go).
 CRANE_VERSION=v0.22.1
+# runc runs the node's containers of registry images. Built with cgo (its nsenter is C) and with
+# seccomp (Debian's libseccomp-dev, installed through apt when missing).
+RUNC_VERSION=v1.5.3
 
 # go_tool NAME MODULE VERSION [PACKAGE_DIR] [BUILD_TAGS]: build a module's command at an exact version into a
 # per-version folder, then link the name. Building inside the downloaded module (instead of
@@ -34,7 +37,7 @@ go_tool() {
     src=$(GOFLAGS=-mod=mod go mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
     [ -d "$src" ] || { echo "tools: could not download $module@$version" >&2; exit 1; }
     rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
-    (cd "$src" && GOWORK=off GOFLAGS="-buildvcs=false -mod=mod" CGO_ENABLED=0 go build -trimpath -tags "$tags" -ldflags="-s -w" -o "$dir.tmp/$name" "$pkg")
+    (cd "$src" && GOWORK=off GOFLAGS="-buildvcs=false -mod=mod" CGO_ENABLED="${CGO:-0}" go build -trimpath -tags "$tags" -ldflags="-s -w" -o "$dir.tmp/$name" "$pkg")
     rm -rf "$dir" && mv "$dir.tmp" "$dir"
   fi
   ln -sfn "$dir/$name" "$BIN/$name"
@@ -67,6 +70,13 @@ case "$want" in
   all|prometheus)
     go_tool promtool github.com/prometheus/prometheus "$PROMETHEUS_VERSION" ./cmd/promtool remove_all_sd
     go_tool prometheus github.com/prometheus/prometheus "$PROMETHEUS_VERSION" ./cmd/prometheus remove_all_sd
+    ;;&
+  all|node)
+    if [ ! -x "$BIN/runc-$RUNC_VERSION/runc" ] && ! pkg-config --exists libseccomp 2>/dev/null; then
+      echo "tools: installing libseccomp-dev for runc" >&2
+      apt-get install -y -qq libseccomp-dev pkg-config >&2
+    fi
+    CGO=1 go_tool runc github.com/opencontainers/runc "$RUNC_VERSION" . "seccomp urfave_cli_no_docs"
     ;;&
   all|image)
     go_tool crane github.com/google/go-containerregistry "$CRANE_VERSION" ./cmd/crane

@@ -1,5 +1,6 @@
 // Command ground is Outbound's local test ground: embedded etcd, the real kube-apiserver and
-// kube-controller-manager, a local node that runs pods as processes, and S3 servers.
+// kube-controller-manager, an OCI registry, a local node that runs pods (registry images with
+// runc, mapped images as processes), and S3 servers.
 //
 // One binary plays every part: `ground up` supervises; `ground kube-apiserver ...`,
 // `ground kube-controller-manager ...` and `ground kubectl ...` (or the binary called as
@@ -11,9 +12,11 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -36,6 +39,7 @@ import (
 
 	"outbound.dev/ground/internal/cluster"
 	"outbound.dev/ground/internal/node"
+	"outbound.dev/ground/internal/registry"
 	"outbound.dev/ground/internal/s3"
 )
 
@@ -92,6 +96,9 @@ func up(args []string) error {
 	python := fs.String("python", "", "python of the tools' venv")
 	bootstrap := fs.String("moto-bootstrap", "", "moto bootstrap script")
 	s3Data := fs.String("s3-data", "", "versitygw's data folder (default: STATE/s3)")
+	imageLayout := fs.String("image-layout", "", "OCI image layout of the operator's image, pushed to the ground's registry as outbound")
+	busyboxLayout := fs.String("busybox-layout", "", "OCI image layout of a busybox image for test containers, pushed as busybox")
+	runc := fs.String("runc", "", "runc, which runs the images the images file does not map")
 	_ = fs.Parse(args)
 	if *state == "" || *toolsBin == "" {
 		return fmt.Errorf("--state and --tools-bin are required")
@@ -118,7 +125,7 @@ func up(args []string) error {
 	if data == "" {
 		data = filepath.Join(stateDir, "s3")
 	}
-	ports := make([]int, 3)
+	ports := make([]int, 4)
 	for i := range ports {
 		if ports[i], err = cluster.FreePort(); err != nil {
 			return err
@@ -132,6 +139,29 @@ func up(args []string) error {
 	defer servers.Stop()
 	log.Printf("ground: S3 servers ready (versitygw %s, moto %s)", servers.Endpoint, servers.MotoEndpoint)
 
+	// The registry serves the operator's image by digest, as a cluster would pull it.
+	reg, err := registry.Start(filepath.Join(stateDir, "registry"), ports[3])
+	if err != nil {
+		return err
+	}
+	defer reg.Stop()
+	imageRepository := reg.Host + "/outbound"
+	imageDigest := ""
+	if *imageLayout != "" {
+		if imageDigest, err = reg.PushLayout(ctx, *imageLayout, "outbound", "ground"); err != nil {
+			return err
+		}
+		log.Printf("ground: pushed %s@%s", imageRepository, imageDigest)
+	}
+	busyboxImage := ""
+	if *busyboxLayout != "" {
+		digest, err := reg.PushLayout(ctx, *busyboxLayout, "busybox", "ground")
+		if err != nil {
+			return err
+		}
+		busyboxImage = reg.Host + "/busybox@" + digest
+	}
+
 	restCfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
 	if err != nil {
 		return err
@@ -144,11 +174,16 @@ func up(args []string) error {
 	self, _ := os.Executable()
 	binDir := filepath.Join(stateDir, "bin")
 	_ = os.Symlink(self, filepath.Join(binDir, "kubectl"))
-	for _, t := range []string{"helm", "s5cmd", "rclone", "aws", "versitygw", "prometheus", "promtool"} {
+	for _, t := range []string{"helm", "s5cmd", "rclone", "aws", "versitygw", "prometheus", "promtool", "runc", "crane"} {
 		if p, err := filepath.EvalSymlinks(filepath.Join(*toolsBin, t)); err == nil {
 			_ = os.Symlink(p, filepath.Join(binDir, t))
 		}
 	}
+	apiURL, err := url.Parse(c.APIServer)
+	if err != nil {
+		return err
+	}
+	apiPort, _ := strconv.Atoi(apiURL.Port())
 	nodeName := "ground-node"
 	imagesFile := filepath.Join(stateDir, "images.json")
 	if _, err := os.Stat(imagesFile); err != nil {
@@ -156,7 +191,8 @@ func up(args []string) error {
 	}
 	// Pods find kubectl and the S3 tools on their PATH, as they would in a tools image.
 	_ = os.Setenv("PATH", filepath.Join(stateDir, "bin")+":"+os.Getenv("PATH"))
-	n := node.New(node.Config{Name: nodeName, StateDir: stateDir, APIServer: c.APIServer, CAFile: c.PKI.CACert, ImagesFile: imagesFile, PidDir: pidDir}, client)
+	n := node.New(node.Config{Name: nodeName, StateDir: stateDir, APIServer: c.APIServer, CAFile: c.PKI.CACert, ImagesFile: imagesFile, PidDir: pidDir, Runc: *runc,
+		ForwardPorts: append([]int{apiPort}, ports[:3]...)}, client)
 	nodeDone := make(chan error, 1)
 	go func() { nodeDone <- n.Run(ctx) }()
 
@@ -179,6 +215,14 @@ func up(args []string) error {
 		"GROUND_IMAGES=" + imagesFile,
 		"GROUND_API_SERVER=" + c.APIServer,
 		"GROUND_AUDIT_LOG=" + c.AuditLog,
+		"GROUND_REGISTRY=" + reg.Host,
+		"GROUND_IMAGE_REPOSITORY=" + imageRepository,
+	}
+	if imageDigest != "" {
+		env = append(env, "GROUND_IMAGE_DIGEST="+imageDigest, "GROUND_IMAGE="+imageRepository+"@"+imageDigest)
+	}
+	if busyboxImage != "" {
+		env = append(env, "GROUND_BUSYBOX_IMAGE="+busyboxImage)
 	}
 	var sb strings.Builder
 	sb.WriteString("# Written by `ground up`: source it to talk to the ground.\n")

@@ -1,5 +1,6 @@
 // Package node is the ground's local node: it registers a Ready Node, binds pending pods to it and
-// runs each pod's containers as local processes, reporting their state back like a kubelet.
+// runs each pod's containers, with runc from their registry images (runc.go) or, for images the
+// images file maps, as local processes, reporting their state back like a kubelet.
 package node
 
 import (
@@ -32,6 +33,11 @@ type Config struct {
 	CAFile     string
 	ImagesFile string // JSON object: image repository -> local executable
 	PidDir     string
+	// Runc runs the images that the images file does not map; empty: every image must be mapped.
+	Runc string
+	// ForwardPorts are the host's loopback ports (API server, S3 servers) that pods in network
+	// namespaces of their own reach at the same 127.0.0.1 address.
+	ForwardPorts []int
 }
 
 // Node runs pods.
@@ -40,12 +46,16 @@ type Node struct {
 	client kubernetes.Interface
 	mu     sync.Mutex
 	pods   map[types.UID]*podWorker
+	store  *imageStore
 }
 
 // New makes a node.
 func New(cfg Config, client kubernetes.Interface) *Node {
-	return &Node{cfg: cfg, client: client, pods: map[types.UID]*podWorker{}}
+	return &Node{cfg: cfg, client: client, pods: map[types.UID]*podWorker{}, store: newImageStore(filepath.Join(cfg.StateDir, "images"))}
 }
+
+// runcRoot is where runc keeps the state of this node's containers.
+func (n *Node) runcRoot() string { return filepath.Join(n.cfg.StateDir, "runc") }
 
 // Run registers the node and serves pods until ctx ends; then it stops every pod's processes.
 func (n *Node) Run(ctx context.Context) error {
@@ -77,6 +87,7 @@ func (n *Node) Run(ctx context.Context) error {
 	factory.Start(ctx.Done())
 	<-ctx.Done()
 	n.stopAll()
+	cleanupCgroups(n.cfg.StateDir)
 	return nil
 }
 
@@ -105,7 +116,7 @@ func (n *Node) register(ctx context.Context) error {
 		Allocatable: capacity,
 		Phase:       corev1.NodeRunning,
 		Conditions: []corev1.NodeCondition{
-			{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", Message: "the ground's local node runs pods as processes", LastHeartbeatTime: now, LastTransitionTime: now},
+			{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", Message: "the ground's local node runs registry images with runc, mapped images as processes", LastHeartbeatTime: now, LastTransitionTime: now},
 			{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasSufficientMemory", LastHeartbeatTime: now, LastTransitionTime: now},
 			{Type: corev1.NodeDiskPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasNoDiskPressure", LastHeartbeatTime: now, LastTransitionTime: now},
 			{Type: corev1.NodePIDPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasSufficientPID", LastHeartbeatTime: now, LastTransitionTime: now},

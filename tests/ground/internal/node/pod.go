@@ -1,7 +1,8 @@
 package node
 
-// A pod worker: prepares a pod's volumes and environment, runs its containers as processes in
-// their own mount namespaces, and writes container states and the pod phase back to the API.
+// A pod worker: prepares a pod's volumes, environment and network, runs its containers (with runc,
+// or as host processes in their own mount namespaces), and writes container states and the pod
+// phase back to the API.
 
 import (
 	"context"
@@ -34,9 +35,20 @@ type podWorker struct {
 	stopping bool
 	grace    time.Duration
 	stopCh   chan struct{}
-	procs    map[string]*os.Process
+	procs    map[string]*proc
 	statuses map[string]*corev1.ContainerStatus
 	done     chan struct{}
+	netns    string // the pod's network namespace, when it has one
+}
+
+// anyRunc tells whether some container of the pod runs an image the images file does not map.
+func (w *podWorker) anyRunc() bool {
+	for _, c := range append(append([]corev1.Container{}, w.pod.Spec.InitContainers...), w.pod.Spec.Containers...) {
+		if _, mapped := w.node.resolveImage(c.Image); !mapped {
+			return true
+		}
+	}
+	return false
 }
 
 func newPodWorker(n *Node, pod *corev1.Pod) *podWorker {
@@ -45,7 +57,7 @@ func newPodWorker(n *Node, pod *corev1.Pod) *podWorker {
 		pod:      pod.DeepCopy(),
 		dir:      n.podDir(pod),
 		stopCh:   make(chan struct{}),
-		procs:    map[string]*os.Process{},
+		procs:    map[string]*proc{},
 		statuses: map[string]*corev1.ContainerStatus{},
 		done:     make(chan struct{}),
 	}
@@ -71,10 +83,10 @@ func (w *podWorker) requestStop(pod *corev1.Pod) {
 	}
 	close(w.stopCh)
 	for _, p := range w.procs {
-		_ = syscall.Kill(-p.Pid, syscall.SIGTERM)
+		p.signal(syscall.SIGTERM)
 	}
 	grace := w.grace
-	procs := make([]*os.Process, 0, len(w.procs))
+	procs := make([]*proc, 0, len(w.procs))
 	for _, p := range w.procs {
 		procs = append(procs, p)
 	}
@@ -83,7 +95,7 @@ func (w *podWorker) requestStop(pod *corev1.Pod) {
 		for time.Now().Before(deadline) {
 			alive := false
 			for _, p := range procs {
-				if syscall.Kill(p.Pid, 0) == nil {
+				if syscall.Kill(p.pid, 0) == nil {
 					alive = true
 				}
 			}
@@ -93,7 +105,7 @@ func (w *podWorker) requestStop(pod *corev1.Pod) {
 			time.Sleep(100 * time.Millisecond)
 		}
 		for _, p := range procs {
-			_ = syscall.Kill(-p.Pid, syscall.SIGKILL)
+			p.signal(syscall.SIGKILL)
 		}
 	}()
 }
@@ -106,7 +118,7 @@ func (w *podWorker) killNow() {
 		close(w.stopCh)
 	}
 	for _, p := range w.procs {
-		_ = syscall.Kill(-p.Pid, syscall.SIGKILL)
+		p.signal(syscall.SIGKILL)
 	}
 	w.mu.Unlock()
 	select {
@@ -145,6 +157,20 @@ func (w *podWorker) run(ctx context.Context) {
 		case <-w.stopCh:
 		}
 		mounts, err = w.prepareVolumes(ctx)
+	}
+
+	// A pod whose containers run with runc gets a network namespace of its own, unless it asks
+	// for the host's.
+	if w.node.cfg.Runc != "" && !pod.Spec.HostNetwork && w.anyRunc() && !w.isStopping() {
+		network, err := newPodNetwork(filepath.Join(w.node.cfg.StateDir, "netns", string(pod.UID)), w.node.cfg.ForwardPorts)
+		if err != nil {
+			log.Printf("node: pod %s/%s: %v", pod.Namespace, pod.Name, err)
+			w.setWaiting("ContainerCreating", err.Error())
+			w.report(ctx, corev1.PodFailed, err.Error())
+			return
+		}
+		defer network.close()
+		w.netns = network.path
 	}
 
 	phase := corev1.PodPending
@@ -254,35 +280,67 @@ func (w *podWorker) runContainer(ctx context.Context, c corev1.Container, podMou
 
 func boolPtr(b bool) *bool { return &b }
 
-// startOnce starts the container's process and waits for it.
+// proc is a running container: a process of the host (a mapped image), or `runc run` of a
+// container (runcID set), which forwards the signals it gets to the container's init.
+type proc struct {
+	pid    int
+	runc   string
+	root   string
+	runcID string
+}
+
+// signal delivers sig to the container; SIGKILL also reaches a runc container's processes when
+// runc itself is gone.
+func (p *proc) signal(sig syscall.Signal) {
+	if p.runcID != "" && sig == syscall.SIGKILL {
+		_ = exec.Command(p.runc, "--root", p.root, "kill", p.runcID, "KILL").Run()
+	}
+	_ = syscall.Kill(-p.pid, sig)
+}
+
+// startOnce starts the container and waits for it: a process of the host for an image mapped in
+// the images file, else the image pulled from its registry and run with runc.
 func (w *podWorker) startOnce(ctx context.Context, c corev1.Container, podMounts map[string]volumeSource, init bool, attempt int32) (code int32, started, finished metav1.Time, message, reason string) {
 	pod := w.pod
 	fail := func(reason, msg string) (int32, metav1.Time, metav1.Time, string, string) {
 		now := metav1.Now()
 		return 128, now, now, msg, reason
 	}
-	env, err := w.containerEnv(ctx, c)
+	mapped, isMapped := w.node.resolveImage(c.Image)
+	useRunc := !isMapped && w.node.cfg.Runc != ""
+	env, err := w.containerEnv(ctx, c, !useRunc)
 	if err != nil {
 		w.setContainerWaiting(c.Name, "CreateContainerConfigError", err.Error())
 		return fail("CreateContainerConfigError", err.Error())
 	}
+	var img *pulledImage
 	var path string
 	var args []string
-	if len(c.Command) > 0 {
+	switch {
+	case useRunc:
+		w.setContainerWaiting(c.Name, "ContainerCreating", "pulling image "+c.Image)
+		img, err = w.node.store.pull(ctx, c.Image, c.ImagePullPolicy)
+		if err != nil {
+			reason := "ErrImagePull"
+			if _, never := err.(errNeverPull); never {
+				reason = "ErrImageNeverPull"
+			}
+			w.setContainerWaiting(c.Name, reason, err.Error())
+			return fail(reason, err.Error())
+		}
+	case len(c.Command) > 0:
 		cmd := expandAll(c.Command, env)
 		path = cmd[0]
 		args = append(cmd[1:], expandAll(c.Args, env)...)
-	} else {
-		mapped, ok := w.node.resolveImage(c.Image)
-		if !ok {
-			msg := fmt.Sprintf("image %q is not mapped to a local executable (see %s)", c.Image, w.node.cfg.ImagesFile)
-			w.setContainerWaiting(c.Name, "ErrImagePull", msg)
-			return fail("ErrImagePull", msg)
-		}
+	case isMapped:
 		path = mapped
 		args = expandAll(c.Args, env)
+	default:
+		msg := fmt.Sprintf("image %q is not mapped to a local executable (see %s) and the node has no runc", c.Image, w.node.cfg.ImagesFile)
+		w.setContainerWaiting(c.Name, "ErrImagePull", msg)
+		return fail("ErrImagePull", msg)
 	}
-	if !strings.Contains(path, "/") {
+	if !useRunc && !strings.Contains(path, "/") {
 		found, err := exec.LookPath(path)
 		if err != nil {
 			msg := fmt.Sprintf("executable %q not found on the node: %v", path, err)
@@ -300,6 +358,8 @@ func (w *podWorker) startOnce(ctx context.Context, c corev1.Container, podMounts
 	}
 	termFile := filepath.Join(cdir, fmt.Sprintf("termination-%d", attempt))
 	_ = os.WriteFile(termFile, nil, 0o666)
+	// Whatever user the container runs as writes its termination message, as on a kubelet.
+	_ = os.Chmod(termFile, 0o666)
 
 	var mounts []Mount
 	for _, vm := range c.VolumeMounts {
@@ -318,23 +378,35 @@ func (w *podWorker) startOnce(ctx context.Context, c corev1.Container, podMounts
 	}
 	mounts = append(mounts, Mount{Source: termFile, Target: termPath, File: true})
 
-	spec := ShimSpec{Mounts: mounts, WorkingDir: c.WorkingDir, Path: path, Args: args}
-	specPath := filepath.Join(cdir, "shim.json")
-	data, _ := json.Marshal(spec)
-	if err := os.WriteFile(specPath, data, 0o600); err != nil {
-		return fail("RunContainerError", err.Error())
-	}
 	logFile, err := os.OpenFile(w.node.logPath(pod, c.Name), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return fail("RunContainerError", err.Error())
 	}
 	defer logFile.Close()
-	self, _ := os.Executable()
-	cmd := exec.Command(self, "exec-container", specPath)
-	cmd.Env = env
+	var cmd *exec.Cmd
+	var ctr *runcContainer
+	if useRunc {
+		ctr, err = w.prepareRunc(c, img, env, mounts, cdir, attempt)
+		if err != nil {
+			w.setContainerWaiting(c.Name, "CreateContainerConfigError", err.Error())
+			return fail("CreateContainerConfigError", err.Error())
+		}
+		defer ctr.cleanup()
+		cmd = ctr.command()
+	} else {
+		spec := ShimSpec{Mounts: mounts, WorkingDir: c.WorkingDir, Path: path, Args: args}
+		specPath := filepath.Join(cdir, "shim.json")
+		data, _ := json.Marshal(spec)
+		if err := os.WriteFile(specPath, data, 0o600); err != nil {
+			return fail("RunContainerError", err.Error())
+		}
+		self, _ := os.Executable()
+		cmd = exec.Command(self, "exec-container", specPath)
+		cmd.Env = env
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS, Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	}
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS, Setpgid: true, Pdeathsig: syscall.SIGKILL}
 
 	w.mu.Lock()
 	if w.stopping {
@@ -345,24 +417,34 @@ func (w *podWorker) startOnce(ctx context.Context, c corev1.Container, podMounts
 		w.mu.Unlock()
 		return fail("RunContainerError", err.Error())
 	}
-	w.procs[c.Name] = cmd.Process
+	p := &proc{pid: cmd.Process.Pid}
+	containerID := fmt.Sprintf("ground://%d", cmd.Process.Pid)
+	if ctr != nil {
+		p.runc, p.root, p.runcID = ctr.runc, ctr.root, ctr.id
+		containerID = "runc://" + ctr.id
+	}
+	w.procs[c.Name] = p
 	started = metav1.Now()
 	if !init {
 		st := w.statuses[c.Name]
-		st.ContainerID = fmt.Sprintf("ground://%d", cmd.Process.Pid)
+		st.ContainerID = containerID
+		if img != nil {
+			st.ImageID = img.Digest
+		}
 		st.Ready = true
 		st.Started = boolPtr(true)
 		st.State = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: started}}
 	}
 	w.mu.Unlock()
-	_ = os.WriteFile(filepath.Join(w.node.cfg.PidDir, fmt.Sprintf("pod-%d.pid", cmd.Process.Pid)), []byte(fmt.Sprint(cmd.Process.Pid)), 0o644)
+	pidFile := filepath.Join(w.node.cfg.PidDir, fmt.Sprintf("pod-%d.pid", cmd.Process.Pid))
+	_ = os.WriteFile(pidFile, []byte(fmt.Sprint(cmd.Process.Pid)), 0o644)
 	if !init {
 		w.report(ctx, corev1.PodRunning, "")
 	}
 
 	waitErr := cmd.Wait()
 	finished = metav1.Now()
-	_ = os.Remove(filepath.Join(w.node.cfg.PidDir, fmt.Sprintf("pod-%d.pid", cmd.Process.Pid)))
+	_ = os.Remove(pidFile)
 	w.mu.Lock()
 	delete(w.procs, c.Name)
 	w.mu.Unlock()
@@ -393,6 +475,9 @@ func (w *podWorker) startOnce(ctx context.Context, c corev1.Container, podMounts
 	}
 	if code == 137 && w.isStopping() {
 		reason = "Killed"
+	}
+	if ctr != nil && code != 0 && ctr.oomKilled() {
+		reason = "OOMKilled"
 	}
 	return code, started, finished, message, reason
 }

@@ -240,8 +240,9 @@ func (w *podWorker) fieldValue(path string) (string, error) {
 }
 
 // containerEnv builds the process environment the way the kubelet does, in order, with $(VAR)
-// references to earlier variables expanded.
-func (w *podWorker) containerEnv(ctx context.Context, c corev1.Container) ([]string, error) {
+// references to earlier variables expanded. A host process (host) also gets the host's PATH and
+// a kubeconfig with the pod's token; a container finds its token where the kubelet mounts it.
+func (w *podWorker) containerEnv(ctx context.Context, c corev1.Container, host bool) ([]string, error) {
 	vars := map[string]string{}
 	var order []string
 	set := func(k, v string) {
@@ -250,14 +251,16 @@ func (w *podWorker) containerEnv(ctx context.Context, c corev1.Container) ([]str
 		}
 		vars[k] = v
 	}
-	set("PATH", os.Getenv("PATH"))
-	set("HOME", "/root")
+	if host {
+		set("PATH", os.Getenv("PATH"))
+		set("HOME", "/root")
+	}
 	set("HOSTNAME", w.pod.Name)
-	host, port := splitHostPort(w.node.cfg.APIServer)
-	set("KUBERNETES_SERVICE_HOST", host)
-	set("KUBERNETES_SERVICE_PORT", port)
+	apiHost, apiPort := splitHostPort(w.node.cfg.APIServer)
+	set("KUBERNETES_SERVICE_HOST", apiHost)
+	set("KUBERNETES_SERVICE_PORT", apiPort)
 	automount := w.pod.Spec.AutomountServiceAccountToken == nil || *w.pod.Spec.AutomountServiceAccountToken
-	if automount {
+	if automount && host {
 		kubeconfig, err := w.writeKubeconfig(ctx)
 		if err != nil {
 			return nil, err
