@@ -944,22 +944,50 @@ async fn chart_defaults_run_the_registry_image_as_nonroot_on_a_read_only_root() 
     };
     own(&file, 0o400);
     own(file.parent().unwrap(), 0o500);
-    world
-        .apply_yaml::<outbound::api::OutboundDestination>(&format!(
-            r#"
+    // The ground's versitygw over HTTPS, its certificate from the ground's own CA: the image's
+    // trust store plus that CA as the destination's caBundle; the same endpoint without the
+    // bundle is refused for its certificate (nothing is turned off).
+    let tls_endpoint = std::env::var("S3_TLS_ENDPOINT").expect("S3_TLS_ENDPOINT from the ground");
+    let ca =
+        std::fs::read_to_string(std::env::var("GROUND_CA_FILE").expect("GROUND_CA_FILE")).unwrap();
+    for (name, bundle) in [
+        (
+            "dest",
+            format!("caBundle: {}, ", serde_json::to_string(&ca).unwrap()),
+        ),
+        ("no-bundle", String::new()),
+    ] {
+        world
+            .apply_yaml::<outbound::api::OutboundDestination>(&format!(
+                r#"
 apiVersion: outbound.dev/v1alpha1
 kind: OutboundDestination
-metadata: {{name: dest}}
+metadata: {{name: {name}}}
 spec:
-  s3: {{bucket: {bucket}, region: {region}, endpoint: "{endpoint}", forcePathStyle: true}}
+  s3: {{bucket: {bucket}, region: {region}, endpoint: "{tls_endpoint}", {bundle}forcePathStyle: true}}
   credentials: {{secret: {{name: keys}}}}
 "#,
-            region = env.s3_region,
-            endpoint = env.s3_endpoint
-        ))
-        .await
-        .expect("destination applies");
+                region = env.s3_region,
+            ))
+            .await
+            .expect("destination applies");
+    }
     world.wait_destination("dest", "True", "Validated").await;
+    let untrusted = wait_for(
+        "the destination without the CA bundle to be refused",
+        Duration::from_secs(60),
+        || async {
+            let d = world.destination("no-bundle").await;
+            let (reason, message) = operator_support::ready_of(&d.status?.conditions);
+            (reason == "Unreachable").then_some(message)
+        },
+        || world.diagnose(),
+    )
+    .await;
+    assert!(
+        untrusted.contains("TLS certificate is not trusted"),
+        "{untrusted}"
+    );
     world
         .apply_yaml::<outbound::api::OutboundDelivery>(
             "apiVersion: outbound.dev/v1alpha1\nkind: OutboundDelivery\nmetadata: {name: own}\nspec:\n  destinationRef: {name: dest}\n  source: {volume: {claimName: exports, path: own}}\n",

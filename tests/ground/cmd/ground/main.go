@@ -9,9 +9,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
+	"io"
 	"log"
+	"net"
 	"net/url"
 	"os"
 	"os/signal"
@@ -125,7 +128,7 @@ func up(args []string) error {
 	if data == "" {
 		data = filepath.Join(stateDir, "s3")
 	}
-	ports := make([]int, 4)
+	ports := make([]int, 5)
 	for i := range ports {
 		if ports[i], err = cluster.FreePort(); err != nil {
 			return err
@@ -138,6 +141,14 @@ func up(args []string) error {
 	}
 	defer servers.Stop()
 	log.Printf("ground: S3 servers ready (versitygw %s, moto %s)", servers.Endpoint, servers.MotoEndpoint)
+	// versitygw over HTTPS too, with a certificate from the ground's own CA: an S3-compatible
+	// endpoint of a private CA, which destinations trust through their caBundle.
+	tlsFront, err := httpsFront(ports[4], c.PKI.ServingCert, c.PKI.ServingKey, strings.TrimPrefix(servers.Endpoint, "http://"))
+	if err != nil {
+		return err
+	}
+	defer tlsFront.Close()
+	tlsEndpoint := fmt.Sprintf("https://127.0.0.1:%d", ports[4])
 
 	// The registry serves the operator's image by digest, as a cluster would pull it.
 	reg, err := registry.Start(filepath.Join(stateDir, "registry"), ports[3])
@@ -192,7 +203,7 @@ func up(args []string) error {
 	// Pods find kubectl and the S3 tools on their PATH, as they would in a tools image.
 	_ = os.Setenv("PATH", filepath.Join(stateDir, "bin")+":"+os.Getenv("PATH"))
 	n := node.New(node.Config{Name: nodeName, StateDir: stateDir, APIServer: c.APIServer, CAFile: c.PKI.CACert, ImagesFile: imagesFile, PidDir: pidDir, Runc: *runc,
-		ForwardPorts: append([]int{apiPort}, ports[:3]...)}, client)
+		ForwardPorts: append([]int{apiPort, ports[4]}, ports[:3]...)}, client)
 	nodeDone := make(chan error, 1)
 	go func() { nodeDone <- n.Run(ctx) }()
 
@@ -204,6 +215,8 @@ func up(args []string) error {
 		"KUBECONFIG=" + c.Kubeconfig,
 		"S3_ENDPOINT=" + servers.Endpoint,
 		"S3_ADMIN_ENDPOINT=" + servers.AdminEndpoint,
+		"S3_TLS_ENDPOINT=" + tlsEndpoint,
+		"GROUND_CA_FILE=" + c.PKI.CACert,
 		"S3_ACCESS_KEY=" + servers.AccessKey,
 		"S3_SECRET_KEY=" + servers.SecretKey,
 		"S3_REGION=" + servers.Region,
@@ -271,4 +284,40 @@ func waitControllers(ctx context.Context, client kubernetes.Interface) error {
 		}
 	}
 	return fmt.Errorf("kube-controller-manager did not create the default service account in 120s")
+}
+
+// httpsFront serves TLS on 127.0.0.1:port with the certificate in certFile (for 127.0.0.1,
+// signed by the ground's CA) and passes each connection's bytes to upstream (plain HTTP).
+func httpsFront(port int, certFile, keyFile, upstream string) (net.Listener, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("the HTTPS front's certificate: %w", err)
+	}
+	ln, err := tls.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port),
+		&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				up, err := net.Dial("tcp4", upstream)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				// Either side ending ends both: an HTTP client or server closing its half.
+				done := make(chan struct{}, 2)
+				go func() { _, _ = io.Copy(up, conn); done <- struct{}{} }()
+				go func() { _, _ = io.Copy(conn, up); done <- struct{}{} }()
+				<-done
+			}()
+		}
+	}()
+	return ln, nil
 }
