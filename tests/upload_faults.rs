@@ -425,6 +425,38 @@ async fn aborted_upload_id_starts_the_object_afresh() {
     assert_eq!(get(&client, &bucket, "x.bin").await, data);
 }
 
+/// A second upload of a key that nobody recorded (a CreateMultipartUpload whose answer was lost
+/// when the server restarted, sent again) is aborted once the object is delivered: nothing of
+/// the delivery stays open in the bucket. An upload of another key is not touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stray_upload_of_a_delivered_key_is_aborted() {
+    let server = versitygw();
+    let client = server.client();
+    let bucket = new_bucket(&client, "strays").await;
+    let dir = source_dir();
+    let data = write_random(&dir.path().join("x.bin"), 11 * MIB, 37);
+    for key in ["x.bin", "x.bin.other"] {
+        client
+            .create_multipart_upload()
+            .bucket(&bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+    }
+    let run = upload(
+        &server,
+        &bucket,
+        dir.path(),
+        &["--split-on", "bytes", "--part-size", "5Mi"],
+    )
+    .await;
+    assert!(run.success, "{run:?}");
+    assert!(run.stderr.contains("aborted a stray upload"), "{run:?}");
+    assert_eq!(get(&client, &bucket, "x.bin").await, data);
+    assert_eq!(open_uploads(&client, &bucket).await, ["x.bin.other"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_aborted_mid_run_starts_the_object_afresh() {
     let server = versitygw();

@@ -335,6 +335,7 @@ impl Engine {
         // once the delivery ends Failed or is deleted.
         if result.is_ok() {
             self.state.forget(&object.key).await;
+            self.abort_strays(object).await;
         }
         result
     }

@@ -122,6 +122,28 @@ impl Engine {
         &self,
         object: &PlannedObject,
     ) -> Result<Option<String>, UploadError> {
+        let newest = self
+            .open_uploads(object)
+            .await
+            .map_err(|cause| UploadError::ListParts {
+                bucket: self.bucket.clone(),
+                key: object.key.clone(),
+                cause,
+            })?
+            .into_iter()
+            .max_by_key(|(_, initiated)| *initiated)
+            .map(|(id, _)| id);
+        if newest.is_some() {
+            tracing::info!(key = %object.key, "found the upload a previous run started but never recorded");
+        }
+        Ok(newest)
+    }
+
+    /// The open multipart uploads of exactly `object`'s key: their ids and when they started.
+    async fn open_uploads(
+        &self,
+        object: &PlannedObject,
+    ) -> Result<Vec<(String, (i64, u32))>, S3Cause> {
         let out = self
             .retry
             .run("ListMultipartUploads", &object.key, || async {
@@ -133,22 +155,56 @@ impl Engine {
                     .await
                     .map_err(|e| cause(&e))
             })
-            .await
-            .map_err(|cause| UploadError::ListParts {
-                bucket: self.bucket.clone(),
-                key: object.key.clone(),
-                cause,
-            })?;
-        let newest = out
+            .await?;
+        Ok(out
             .uploads()
             .iter()
             .filter(|u| u.key() == Some(object.key.as_str()))
-            .max_by_key(|u| u.initiated().map(|t| (t.secs(), t.subsec_nanos())))
-            .and_then(|u| u.upload_id().map(str::to_string));
-        if newest.is_some() {
-            tracing::info!(key = %object.key, "found the upload a previous run started but never recorded");
+            .filter_map(|u| {
+                let initiated = u
+                    .initiated()
+                    .map_or((0, 0), |t| (t.secs(), t.subsec_nanos()));
+                Some((u.upload_id()?.to_string(), initiated))
+            })
+            .collect())
+    }
+
+    /// Once `object` is complete, aborts every other upload still open at its key: a
+    /// CreateMultipartUpload whose answer was lost and was sent again (the server restarting under
+    /// it) leaves a second upload that nobody recorded, which would keep its parts (and cost)
+    /// in the customer's bucket for ever. Best effort: the object is delivered either way.
+    pub(super) async fn abort_strays(&self, object: &PlannedObject) {
+        let strays = match self.open_uploads(object).await {
+            Ok(strays) => strays,
+            Err(cause) => {
+                tracing::warn!(key = %object.key, %cause, "could not list the key's other uploads");
+                return;
+            }
+        };
+        for (upload_id, _) in strays {
+            let aborted = self
+                .retry
+                .run("AbortMultipartUpload", &object.key, || async {
+                    self.s3
+                        .abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(&object.key)
+                        .upload_id(&upload_id)
+                        .send()
+                        .await
+                        .map_err(|e| cause(&e))
+                })
+                .await;
+            match aborted {
+                Ok(_) => {
+                    tracing::info!(key = %object.key, %upload_id, "aborted a stray upload of a delivered key")
+                }
+                Err(cause) if cause.no_such_upload() || cause.not_found() => {}
+                Err(cause) => {
+                    tracing::warn!(key = %object.key, %upload_id, %cause, "failed to abort a stray upload")
+                }
+            }
         }
-        Ok(newest)
     }
 
     /// Starts a multipart upload of `object` carrying `metadata`, recorded before any part goes.
