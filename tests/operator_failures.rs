@@ -233,10 +233,37 @@ async fn each_permanent_failure_fails_its_delivery_after_one_pod_with_its_reason
     for d in ["gw", "slow", "nobucket", "denied"] {
         world.wait_destination(d, "True", "Validated").await;
     }
-    // The bucket goes away after the probe said Ready (the next probe is 20 s away).
-    gw.delete_bucket().bucket(&gone).send().await.unwrap();
-
     let prefix = |p: &str| format!("  keyPrefix: {p}/\n  backoffLimit: 3\n");
+    // The delivery to the bucket about to go gets its Job (suspended) while its destination is
+    // still Ready: on a busy machine the destination's next probe (20 s on) could otherwise find
+    // the bucket gone first and hold the delivery back (DestinationNotReady), so no pod would ever
+    // meet NoSuchBucket. Applied again below without `suspend`, it runs.
+    world
+        .apply_yaml::<OutboundDelivery>(&delivery_yaml(
+            "no-bucket",
+            "nobucket",
+            "plain",
+            &format!("{}  suspend: true\n", prefix("plain")),
+        ))
+        .await
+        .unwrap();
+    wait_for(
+        "the no-bucket delivery's Job",
+        Duration::from_secs(60),
+        || async { job_of(&world, "no-bucket").await.map(|_| ()) },
+        || world.diagnose(),
+    )
+    .await;
+    // Then the bucket goes. A probe may have its probe object in it at that moment
+    // (BucketNotEmpty): try again once the probe has deleted it.
+    wait_for(
+        "the bucket deleted",
+        Duration::from_secs(30),
+        || async { gw.delete_bucket().bucket(&gone).send().await.ok() },
+        || world.diagnose(),
+    )
+    .await;
+
     // (delivery, destination, source folder, extra spec, reason, words of the message)
     type Case<'a> = (&'a str, &'a str, &'a str, String, &'a str, &'a [&'a str]);
     let cases: Vec<Case> = vec![

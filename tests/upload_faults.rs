@@ -454,7 +454,11 @@ async fn a_stray_upload_of_a_delivered_key_is_aborted() {
     assert!(run.success, "{run:?}");
     assert!(run.stderr.contains("aborted a stray upload"), "{run:?}");
     assert_eq!(get(&client, &bucket, "x.bin").await, data);
-    assert_eq!(open_uploads(&client, &bucket).await, ["x.bin.other"]);
+    let left = open_uploads(&client, &bucket).await;
+    assert!(
+        left.len() == 1 && left[0].starts_with("x.bin.other "),
+        "{left:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
