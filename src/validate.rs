@@ -298,17 +298,53 @@ pub fn manifest_key(
         .then(|| format!("{prefix}{}", manifest_name(delivery)))
 }
 
-/// The key names a Secret must hold, of those `keys` names, that `present` lacks.
-fn missing_keys<'a>(keys: &'a crate::api::SecretKeys, present: &[String]) -> Vec<&'a str> {
+/// Why a Secret a spec names cannot be used yet: its reasons and how the messages name it.
+struct SecretUse {
+    not_found: &'static str,
+    key_missing: &'static str,
+    /// "named by …", for the message of a missing Secret.
+    named_by: String,
+    /// What follows the Secret's name in the message of a missing key.
+    note: &'static str,
+}
+
+/// Checks the Secret `keys` names against its key names (`present`; `None`: no such Secret).
+fn check_secret(
+    namespace: &str,
+    keys: &crate::api::SecretKeys,
+    present: Option<&[String]>,
+    how: SecretUse,
+) -> Result<(), Blocked> {
+    let Some(present) = present else {
+        return Err(Blocked::new(
+            how.not_found,
+            format!(
+                "Secret {namespace}/{} named by {} does not exist",
+                keys.name, how.named_by
+            ),
+        ));
+    };
     let mut wanted = vec![
         keys.access_key_id_key.as_str(),
         keys.secret_access_key_key.as_str(),
     ];
     wanted.extend(keys.session_token_key.as_deref());
-    wanted
+    let missing: Vec<&str> = wanted
         .into_iter()
         .filter(|k| !present.iter().any(|p| p == k))
-        .collect()
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Blocked::new(
+        how.key_missing,
+        format!(
+            "Secret {namespace}/{}{} has no key {}",
+            keys.name,
+            how.note,
+            missing.join(", ")
+        ),
+    ))
 }
 
 /// The delivery's source as the Job reads it: the claim must exist; a bucket read with keys
@@ -340,26 +376,13 @@ fn job_source(
         }
         (None, Some(s3)) => {
             if let Some(keys) = &s3.secret {
-                let Some(present) = source_keys else {
-                    return Err(Blocked::new(
-                        "SourceSecretNotFound",
-                        format!(
-                            "Secret {namespace}/{} named by spec.source.s3.secret does not exist",
-                            keys.name
-                        ),
-                    ));
+                let how = SecretUse {
+                    not_found: "SourceSecretNotFound",
+                    key_missing: "SourceSecretKeyMissing",
+                    named_by: "spec.source.s3.secret".into(),
+                    note: " (spec.source.s3.secret)",
                 };
-                let missing = missing_keys(keys, present);
-                if !missing.is_empty() {
-                    return Err(Blocked::new(
-                        "SourceSecretKeyMissing",
-                        format!(
-                            "Secret {namespace}/{} (spec.source.s3.secret) has no key {}",
-                            keys.name,
-                            missing.join(", ")
-                        ),
-                    ));
-                }
+                check_secret(&namespace, keys, source_keys, how)?;
             }
             let one_identity = match (&s3.secret, credentials) {
                 (None, JobCredentials::Workload) => true,
@@ -458,26 +481,13 @@ pub fn validate(
     let cross = dspec.credentials.cross_account.as_ref();
     let credentials = match (&dspec.credentials.secret, cross) {
         (Some(keys), None) => {
-            let Some(present) = secret_keys else {
-                return Err(Blocked::new(
-                    "SecretNotFound",
-                    format!(
-                        "Secret {namespace}/{} named by OutboundDestination {dest_name} does not exist",
-                        keys.name
-                    ),
-                ));
+            let how = SecretUse {
+                not_found: "SecretNotFound",
+                key_missing: "SecretKeyMissing",
+                named_by: format!("OutboundDestination {dest_name}"),
+                note: "",
             };
-            let missing = missing_keys(keys, present);
-            if !missing.is_empty() {
-                return Err(Blocked::new(
-                    "SecretKeyMissing",
-                    format!(
-                        "Secret {namespace}/{} has no key {}",
-                        keys.name,
-                        missing.join(", ")
-                    ),
-                ));
-            }
+            check_secret(&namespace, keys, secret_keys, how)?;
             JobCredentials::Keys {
                 secret_name: keys.name.clone(),
                 access_key_id_key: keys.access_key_id_key.clone(),

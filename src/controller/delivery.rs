@@ -719,16 +719,13 @@ async fn source_allowed(
         )?;
     }
     if let Some(url) = &s3.endpoint {
-        let field = "spec.source.s3.endpoint";
         let policy = ctx.args.endpoint_policy();
-        let checked = match super::endpoint::check(field, url, policy) {
-            Ok(parsed) => super::endpoint::check_resolved(field, url, &parsed, policy).await,
-            Err(message) => Err(message),
-        };
-        checked.map_err(|message| Blocked {
-            reason: crate::probe::reason::ENDPOINT_NOT_ALLOWED,
-            message,
-        })?;
+        super::endpoint::allowed("spec.source.s3.endpoint", url, policy)
+            .await
+            .map_err(|message| Blocked {
+                reason: crate::probe::reason::ENDPOINT_NOT_ALLOWED,
+                message,
+            })?;
     }
     tenancy::check_source(tenancy, ns, s3).map_err(|message| Blocked {
         reason: tenancy::NOT_GRANTED,

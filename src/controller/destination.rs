@@ -279,11 +279,7 @@ async fn endpoints_allowed(
     ];
     for (field, url) in fields {
         let Some(url) = url else { continue };
-        let checked = match endpoint::check(field, url, policy) {
-            Ok(parsed) => endpoint::check_resolved(field, url, &parsed, policy).await,
-            Err(message) => Err(message),
-        };
-        if let Err(message) = checked {
+        if let Err(message) = endpoint::allowed(field, url, policy).await {
             return Err(Box::new(ProbeReport::refused(
                 reason::ENDPOINT_NOT_ALLOWED,
                 message,

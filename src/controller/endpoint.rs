@@ -115,6 +115,12 @@ pub fn check(field: &str, url: &str, policy: EndpointPolicy) -> Result<Endpoint,
     })
 }
 
+/// Both checks of a URL: as written ([`check`]) and as its name resolves ([`check_resolved`]).
+pub async fn allowed(field: &str, url: &str, policy: EndpointPolicy) -> Result<(), String> {
+    let parsed = check(field, url, policy)?;
+    check_resolved(field, url, &parsed, policy).await
+}
+
 /// Looks the host up and refuses it when any of its addresses is one the policy forbids (a name
 /// such as `localtest.me`, or a number like `2130706433`, leads to 127.0.0.1 too). A name that
 /// does not resolve passes here: the probe then reports it `Unreachable`.
