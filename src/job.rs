@@ -137,6 +137,10 @@ pub fn upload_env(v: &ValidatedDelivery, workload_secret: Option<&str>) -> Vec<E
     }
     envs.push(env("OUTBOUND_SPLIT_SIZE", v.split_size.to_string()));
     envs.push(env("OUTBOUND_SPLIT_ON", v.split_on.as_str()));
+    if let Some(level) = v.compress_level {
+        envs.push(env("OUTBOUND_COMPRESS", "gzip"));
+        envs.push(env("OUTBOUND_COMPRESS_LEVEL", level.to_string()));
+    }
     if let Some(class) = &v.storage_class {
         envs.push(env("OUTBOUND_STORAGE_CLASS", class));
     }

@@ -83,6 +83,9 @@ pub struct PlanSettings {
     /// Name every object by the template, an unsplit file too (as piece 1 of 1); else an
     /// unsplit file keeps its own name. True when the template was chosen, not defaulted.
     pub name_every_object: bool,
+    /// Compress files that are not compressed already (nor a binary format) with gzip at this
+    /// level (1-9) on the way out, `.gz` appended to their names (`upload::recut`).
+    pub compress: Option<u32>,
 }
 
 impl Default for PlanSettings {
@@ -96,6 +99,7 @@ impl Default for PlanSettings {
             prefix: String::new(),
             name_template: DEFAULT_NAME_TEMPLATE.to_string(),
             name_every_object: false,
+            compress: None,
         }
     }
 }
@@ -111,6 +115,8 @@ pub enum PlanError {
     Threshold(u64),
     #[error("name template {0:?} must contain {{n}}")]
     Template(String),
+    #[error("gzip level {0} is invalid: it must be between 1 and 9")]
+    Level(u32),
     #[error(
         "{file}: the line starting at byte {offset} is longer than the split size ({split}); \
          lines mode never cuts inside a line (use --split-on bytes for files without lines)"
@@ -150,6 +156,9 @@ impl PlanSettings {
         }
         if !self.name_template.contains("{n}") {
             return Err(PlanError::Template(self.name_template.clone()));
+        }
+        if let Some(level) = self.compress.filter(|l| !(1..=9).contains(l)) {
+            return Err(PlanError::Level(level));
         }
         Ok(())
     }
@@ -234,6 +243,10 @@ pub struct PlannedObject {
     /// size, are found as the file is decompressed (`upload::recut`). `size` is the file's.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub gzip_pieces: bool,
+    /// With [`Self::gzip_pieces`]: the file is not compressed, and its pieces are compressed at
+    /// this gzip level (`compress`); else the file is gzip, decompressed and compressed again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compress: Option<u32>,
     /// The whole source file in one object (not a piece of it): a bucket source's object can be
     /// copied by the server in one request.
     #[serde(skip)]
@@ -432,6 +445,24 @@ impl Format {
     }
 }
 
+/// The format of a file from its first 16 bytes and its last 4.
+fn sniff<R: ReadAt>(reader: &R, file: &SourceFile) -> Result<Option<Format>, PlanError> {
+    let read_err = |offset: u64| {
+        let file = file.relative.clone();
+        move |source| PlanError::Read {
+            file,
+            offset,
+            source,
+        }
+    };
+    let mut head = [0u8; 16];
+    let n = reader.read_full_at(&mut head, 0).map_err(read_err(0))?;
+    let mut tail = [0u8; 4];
+    let at = file.size.saturating_sub(4);
+    let m = reader.read_full_at(&mut tail, at).map_err(read_err(at))?;
+    Ok(Format::sniff(&head[..n], &tail[..m]))
+}
+
 /// The key of piece `n` (from 1) of `count` of a split file, per the naming template.
 pub fn piece_name(relative: &str, n: usize, count: usize, template: &str) -> String {
     let width = count.to_string().len().max(3);
@@ -506,73 +537,77 @@ where
     let mut objects = Vec::new();
     let mut total_bytes = 0;
     for file in files {
+        let lines_split = file.size > settings.split_size && settings.split_on == SplitOn::Lines;
+        // Read only where the format decides something: to compress, or to cut on lines.
+        let opened = if settings.compress.is_some() || lines_split {
+            let reader = open(file).map_err(|source| PlanError::Read {
+                file: file.relative.clone(),
+                offset: 0,
+                source,
+            })?;
+            let format = sniff(&reader, file)?;
+            Some((reader, format))
+        } else {
+            None
+        };
+        let format = opened.as_ref().and_then(|(_, format)| *format);
+        let pieces = match (settings.compress, format) {
+            // Compressed on the way out, in pieces of at most the split size once compressed:
+            // one piece keeping the file's name where even incompressible bytes fit (deflate
+            // adds under 0.01%), else numbered pieces.
+            (Some(level), None) => {
+                let one = !settings.name_every_object
+                    && file.size + file.size / 1024 + 1024 <= settings.split_size;
+                Some((one, Some(level)))
+            }
+            (_, Some(Format::Gzip)) if lines_split => Some((false, None)),
+            _ => None,
+        };
+        if let Some((one, compress)) = pieces {
+            let name = if one {
+                file.relative.clone()
+            } else {
+                piece_name_with(&file.relative, "{n}", &settings.name_template)
+            };
+            let gz = if compress.is_some() { ".gz" } else { "" };
+            // The largest piece decides the part size: it must fit 10,000 parts.
+            let part_size =
+                part_size_for(settings.split_size, settings.part_size, settings.grow_parts);
+            objects.push(PlannedObject {
+                index: objects.len(),
+                key: format!("{}{name}{gz}", settings.prefix),
+                source: file.relative.clone(),
+                path: file.path.clone(),
+                source_version: file.version.clone(),
+                sequence: 1,
+                offset: 0,
+                size: file.size,
+                multipart: false,
+                part_size,
+                parts: 0,
+                gzip_pieces: true,
+                compress,
+                whole: false,
+            });
+            total_bytes += file.size;
+            count_planned(progress, file, objects.len());
+            continue;
+        }
         let cuts = if file.size <= settings.split_size {
             vec![(0, file.size)]
         } else {
-            match settings.split_on {
-                SplitOn::Bytes => cuts_bytes(file.size, settings.split_size),
-                SplitOn::Lines => {
-                    let reader = open(file).map_err(|source| PlanError::Read {
-                        file: file.relative.clone(),
-                        offset: 0,
-                        source,
-                    })?;
-                    let read_err = |offset: u64| {
-                        let file = file.relative.clone();
-                        move |source| PlanError::Read {
-                            file,
-                            offset,
-                            source,
-                        }
-                    };
-                    let mut head = [0u8; 16];
-                    let n = reader.read_full_at(&mut head, 0).map_err(read_err(0))?;
-                    let mut tail = [0u8; 4];
-                    let at = file.size.saturating_sub(4);
-                    let m = reader.read_full_at(&mut tail, at).map_err(read_err(at))?;
-                    match Format::sniff(&head[..n], &tail[..m]) {
-                        Some(Format::Gzip) => {
-                            let key = format!(
-                                "{}{}",
-                                settings.prefix,
-                                piece_name_with(&file.relative, "{n}", &settings.name_template)
-                            );
-                            // The largest piece decides the part size: it must fit 10,000 parts.
-                            let part_size = part_size_for(
-                                settings.split_size,
-                                settings.part_size,
-                                settings.grow_parts,
-                            );
-                            objects.push(PlannedObject {
-                                index: objects.len(),
-                                key,
-                                source: file.relative.clone(),
-                                path: file.path.clone(),
-                                source_version: file.version.clone(),
-                                sequence: 1,
-                                offset: 0,
-                                size: file.size,
-                                multipart: false,
-                                part_size,
-                                parts: 0,
-                                gzip_pieces: true,
-                                whole: false,
-                            });
-                            total_bytes += file.size;
-                            count_planned(progress, file, objects.len());
-                            continue;
-                        }
-                        Some(format) => {
-                            return Err(PlanError::Unsplittable {
-                                file: file.relative.clone(),
-                                format: format.describe(),
-                                size: file.size,
-                            });
-                        }
-                        None => {}
+            match (settings.split_on, opened) {
+                (SplitOn::Lines, Some((reader, format))) => {
+                    if let Some(format) = format {
+                        return Err(PlanError::Unsplittable {
+                            file: file.relative.clone(),
+                            format: format.describe(),
+                            size: file.size,
+                        });
                     }
                     cuts_lines(&reader, &file.relative, file.size, settings.split_size)?
                 }
+                _ => cuts_bytes(file.size, settings.split_size),
             }
         };
         let count = cuts.len();
@@ -602,6 +637,7 @@ where
                 part_size,
                 parts,
                 gzip_pieces: false,
+                compress: None,
                 whole: count == 1,
             });
             total_bytes += size;
@@ -879,6 +915,72 @@ mod tests {
     }
 
     #[test]
+    fn compressing_plans_plain_files_as_gzip_pieces_and_leaves_compressed_ones() {
+        let text = b"a,b\nc,d\n".repeat(50);
+        let mut gz = vec![0x1f, 0x8b, 8, 0];
+        gz.extend(std::iter::repeat_n(b'\n', 100));
+        let zstd = [0x28, 0xb5, 0x2f, 0xfd, b'\n'];
+        let files = [
+            file("d/big.csv", text.len() as u64),
+            file("d/small.csv", 10),
+            file("d/z.zst", zstd.len() as u64),
+            file("d/g.csv.gz", gz.len() as u64),
+        ];
+        let read = |f: &SourceFile| -> io::Result<Vec<u8>> {
+            Ok(match f.relative.as_str() {
+                "d/big.csv" => text.clone(),
+                "d/small.csv" => text[..10].to_vec(),
+                "d/z.zst" => zstd.to_vec(),
+                _ => gz.clone(),
+            })
+        };
+        let s = PlanSettings {
+            compress: Some(9),
+            ..settings(1200, SplitOn::Lines)
+        };
+        let p = plan(&files, &s, read).unwrap();
+        let keys: Vec<_> = p.objects.iter().map(|o| o.key.as_str()).collect();
+        // The 400-byte file may not fit one piece once compressed (1200 bytes is below the
+        // margin): numbered pieces. The small one keeps its name; compressed ones go as they are.
+        assert_eq!(
+            keys,
+            [
+                "d/big-{n}.csv.gz",
+                "d/g.csv.gz",
+                "d/small.csv.gz",
+                "d/z.zst"
+            ]
+        );
+        assert!(p.objects[0].gzip_pieces && p.objects[0].compress == Some(9));
+        assert!(p.objects[2].gzip_pieces && p.objects[2].compress == Some(9));
+        assert!(!p.objects[1].gzip_pieces && !p.objects[3].gzip_pieces);
+        // A split size with room for even incompressible bytes: one piece, the file's name.
+        let roomy = PlanSettings {
+            compress: Some(6),
+            ..settings(4000, SplitOn::Lines)
+        };
+        let p = plan(&files[..1], &roomy, read).unwrap();
+        assert_eq!(p.objects[0].key, "d/big.csv.gz");
+        // Bytes mode compresses too; a chosen template names every piece.
+        let named = PlanSettings {
+            compress: Some(1),
+            name_template: "{stem}.part{n}{ext}".into(),
+            name_every_object: true,
+            ..settings(4000, SplitOn::Bytes)
+        };
+        let p = plan(&files[..1], &named, read).unwrap();
+        assert_eq!(p.objects[0].key, "d/big.part{n}.csv.gz");
+        let bad = PlanSettings {
+            compress: Some(10),
+            ..settings(4000, SplitOn::Bytes)
+        };
+        assert!(matches!(
+            plan(&files, &bad, read),
+            Err(PlanError::Level(10))
+        ));
+    }
+
+    #[test]
     fn formats_that_cannot_be_cut_on_lines_are_refused_by_name() {
         let cases: [(&str, Vec<u8>, &str); 5] = [
             ("a.zst", vec![0x28, 0xb5, 0x2f, 0xfd], "zstd-compressed"),
@@ -975,6 +1077,7 @@ mod tests {
             part_size: 5 * MIB,
             parts: 3,
             gzip_pieces: false,
+            compress: None,
             whole: false,
             source_version: None,
         };

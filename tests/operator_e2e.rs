@@ -249,6 +249,25 @@ async fn bad_specs_are_refused_by_the_api_server() {
             .expect_err(name);
         assert!(err.to_string().contains(want), "{name}: {err}");
     }
+    let compressions = [
+        (
+            "level-ten",
+            "{format: gzip, level: 10}",
+            "less than or equal to 9",
+        ),
+        (
+            "format-zstd",
+            "{format: zstd}",
+            "Unsupported value: \"zstd\"",
+        ),
+    ];
+    for (name, compression, want) in compressions {
+        let extra = format!("  compression: {compression}\n");
+        let err = apply_untyped::<OutboundDelivery>(&world, &delivery_yaml(name, "x", "c", &extra))
+            .await
+            .expect_err(name);
+        assert!(err.to_string().contains(want), "{name}: {err}");
+    }
     // A started delivery keeps its spec, but may be suspended.
     let d = world
         .apply_yaml::<OutboundDelivery>(&delivery_yaml("d", "x", "c", "  splitSize: 8Mi\n"))
@@ -1021,7 +1040,8 @@ async fn a_secret_destination_delivers_split_files_exactly() {
 
 /// A gzip file in lines mode through the operator, in the second of two shards: its pieces
 /// (each a gzip stream of whole lines, at most the split size) are reported in that shard's
-/// OutboundShard, and shard 0's manifest lists each with its sizes and lines.
+/// OutboundShard, and shard 0's manifest lists each with its sizes and lines. Then the same
+/// folder with `compression: gzip`: the text file compressed, the gzip file not twice.
 #[tokio::test]
 async fn a_gzip_file_goes_in_pieces_and_another_shard_writes_their_manifest() {
     use std::io::{Read, Write};
@@ -1144,6 +1164,65 @@ async fn a_gzip_file_goes_in_pieces_and_another_shard_writes_their_manifest() {
     assert!(joined == text, "the pieces' lines are the file's");
     assert_eq!(manifest["Files"].as_array().unwrap().len(), pieces + 1);
     assert!(open_uploads(&gw, &bkt).await.is_empty());
+
+    // Compressed on the way out: the text file goes as a gzip stream named `.gz`, the gzip
+    // file in pieces as before (never compressed twice).
+    world
+        .apply_yaml::<OutboundDelivery>(&delivery_yaml_from(
+            "packed",
+            "acme",
+            "{volume: {claimName: exports, path: day}}",
+            "  keyPrefix: packed/\n  manifest: false\n  compression: {format: gzip, level: 1}\n",
+        ))
+        .await
+        .unwrap();
+    world
+        .wait_delivery(
+            "packed",
+            "Succeeded",
+            Some("Delivered"),
+            Duration::from_secs(180),
+        )
+        .await;
+    let job = jobs_in(&world)
+        .await
+        .into_iter()
+        .find(|j| {
+            j.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.contains("packed"))
+        })
+        .expect("the packed delivery's Job");
+    let envs = job.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap_or_default();
+    let value = |name: &str| {
+        envs.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(value("OUTBOUND_COMPRESS").as_deref(), Some("gzip"));
+    assert_eq!(value("OUTBOUND_COMPRESS_LEVEL").as_deref(), Some("1"));
+    let packed = get("packed/day/a.sync.gz".into()).await;
+    let mut unpacked = Vec::new();
+    flate2::read::GzDecoder::new(packed.as_slice())
+        .read_to_end(&mut unpacked)
+        .expect("a.sync.gz is a gzip stream");
+    assert!(unpacked == std::fs::read(folder.join("day/a.sync")).unwrap());
+    let keys: Vec<String> = list_objects(&gw, &bkt)
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with("packed/"))
+        .collect();
+    assert!(
+        keys.iter()
+            .all(|k| k.ends_with(".gz") && !k.ends_with(".gz.gz")),
+        "{keys:?}"
+    );
+    assert_eq!(keys.len(), pieces + 1, "{keys:?}");
     world.cleanup().await;
 }
 

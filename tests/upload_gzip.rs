@@ -1,7 +1,8 @@
 //! gzip files in lines mode, against versitygw: a gzip file larger than the split size goes as
 //! pieces of whole lines, each a gzip stream of its own no larger than the split size, listed in
 //! the manifest with both sizes and its lines; a second run sends nothing; a killed run resumes
-//! without sending the pieces and parts it stored again; a corrupt stream is named.
+//! without sending the pieces and parts it stored again; a corrupt stream is named. Text files
+//! compressed on the way out (`--compress gzip`) take the same road.
 
 mod upload_support;
 
@@ -243,4 +244,129 @@ async fn a_corrupt_gzip_file_is_named() {
         "{run:?}"
     );
     assert!(list(&s3, &bucket, "").await.is_empty());
+}
+
+/// `--compress gzip`: a text file larger than the split size goes as gzip pieces of whole lines
+/// (each at most the split size, each decompressing alone), a small one as `name.gz`, an empty
+/// one as an empty gzip stream; a gzip file and a Parquet file go as they are. The manifest gives
+/// the sizes and lines of each; a second run sends nothing. In bytes mode the pieces need not end
+/// on a line; in lines mode a line longer than the split size is named with its file.
+#[tokio::test]
+async fn compressing_sends_text_files_as_gzip_pieces_and_compressed_files_as_they_are() {
+    let server = versitygw();
+    let s3 = server.client();
+    let bucket = new_bucket(&s3, "compress").await;
+    let dir = source_dir();
+    let data = random_lines(40 * MIB, 13);
+    write(&dir.path().join("logs/big.csv"), &data);
+    write(&dir.path().join("logs/small.txt"), b"one\ntwo\n");
+    write(&dir.path().join("empty.csv"), b"");
+    let already = gzip(b"already\ncompressed\n");
+    write(&dir.path().join("logs/already.csv.gz"), &already);
+    let mut parquet = b"PAR1".to_vec();
+    parquet.extend((0..5000u32).map(|i| (i % 253) as u8));
+    parquet.extend(b"PAR1");
+    write(&dir.path().join("logs/data.parquet"), &parquet);
+
+    let args = [
+        "--split-size",
+        "8Mi",
+        "--compress",
+        "gzip",
+        "--compress-level",
+        "1",
+        "--prefix",
+        "c/",
+        "--manifest",
+    ];
+    let first = upload(&server, &bucket, dir.path(), &args).await;
+    assert!(first.success, "{first:?}");
+
+    let got = pieces(&s3, &bucket, "c/logs/", "big").await;
+    assert!(got.len() >= 3, "{} pieces", got.len());
+    let mut joined = Vec::with_capacity(data.len());
+    for (i, (key, bytes)) in got.iter().enumerate() {
+        assert_eq!(key, &format!("c/logs/big-{:03}.csv.gz", i + 1));
+        assert!(bytes.len() <= 8 * MIB, "{key} is {} bytes", bytes.len());
+        let lines = gunzip(key, bytes);
+        if i + 1 < got.len() {
+            assert_eq!(lines.last(), Some(&b'\n'), "{key} ends inside a line");
+        }
+        joined.extend_from_slice(&lines);
+    }
+    assert!(joined == data, "the pieces' lines are the source's");
+    let small = get(&s3, &bucket, "c/logs/small.txt.gz").await;
+    assert_eq!(gunzip("small.txt.gz", &small), b"one\ntwo\n");
+    assert!(gunzip("empty.csv.gz", &get(&s3, &bucket, "c/empty.csv.gz").await).is_empty());
+    assert_eq!(get(&s3, &bucket, "c/logs/already.csv.gz").await, already);
+    assert_eq!(get(&s3, &bucket, "c/logs/data.parquet").await, parquet);
+
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&get(&s3, &bucket, "c/manifest.json").await).unwrap();
+    let files = manifest["Files"].as_array().unwrap();
+    assert_eq!(files.len(), got.len() + 4, "{manifest:#}");
+    let entry = |key: &str| {
+        files
+            .iter()
+            .find(|f| f["FileName"] == key)
+            .unwrap_or_else(|| panic!("{key} not in the manifest: {manifest:#}"))
+            .clone()
+    };
+    for (key, bytes) in &got {
+        let lines = gunzip(key, bytes);
+        let e = entry(key);
+        assert_eq!(e["FileSize"], bytes.len() as u64, "{key}");
+        assert_eq!(e["UncompressedSize"], lines.len() as u64, "{key}");
+        assert_eq!(e["NumRecords"], count_lines(&lines), "{key}");
+        assert_eq!(e["SourceFile"], "logs/big.csv");
+    }
+    let e = entry("c/logs/small.txt.gz");
+    assert_eq!(
+        (
+            e["FileSize"].as_u64(),
+            e["UncompressedSize"].as_u64(),
+            e["NumRecords"].as_u64()
+        ),
+        (Some(small.len() as u64), Some(8), Some(2)),
+        "{e}"
+    );
+
+    let again = upload(&server, &bucket, dir.path(), &args).await;
+    assert!(again.success, "{again:?}");
+    assert_eq!(again.bytes_sent(), 0, "a re-run sends nothing: {again:?}");
+
+    // Bytes mode: one 12 MiB line, cut anywhere, each piece a gzip stream of its own.
+    let bin = dir.path().join("bin");
+    let line: Vec<u8> = random_lines(12 * MIB, 14)
+        .into_iter()
+        .filter(|&b| b != b'\n' && b != b'\r')
+        .collect();
+    write(&bin.join("one.line"), &line);
+    let bytes_args = [
+        "--split-size",
+        "4Mi",
+        "--compress",
+        "gzip",
+        "--split-on",
+        "bytes",
+    ];
+    let run = upload(&server, &bucket, &bin, &bytes_args).await;
+    assert!(run.success, "{run:?}");
+    let got = pieces(&s3, &bucket, "", "one").await;
+    assert!(got.len() >= 3, "{} pieces", got.len());
+    let mut joined = Vec::new();
+    for (key, bytes) in &got {
+        assert!(bytes.len() <= 4 * MIB, "{key} is {} bytes", bytes.len());
+        joined.extend(gunzip(key, bytes));
+    }
+    assert!(joined == line, "the pieces are the line's bytes");
+    // Lines mode cannot cut that line: the file is named (as it is, not "decompressed").
+    let lines_args = ["--split-size", "4Mi", "--compress", "gzip"];
+    let run = upload(&server, &bucket, &bin, &lines_args).await;
+    assert_eq!(run.code, Some(78), "a permanent failure: {run:?}");
+    assert!(
+        run.stderr
+            .contains("one.line: the line starting at byte 0 is longer than the split size"),
+        "{run:?}"
+    );
 }

@@ -27,6 +27,8 @@ const IMMUTABLE_ONCE_STARTED: &str = "!has(oldSelf.status) || !has(oldSelf.statu
  && (!has(self.spec.splitSize) || self.spec.splitSize == oldSelf.spec.splitSize))\
  && (has(self.spec.splitOn) == has(oldSelf.spec.splitOn)\
  && (!has(self.spec.splitOn) || self.spec.splitOn == oldSelf.spec.splitOn))\
+ && (has(self.spec.compression) == has(oldSelf.spec.compression)\
+ && (!has(self.spec.compression) || self.spec.compression == oldSelf.spec.compression))\
  && self.spec.parallelism == oldSelf.spec.parallelism\
  && self.spec.manifest == oldSelf.spec.manifest\
  && self.spec.backoffLimit == oldSelf.spec.backoffLimit\
@@ -99,6 +101,10 @@ pub struct OutboundDeliverySpec {
     /// Where a split falls (`lines` or `bytes`); default the destination's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split_on: Option<SplitOn>,
+    /// Compress the files on the way out, `.gz` appended to their names. A file already
+    /// compressed (gzip, zstd, ...) or of a binary format (Parquet, ...) goes as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
     /// Pods of the upload Job, each taking its share of the objects (Indexed Job when above 1).
     #[serde(default = "default_parallelism")]
     #[schemars(range(min = 1, max = 1000))]
@@ -120,6 +126,30 @@ pub struct OutboundDeliverySpec {
     /// Receipts sent when the delivery ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<Notify>,
+}
+
+/// Compression of the files on the way out.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Compression {
+    /// `gzip`: each object a complete gzip stream of at most the split size (compressed), cut
+    /// on lines in lines mode, so that every object decompresses alone.
+    pub format: CompressionFormat,
+    /// 1 (fastest) to 9 (smallest); default 6, gzip's own.
+    #[serde(default = "default_gzip_level")]
+    #[schemars(range(min = 1, max = 9))]
+    pub level: u32,
+}
+
+/// A compression format.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionFormat {
+    Gzip,
+}
+
+fn default_gzip_level() -> u32 {
+    6
 }
 
 /// Receipts of a delivery.

@@ -63,6 +63,8 @@ pub struct Engine {
     pub retry: RetryPolicy,
     /// The largest object (what a gzip file's pieces are cut to).
     pub split_size: u64,
+    /// Where a file compressed on the way out is cut: on lines, or anywhere (bytes mode).
+    pub split_on: crate::plan::SplitOn,
     /// The provider's bucket the files are read from, when not a folder.
     pub source: Option<Arc<S3Source>>,
     /// Parts of objects cut from `source` are copied by the server (`upload::copy`).
@@ -91,6 +93,7 @@ impl Engine {
             concurrency: concurrency.max(1),
             retry,
             split_size: crate::units::MAX_SPLIT_SIZE,
+            split_on: crate::plan::SplitOn::Lines,
             source: None,
             copy: false,
             copy_refused: Default::default(),

@@ -313,6 +313,7 @@ mod tests {
             part_size: 0,
             parts: 1,
             gzip_pieces: false,
+            compress: None,
             whole: false,
             source_version: None,
         };

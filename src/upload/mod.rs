@@ -123,6 +123,20 @@ pub struct SourceArgs {
     /// pieces, an unsplit file keeping its name.
     #[arg(long, env = "OUTBOUND_NAME_TEMPLATE")]
     pub name_template: Option<String>,
+    /// Compress files on the way out (`gzip`), `.gz` appended to their names; files already
+    /// compressed (or of a binary format, by their first bytes) go as they are. A file is cut
+    /// into pieces, each a gzip stream of at most the split size (on lines in lines mode).
+    #[arg(long, env = "OUTBOUND_COMPRESS", value_enum)]
+    pub compress: Option<Compress>,
+    /// The gzip level of `--compress`: 1 (fastest) to 9 (smallest).
+    #[arg(long, env = "OUTBOUND_COMPRESS_LEVEL", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub compress_level: u32,
+}
+
+/// How files are compressed on the way out.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compress {
+    Gzip,
 }
 
 impl SourceArgs {
@@ -140,6 +154,7 @@ impl SourceArgs {
                 .clone()
                 .unwrap_or_else(|| plan::DEFAULT_NAME_TEMPLATE.to_string()),
             name_every_object: self.name_template.is_some(),
+            compress: self.compress.map(|Compress::Gzip| self.compress_level),
         }
     }
 
@@ -668,6 +683,7 @@ async fn deliver(
         },
     );
     engine.split_size = args.source.split_size;
+    engine.split_on = args.source.split_on;
     engine.source = source.clone();
     engine.copy = args.copy == CopyArg::Server && source.is_some();
 

@@ -1,6 +1,7 @@
 //! Gzip files cut on lines while they are sent (lines mode, a gzip file larger than the split
 //! size): decompressed, cut into pieces of whole lines, each piece a complete gzip stream of its
-//! own no larger than the split size.
+//! own no larger than the split size. Files compressed on the way out (`compress`) take the same
+//! road without the decompression (cut on lines, or on blocks in bytes mode).
 //!
 //! Pieces are built the way pigz builds a stream: the decompressed lines are taken in blocks of
 //! about 1 MiB that end on a newline, and each block is compressed alone (raw deflate, flushed to
@@ -26,7 +27,7 @@ use super::error::UploadError;
 use super::source::{Opened, StreamBroke};
 use super::state::{PieceRecord, Progress};
 use crate::checksum;
-use crate::plan::{PlanError, PlannedObject};
+use crate::plan::{PlanError, PlannedObject, SplitOn};
 
 /// Decompressed bytes per block: large enough that flushing costs little ratio, small enough
 /// that a piece ends close to the split size.
@@ -37,7 +38,7 @@ const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 const FINAL: [u8; 2] = [0x03, 0x00];
 /// What closes a piece after its blocks: the final block and the 8-byte trailer.
 const TAIL: u64 = (FINAL.len() + 8) as u64;
-/// Compression level of the pieces (gzip's default).
+/// Compression level of a gzip file's pieces (gzip's default).
 const LEVEL: u32 = 6;
 
 /// Decompressed lines of the file, ending on a newline (but the file's last).
@@ -60,12 +61,22 @@ struct Packed {
     read: u64,
 }
 
-/// Reads the gzip file (all its members) and sends its decompressed bytes as blocks of whole
-/// lines; a line longer than the split size is an error naming where it starts.
+/// How a unit's file is read into blocks.
+#[derive(Clone, Copy)]
+struct Reading {
+    /// A gzip file (all its members), decompressed; else the file's own bytes.
+    gzip: bool,
+    /// Blocks end on a newline; else they are cut at the block size (bytes mode).
+    lines: bool,
+}
+
+/// Reads the file (a gzip file decompressed) and sends its bytes as blocks (of whole lines in
+/// lines mode); a line longer than the split size is an error naming where it starts.
 fn read_blocks(
     file: Box<dyn Read + Send>,
     name: &str,
     split: u64,
+    how: Reading,
     tx: &tokio::sync::mpsc::Sender<Result<Block, UploadError>>,
 ) -> Result<(), UploadError> {
     let read = Arc::new(AtomicU64::new(0));
@@ -73,8 +84,17 @@ fn read_blocks(
         inner: file,
         read: Arc::clone(&read),
     };
-    let mut gz =
-        flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, counted));
+    let buffered = std::io::BufReader::with_capacity(1 << 20, counted);
+    let mut gz: Box<dyn Read> = if how.gzip {
+        Box::new(flate2::read::MultiGzDecoder::new(buffered))
+    } else {
+        Box::new(buffered)
+    };
+    let what = if how.gzip {
+        format!("{name} (decompressed)")
+    } else {
+        name.to_string()
+    };
     let mut pending: Vec<u8> = Vec::with_capacity(2 * BLOCK);
     let mut at = 0u64;
     let mut eof = false;
@@ -106,7 +126,7 @@ fn read_blocks(
                         },
                     });
                 }
-                Err(e) => {
+                Err(e) if how.gzip => {
                     return Err(UploadError::Read {
                         file: name.to_string(),
                         offset: read.load(Ordering::Relaxed),
@@ -116,24 +136,35 @@ fn read_blocks(
                         ),
                     });
                 }
+                Err(e) => {
+                    return Err(UploadError::Read {
+                        file: name.to_string(),
+                        offset: read.load(Ordering::Relaxed),
+                        source: e,
+                    });
+                }
             }
         }
         if pending.is_empty() {
             return Ok(());
         }
         let head = BLOCK.min(pending.len());
-        let cut = match memchr::memrchr(b'\n', &pending[..head]) {
-            Some(i) if pending.len() > BLOCK || !eof => Some(i + 1),
-            _ if eof && pending.len() <= BLOCK => Some(pending.len()),
-            _ => memchr::memchr(b'\n', &pending[head..])
-                .map(|i| head + i + 1)
-                .or(eof.then_some(pending.len())),
+        let cut = if !how.lines {
+            Some(head)
+        } else {
+            match memchr::memrchr(b'\n', &pending[..head]) {
+                Some(i) if pending.len() > BLOCK || !eof => Some(i + 1),
+                _ if eof && pending.len() <= BLOCK => Some(pending.len()),
+                _ => memchr::memchr(b'\n', &pending[head..])
+                    .map(|i| head + i + 1)
+                    .or(eof.then_some(pending.len())),
+            }
         };
         let Some(cut) = cut else {
             // A line longer than a block: read on until it ends, unless it cannot fit a piece.
             if pending.len() as u64 > split {
                 return Err(UploadError::Plan(PlanError::LineTooLong {
-                    file: format!("{name} (decompressed)"),
+                    file: what,
                     offset: at,
                     split,
                 }));
@@ -172,9 +203,9 @@ impl Read for Counted {
     }
 }
 
-/// Compresses a block alone, flushed to a byte boundary, so that blocks concatenate.
-fn pack(block: Block) -> std::io::Result<Packed> {
-    let mut c = flate2::Compress::new(flate2::Compression::new(LEVEL), false);
+/// Compresses a block alone at `level`, flushed to a byte boundary, so that blocks concatenate.
+fn pack(block: Block, level: u32) -> std::io::Result<Packed> {
+    let mut c = flate2::Compress::new(flate2::Compression::new(level), false);
     let mut out = Vec::with_capacity(block.data.len() / 2 + 4096);
     loop {
         let done = c.total_in() as usize;
@@ -250,14 +281,20 @@ type Request<'a> =
 pub async fn deliver(engine: &Engine, unit: &PlannedObject) -> Result<Outcome, UploadError> {
     let file = Arc::new(Opened::open(unit, engine.source.as_ref())?);
     let split = engine.split_size;
+    let split_on = engine.split_on;
+    let level = unit.compress.unwrap_or(LEVEL);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Block, UploadError>>(4);
     let reader = {
         let (opened, unit) = (Arc::clone(&file), unit.clone());
         // Opened on the blocking thread: an S3 source's body is read by blocking on it.
         tokio::task::spawn_blocking(move || {
+            let how = Reading {
+                gzip: unit.compress.is_none(),
+                lines: unit.compress.is_none() || split_on == SplitOn::Lines,
+            };
             let read = opened
                 .stream(&unit)
-                .and_then(|stream| read_blocks(stream, &unit.source, split, &tx));
+                .and_then(|stream| read_blocks(stream, &unit.source, split, how, &tx));
             if let Err(e) = read {
                 let _ = tx.blocking_send(Err(e));
             }
@@ -268,7 +305,7 @@ pub async fn deliver(engine: &Engine, unit: &PlannedObject) -> Result<Outcome, U
         .map(|block| async move {
             let block = block?;
             let at = block.at;
-            tokio::task::spawn_blocking(move || pack(block))
+            tokio::task::spawn_blocking(move || pack(block, level))
                 .await
                 .expect("compressing does not panic")
                 .map_err(|e| UploadError::Read {
@@ -304,7 +341,11 @@ pub async fn deliver(engine: &Engine, unit: &PlannedObject) -> Result<Outcome, U
                     }
                     if HEADER.len() as u64 + block.deflated.len() as u64 + TAIL > split {
                         return Err(UploadError::Plan(PlanError::LineTooLong {
-                            file: format!("{} (decompressed)", unit.source),
+                            file: if unit.compress.is_some() {
+                                unit.source.clone()
+                            } else {
+                                format!("{} (decompressed)", unit.source)
+                            },
                             offset: block.at,
                             split,
                         }));
@@ -347,7 +388,7 @@ pub async fn deliver(engine: &Engine, unit: &PlannedObject) -> Result<Outcome, U
         unit.size.saturating_sub(run.counted),
     );
     Progress::add(&engine.state.progress.bytes_read, unit.size);
-    tracing::info!(source = %unit.source, pieces = records.len(), "gzip file delivered in pieces");
+    tracing::info!(source = %unit.source, pieces = records.len(), compressed = unit.compress.is_some(), "file delivered in gzip pieces");
     engine.state.record_pieces(unit, records);
     Ok(Outcome::Sent)
 }
@@ -372,12 +413,20 @@ impl<'a> Run<'a> {
         let engine = self.engine;
         self.pieces += 1;
         let n = self.pieces;
+        // A file compressed into one piece keeps its name: the plan chose that only where even
+        // incompressible bytes fit the split size, so no second piece can follow.
+        assert!(
+            n == 1 || self.unit.key.contains("{n}"),
+            "a second piece of {} planned as one",
+            self.unit.source
+        );
         let mut object = self.unit.clone();
         object.key = self.unit.piece_key(n);
         object.sequence = n as u32;
         object.offset = at;
         object.size = 0;
         object.gzip_pieces = false;
+        object.compress = None;
         if n > 1 {
             Progress::add(&engine.state.progress.objects_total, 1);
         }

@@ -759,6 +759,7 @@ mod tests {
                 1
             },
             gzip_pieces: false,
+            compress: None,
             whole: false,
             source_version: None,
         }
