@@ -1205,7 +1205,7 @@ async fn a_gzip_file_goes_in_pieces_and_another_shard_writes_their_manifest() {
     };
     assert_eq!(value("OUTBOUND_COMPRESS").as_deref(), Some("gzip"));
     assert_eq!(value("OUTBOUND_COMPRESS_LEVEL").as_deref(), Some("1"));
-    let packed = get("packed/day/a.sync.gz".into()).await;
+    let packed = get("packed/a.sync.gz".into()).await;
     let mut unpacked = Vec::new();
     flate2::read::GzDecoder::new(packed.as_slice())
         .read_to_end(&mut unpacked)
