@@ -2,7 +2,8 @@
 //! bucket plays the provider's store): the volume tests' edge cases delivered byte for byte and
 //! cut on lines, read with the source's own keys (never the destination's); a re-run sends
 //! nothing; an object overwritten during the delivery fails it with its own reason; a killed run
-//! resumes without sending again what it stored.
+//! resumes without sending again what it stored; compressed on the way out, text is sent and
+//! gzip still copied.
 
 mod upload_support;
 
@@ -257,6 +258,78 @@ async fn in_copy_mode_the_server_copies_and_the_pod_sends_under_one_percent() {
         "a re-run copies nothing: {again:?}"
     );
     assert!(open_uploads(&s3, &bucket).await.is_empty());
+}
+
+/// Copy mode with `--compress gzip`: the text object is read, compressed into gzip pieces of
+/// whole lines and sent; the gzip object, already compressed, is still copied by the server.
+#[tokio::test]
+async fn compressing_a_bucket_source_sends_the_text_and_copies_the_gzip() {
+    use std::io::{Read, Write};
+    let server = versitygw();
+    let s3 = server.client();
+    // Random letters, so that gzip keeps most of it: several pieces of at most 1 MiB.
+    let mut rng = Rng::new(21);
+    let mut text = Vec::with_capacity(3 * MIB + 400);
+    while text.len() < 3 * MIB {
+        let len = 1 + (rng.next() % 300) as usize;
+        text.extend((0..len).map(|_| b'a' + (rng.next() % 26) as u8));
+        text.extend_from_slice(b"\r\n");
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(b"already\ncompressed\n").unwrap();
+    let gz = gz.finish().unwrap();
+    let source = provider(
+        &s3,
+        &[
+            ("a.csv".into(), text.clone()),
+            ("b.csv.gz".into(), gz.clone()),
+        ],
+    )
+    .await;
+    let bucket = new_bucket(&s3, "packed").await;
+    let keys = (server.access_key.as_str(), server.secret_key.as_str());
+    let args = [
+        "--split-size",
+        "1Mi",
+        "--copy",
+        "server",
+        "--compress",
+        "gzip",
+    ];
+    let out = run(from_s3(
+        &server,
+        &bucket,
+        &source,
+        &server.endpoint,
+        keys,
+        &args,
+    ))
+    .await;
+    assert!(out.success, "{out:?}");
+    assert!(
+        out.stdout
+            .contains(&format!("copied {} bytes by the server", gz.len())),
+        "{out:?}"
+    );
+    let mut joined = Vec::new();
+    let mut pieces = 0;
+    for (key, size, _) in list(&s3, &bucket, "").await {
+        if !key.starts_with("a-") {
+            continue;
+        }
+        pieces += 1;
+        assert_eq!(key, format!("a-{pieces:03}.csv.gz"));
+        assert!(size <= MIB as u64, "{key} is {size} bytes");
+        let mut lines = Vec::new();
+        flate2::read::GzDecoder::new(get(&s3, &bucket, &key).await.as_slice())
+            .read_to_end(&mut lines)
+            .unwrap_or_else(|e| panic!("{key} is not a gzip stream of its own: {e}"));
+        assert!(lines.ends_with(b"\r\n"), "{key} ends on a line");
+        joined.extend(lines);
+    }
+    assert!(pieces >= 2, "{pieces} pieces of a.csv");
+    assert!(joined == text, "the pieces' lines are the object's");
+    assert_eq!(get(&s3, &bucket, "b.csv.gz").await, gz);
 }
 
 /// Copy mode, the source overwritten while its parts are being copied: every copy names the
