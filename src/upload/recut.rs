@@ -90,11 +90,7 @@ fn read_blocks(
     } else {
         Box::new(buffered)
     };
-    let what = if how.gzip {
-        format!("{name} (decompressed)")
-    } else {
-        name.to_string()
-    };
+    let what = shown(name, how.gzip);
     let mut pending: Vec<u8> = Vec::with_capacity(2 * BLOCK);
     let mut at = 0u64;
     let mut eof = false;
@@ -186,6 +182,15 @@ fn read_blocks(
             // The sender stopped (an error, a stop): nothing more to read.
             return Ok(());
         }
+    }
+}
+
+/// The file as errors name it: a gzip file's lines are its decompressed bytes.
+fn shown(name: &str, gzip: bool) -> String {
+    if gzip {
+        format!("{name} (decompressed)")
+    } else {
+        name.to_string()
     }
 }
 
@@ -341,11 +346,7 @@ pub async fn deliver(engine: &Engine, unit: &PlannedObject) -> Result<Outcome, U
                     }
                     if HEADER.len() as u64 + block.deflated.len() as u64 + TAIL > split {
                         return Err(UploadError::Plan(PlanError::LineTooLong {
-                            file: if unit.compress.is_some() {
-                                unit.source.clone()
-                            } else {
-                                format!("{} (decompressed)", unit.source)
-                            },
+                            file: shown(&unit.source, unit.compress.is_none()),
                             offset: block.at,
                             split,
                         }));

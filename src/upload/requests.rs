@@ -182,27 +182,9 @@ impl Engine {
             }
         };
         for (upload_id, _) in strays {
-            let aborted = self
-                .retry
-                .run("AbortMultipartUpload", &object.key, || async {
-                    self.s3
-                        .abort_multipart_upload()
-                        .bucket(&self.bucket)
-                        .key(&object.key)
-                        .upload_id(&upload_id)
-                        .send()
-                        .await
-                        .map_err(|e| cause(&e))
-                })
-                .await;
-            match aborted {
-                Ok(_) => {
-                    tracing::info!(key = %object.key, %upload_id, "aborted a stray upload of a delivered key")
-                }
-                Err(cause) if cause.no_such_upload() || cause.not_found() => {}
-                Err(cause) => {
-                    tracing::warn!(key = %object.key, %upload_id, %cause, "failed to abort a stray upload")
-                }
+            // The key was forgotten on completion: abort's own forget changes nothing.
+            if self.abort(object, &upload_id).await {
+                tracing::info!(key = %object.key, %upload_id, "aborted a stray upload of a delivered key");
             }
         }
     }
@@ -378,8 +360,9 @@ impl Engine {
     }
 
     /// Aborts an upload this run no longer needs because the key already holds the same bytes
-    /// (never on a failure), and forgets it. Best effort: the operator's cleanup finds what is left.
-    pub async fn abort(&self, object: &PlannedObject, upload_id: &str) {
+    /// (never on a failure), and forgets it; true if this call aborted it. Best effort: the
+    /// operator's cleanup finds what is left.
+    pub async fn abort(&self, object: &PlannedObject, upload_id: &str) -> bool {
         let result = self
             .retry
             .run("AbortMultipartUpload", &object.key, || async {
@@ -393,15 +376,19 @@ impl Engine {
                     .map_err(|e| cause(&e))
             })
             .await;
-        match result {
-            Ok(_) => tracing::info!(key = %object.key, "multipart upload aborted"),
-            Err(cause) if cause.no_such_upload() || cause.not_found() => {}
+        let aborted = match result {
+            Ok(_) => {
+                tracing::info!(key = %object.key, "multipart upload aborted");
+                true
+            }
+            Err(cause) if cause.no_such_upload() || cause.not_found() => false,
             Err(cause) => {
                 tracing::warn!(key = %object.key, %cause, "failed to abort a multipart upload");
-                return;
+                return false;
             }
-        }
+        };
         self.state.forget(&object.key).await;
+        aborted
     }
 
     /// Uploads part `number` of `object`'s upload from `body` (its checksum `digest`, base64):
